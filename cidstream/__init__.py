@@ -1,0 +1,2 @@
+"""cidstream: dehaze traffic video streams so vehicle detectors see more."""
+__version__ = "0.1.0"

@@ -1,0 +1,139 @@
+"""Stage-by-stage speed of one input: decode, model, encode, and all of them together.
+
+Each stage is timed alone on the same frames, then the whole pipeline runs; the ratio
+end-to-end / slowest stage says how well the stages overlap (1.0 = perfectly).
+"""
+from __future__ import annotations
+
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import Config
+from .engine import Dehazer, run_pipeline
+from .io import ThreadedSink, open_source
+from .io.sinks import VideoSink
+
+
+@dataclass
+class BenchResult:
+    input: str
+    width: int
+    height: int
+    frames: int
+    model: str
+    device: str
+    precision: str
+    batch: int
+    machine: str
+    decode_fps: float = 0.0
+    model_fps: float = 0.0
+    encode_fps: float = 0.0
+    end_to_end_fps: float = 0.0
+    slowest_stage: str = ""
+    ratio: float = 0.0
+    repeats: int = 1
+    notes: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def machine_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu} CPU, {torch.get_num_threads()} threads"
+
+
+def _median(values: list[float]) -> float:
+    values = sorted(values)
+    return values[len(values) // 2]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, warmup: int = 2,
+              progress=None) -> BenchResult:
+    e = cfg.engine
+    dehazer = Dehazer(cfg.model.name, device=e.device, precision=e.precision, channels_last=e.channels_last,
+                      random_init=True, dcp=vars(cfg.model.dcp))
+
+    def source():
+        return open_source(input_spec, options=cfg.input.options, decode_threads=cfg.input.decode_threads,
+                           max_frames=frames, image_fps=cfg.input.image_fps)
+
+    def tick(label):
+        if progress is not None:
+            progress(label)
+
+    # Decode only (also collects the frames the other stages reuse).
+    decode_runs, images = [], []
+    for r in range(repeats):
+        tick(f"decode {r + 1}/{repeats}")
+        with source() as src:
+            t0 = time.perf_counter()
+            decoded = list(src)
+            decode_runs.append(len(decoded) / (time.perf_counter() - t0))
+        images = decoded
+    info = source().info
+    n = len(images)
+    res = BenchResult(input=input_spec, width=images[0].image.shape[1], height=images[0].image.shape[0], frames=n,
+                      model=dehazer.name, device=str(dehazer.device), precision=dehazer.precision, batch=e.batch,
+                      machine=machine_name(dehazer.device), repeats=repeats)
+    if dehazer.loaded.weights is None and dehazer.net.trainable:
+        res.notes.append("random weights (speed only)")
+
+    # Model only: uint8 batches already on the device.
+    import numpy as np
+    batches = [dehazer.upload(np.stack([f.image for f in images[i:i + e.batch]])) for i in range(0, n, e.batch)]
+    for _ in range(warmup):
+        dehazer.process(batches[0])
+    model_runs = []
+    for r in range(repeats):
+        tick(f"model {r + 1}/{repeats}")
+        _sync(dehazer.device)
+        t0 = time.perf_counter()
+        for b in batches:
+            dehazer.process(b)
+        _sync(dehazer.device)
+        model_runs.append(n / (time.perf_counter() - t0))
+    del batches
+
+    with tempfile.TemporaryDirectory(prefix="cidstream-bench-") as tmp:
+        o = cfg.output
+        encode_runs = []
+        for r in range(repeats):
+            tick(f"encode {r + 1}/{repeats}")
+            sink = VideoSink(Path(tmp) / f"enc{r}.mp4", info, codec=o.codec, crf=o.crf, preset=o.preset,
+                             copy_audio=False)
+            t0 = time.perf_counter()
+            for f in images:
+                sink.write(f, f.image)
+            sink.close()
+            encode_runs.append(n / (time.perf_counter() - t0))
+        del images
+
+        e2e_runs = []
+        for r in range(repeats):
+            tick(f"end-to-end {r + 1}/{repeats}")
+            sink = ThreadedSink(VideoSink(Path(tmp) / f"e2e{r}.mp4", info, codec=o.codec, crf=o.crf,
+                                          preset=o.preset, copy_audio=False), o.queue_size)
+            with source() as src:
+                stats = run_pipeline(src, dehazer, sink, batch=e.batch, max_latency_ms=e.max_latency_ms,
+                                     queue_size=cfg.input.queue_size)
+            e2e_runs.append(stats.fps)
+
+    res.decode_fps, res.model_fps = _median(decode_runs), _median(model_runs)
+    res.encode_fps, res.end_to_end_fps = _median(encode_runs), _median(e2e_runs)
+    stages = {"decode": res.decode_fps, "model": res.model_fps, "encode": res.encode_fps}
+    res.slowest_stage = min(stages, key=stages.get)
+    res.ratio = res.end_to_end_fps / stages[res.slowest_stage]
+    return res

@@ -1,0 +1,185 @@
+"""One config system: YAML files in ``configs/`` mapped onto these dataclasses.
+
+Precedence: dataclass defaults < ``configs/default.yaml`` (when running from a checkout)
+< ``--config FILE`` < explicit CLI flags and ``--set section.key=value``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+@dataclass
+class DCPParams:
+    patch: int = 15             # dark-channel window, pixels
+    omega: float = 0.95         # fraction of haze removed (1.0 looks unnatural)
+    t0: float = 0.1             # lower bound on transmission, avoids amplifying noise
+    top_fraction: float = 0.001  # share of brightest dark-channel pixels used for the airlight
+    radius: typing.Optional[int] = None  # guided-filter radius; None scales with frame size
+    eps: float = 0.001          # guided-filter regularisation
+
+
+@dataclass
+class ModelConfig:
+    name: str = "dcp"           # registry name (dcp, cid-lite, cid) or a weights file path
+    dcp: DCPParams = field(default_factory=DCPParams)
+
+
+@dataclass
+class EngineConfig:
+    device: str = "auto"        # auto (cuda if present, else cpu), cpu, cuda, cuda:N
+    precision: str = "auto"     # auto (bf16 on capable CPUs, fp16/bf16 on CUDA), fp32, bf16, fp16
+    batch: int = 4              # frames per temporal batch
+    max_latency_ms: float = 100.0  # live sources: flush a partial batch after this long
+    channels_last: bool = True
+
+
+@dataclass
+class InputConfig:
+    queue_size: int = 32        # decoded frames buffered ahead of the model
+    decode_threads: int = 0     # 0 lets FFmpeg choose
+    image_fps: float = 25.0     # frame rate given to image folders written as video
+    options: dict = field(default_factory=dict)  # extra FFmpeg/PyAV options (e.g. rtsp_transport)
+
+
+@dataclass
+class OutputConfig:
+    codec: str = "libx264"
+    crf: int = 20               # quality: lower is better and larger
+    preset: str = "veryfast"    # x264 speed/size trade-off
+    copy_audio: bool = True
+    jpeg_quality: int = 95
+    queue_size: int = 32        # frames buffered ahead of the encoder
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check_type(value, hint, where: str):
+    origin = typing.get_origin(hint)
+    if origin is typing.Union:
+        for arg in typing.get_args(hint):
+            if arg is type(None) and value is None:
+                return None
+            try:
+                return _check_type(value, arg, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where}: {value!r} has the wrong type")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if hint is dict or origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+    return value
+
+
+def merge(obj, data: dict, where: str = "") -> None:
+    """Apply a nested mapping onto a dataclass instance, rejecting unknown keys and bad types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping of keys, got {type(data).__name__}")
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown config key '{path}' (known keys here: {', '.join(names)})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            merge(current, value, path)
+        else:
+            setattr(obj, key, _check_type(value, hints[key], path))
+
+
+def validate(cfg: Config) -> Config:
+    e = cfg.engine
+    if e.batch < 1:
+        raise ConfigError(f"engine.batch must be at least 1, got {e.batch}")
+    if e.max_latency_ms < 0:
+        raise ConfigError(f"engine.max_latency_ms must not be negative, got {e.max_latency_ms}")
+    if e.precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ConfigError(f"engine.precision must be auto, fp32, bf16 or fp16, got {e.precision!r}")
+    if cfg.input.queue_size < 1 or cfg.output.queue_size < 1:
+        raise ConfigError("input.queue_size and output.queue_size must be at least 1")
+    if cfg.input.image_fps <= 0:
+        raise ConfigError(f"input.image_fps must be positive, got {cfg.input.image_fps}")
+    if not 0 <= cfg.output.crf <= 51:
+        raise ConfigError(f"output.crf must be within 0..51, got {cfg.output.crf}")
+    return cfg
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def parse_assignment(text: str) -> dict:
+    """``engine.batch=8`` -> {'engine': {'batch': 8}}; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects section.key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    out: dict = {}
+    node = out
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Iterable[dict] = ()) -> Config:
+    cfg = Config()
+    if DEFAULT_CONFIG_FILE.is_file():
+        merge(cfg, read_yaml(DEFAULT_CONFIG_FILE))
+    if path is not None:
+        merge(cfg, read_yaml(path))
+    for data in overrides:
+        merge(cfg, data)
+    return validate(cfg)

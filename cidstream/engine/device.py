@@ -1,0 +1,46 @@
+"""Device and precision choice, done once so every stage agrees."""
+from __future__ import annotations
+
+import torch
+
+from ..errors import DeviceError
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def select_device(name: str = "auto") -> torch.device:
+    name = (name or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise DeviceError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError("device 'cuda' requested but no CUDA GPU is available (use --device cpu or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"device '{name}' requested but only {torch.cuda.device_count()} GPU(s) exist")
+    elif device.type != "cpu":
+        raise DeviceError(f"unsupported device '{name}' (use auto, cpu, cuda or cuda:N)")
+    return device
+
+
+def cpu_supports_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def select_precision(requested: str, device: torch.device) -> str:
+    """Resolve 'auto'; refuse a precision the device cannot run rather than silently slowing down."""
+    if requested == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if cpu_supports_bf16() else "fp32"
+    if requested not in DTYPES:
+        raise DeviceError(f"unknown precision '{requested}' (use auto, fp32, bf16 or fp16)")
+    if requested == "fp16" and device.type == "cpu":
+        raise DeviceError("fp16 is not supported on the CPU here (use bf16, fp32 or auto)")
+    return requested

@@ -1,0 +1,6 @@
+"""Sources and sinks of frames."""
+from .sinks import ImageFileSink, ImageFolderSink, NullSink, Sink, ThreadedSink, VideoSink, open_sink, output_kind
+from .sources import ImageFolderSource, Source, VideoSource, is_url, open_source
+
+__all__ = ["ImageFileSink", "ImageFolderSink", "ImageFolderSource", "NullSink", "Sink", "Source", "ThreadedSink",
+           "VideoSink", "VideoSource", "is_url", "open_sink", "open_source", "output_kind"]

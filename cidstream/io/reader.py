@@ -1,0 +1,75 @@
+"""Runs a frame iterator in a background thread behind a bounded queue.
+
+Files use the lossless policy (the producer waits for room); live feeds use drop-oldest,
+so the consumer always works on fresh frames and latency stays bounded.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Callable, Iterable
+
+END = object()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+class BackgroundReader:
+    def __init__(self, produce: Callable[[], Iterable], maxsize: int = 32, drop_oldest: bool = False,
+                 name: str = "reader"):
+        self._produce = produce
+        self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        self._drop_oldest = drop_oldest
+        self._stop = threading.Event()
+        self.dropped = 0
+        self.produced = 0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> "BackgroundReader":
+        self._thread.start()
+        return self
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                if self._drop_oldest and item is not END and not isinstance(item, _Failure):
+                    try:
+                        self._queue.get_nowait()
+                        self.dropped += 1
+                    except queue.Empty:
+                        pass
+        return False
+
+    def _run(self) -> None:
+        try:
+            for item in self._produce():
+                if self._stop.is_set() or not self._put(item):
+                    return
+                self.produced += 1
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            self._put(_Failure(exc))
+            return
+        self._put(END)
+
+    def get(self, timeout: float | None = None):
+        """Next item, or END; raises queue.Empty on timeout and re-raises producer errors."""
+        item = self._queue.get(timeout=timeout)
+        if isinstance(item, _Failure):
+            raise item.exc
+        return item
+
+    def stop(self, join_timeout: float = 5.0) -> None:
+        self._stop.set()
+        # Free a producer blocked on a full queue.
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join(timeout=join_timeout)

@@ -1,0 +1,262 @@
+"""Frame sinks: H.264 video (timing and audio kept from the source), image folders, null."""
+from __future__ import annotations
+
+import queue
+import threading
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from ..errors import OutputError
+from ..frames import Frame, StreamInfo
+from .images import IMAGE_SUFFIXES, write_image
+from .sources import ffmpeg_message
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".m4v", ".avi")
+
+
+class Sink:
+    written = 0
+    path: Path | None = None
+
+    def write(self, frame: Frame, image: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class NullSink(Sink):
+    """Discards frames: benchmarks and detection-only runs."""
+
+    def write(self, frame: Frame, image: np.ndarray) -> None:
+        self.written += 1
+
+
+def _prepare_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (OSError, FileExistsError) as exc:
+        raise OutputError(f"cannot create the output folder {path.parent}: {exc.strerror or exc}") from exc
+
+
+class VideoSink(Sink):
+    """Encodes with PyAV, keeping the source's frame rate, time base and timestamps.
+
+    Audio packets of the source are copied (not re-encoded), interleaved by time.
+    Odd frame sizes are encoded as yuv444p, since 4:2:0 needs even sizes.
+    """
+
+    def __init__(self, path: str | Path, info: StreamInfo, codec: str = "libx264", crf: int = 20,
+                 preset: str = "veryfast", copy_audio: bool = True):
+        self.path = Path(path)
+        _prepare_parent(self.path)
+        self.fps = info.fps or Fraction(25)
+        self.time_base = info.time_base or (1 / self.fps)
+        self.codec, self.crf, self.preset = codec, crf, preset
+        self.expected_frames = info.frame_count
+        try:
+            self.container = av.open(str(self.path), mode="w")
+        except (av.error.FFmpegError, OSError) as exc:
+            raise OutputError(f"cannot write video {self.path}: {ffmpeg_message(exc)}") from exc
+        self.stream = None
+        self._last_pts = None
+        self._end_time = 0.0
+        self._audio_in = None
+        self._audio_out = None
+        self._audio_packets = None
+        self._pending_audio = None
+        if copy_audio and info.has_audio and info.kind == "video":
+            self._open_audio(info.source)
+
+    def _open_audio(self, source: str) -> None:
+        try:
+            self._audio_in = av.open(source)
+            a_in = self._audio_in.streams.audio[0]
+            self._audio_out = self.container.add_stream_from_template(a_in)
+            self._audio_packets = self._audio_in.demux(a_in)
+        except (av.error.FFmpegError, ValueError, IndexError):
+            # The video matters more than its soundtrack: go on without audio.
+            if self._audio_in is not None:
+                self._audio_in.close()
+            self._audio_in = self._audio_out = self._audio_packets = None
+
+    def _open_video(self, width: int, height: int) -> None:
+        try:
+            stream = self.container.add_stream(self.codec, rate=self.fps)
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise OutputError(f"video codec '{self.codec}' is not available: {ffmpeg_message(exc)}") from exc
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        stream.time_base = self.time_base
+        if self.codec in ("libx264", "libx265"):
+            stream.options = {"crf": str(self.crf), "preset": self.preset}
+        self.stream = stream
+
+    def _mux_audio_until(self, seconds: float | None) -> None:
+        if self._audio_packets is None:
+            return
+        while True:
+            pkt = self._pending_audio
+            if pkt is None:
+                try:
+                    pkt = next(self._audio_packets)
+                except (StopIteration, av.error.FFmpegError):
+                    self._audio_packets = None
+                    return
+            if pkt.dts is None:  # demuxer flush packet
+                self._pending_audio = None
+                continue
+            if seconds is not None and float(pkt.pts * pkt.time_base) > seconds:
+                self._pending_audio = pkt
+                return
+            self._pending_audio = None
+            pkt.stream = self._audio_out
+            self.container.mux(pkt)
+
+    def write(self, frame: Frame, image: np.ndarray) -> None:
+        h, w = image.shape[:2]
+        if self.stream is None:
+            self._open_video(w, h)
+        elif (w, h) != (self.stream.width, self.stream.height):
+            raise OutputError(f"frame {frame.index} is {w}x{h} but the video is {self.stream.width}x"
+                              f"{self.stream.height}: write images of different sizes to a folder instead")
+        pts = frame.pts
+        if pts is None or (self._last_pts is not None and pts <= self._last_pts):
+            pts = round(frame.index / self.fps / self.time_base)
+            if self._last_pts is not None and pts <= self._last_pts:
+                pts = self._last_pts + 1
+        self._last_pts = pts
+        vf = av.VideoFrame.from_ndarray(image, format="rgb24")
+        vf.pts = pts
+        vf.time_base = self.time_base
+        seconds = float(pts * self.time_base)
+        self._end_time = seconds + float(1 / self.fps)
+        try:
+            self._mux_audio_until(seconds)
+            for packet in self.stream.encode(vf):
+                self.container.mux(packet)
+        except (av.error.FFmpegError, OSError) as exc:
+            raise OutputError(f"writing {self.path} failed: {ffmpeg_message(exc)}") from exc
+        self.written += 1
+
+    def close(self) -> None:
+        if self.container is None:
+            return
+        try:
+            if self.stream is not None:
+                for packet in self.stream.encode(None):
+                    self.container.mux(packet)
+                # A complete run keeps the whole soundtrack; a cut one (Ctrl-C, --max-frames) ends with the video.
+                complete = bool(self.expected_frames) and self.written >= self.expected_frames
+                self._mux_audio_until(None if complete else self._end_time)
+        finally:
+            self.container.close()
+            self.container = None
+            if self._audio_in is not None:
+                self._audio_in.close()
+            if self.written == 0:
+                self.path.unlink(missing_ok=True)  # an mp4 with no frames plays nowhere
+
+
+class ImageFolderSink(Sink):
+    """Writes each frame under its source file name (or frame_NNNNNN.png for video input)."""
+
+    def __init__(self, folder: str | Path, jpeg_quality: int = 95):
+        self.path = Path(folder)
+        if self.path.exists() and not self.path.is_dir():
+            raise OutputError(f"output {self.path} exists and is not a folder")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create the output folder {self.path}: {exc.strerror or exc}") from exc
+        self.jpeg_quality = jpeg_quality
+
+    def write(self, frame: Frame, image: np.ndarray) -> None:
+        name = frame.name or f"frame_{frame.index:06d}.png"
+        write_image(self.path / name, image, frame.alpha, self.jpeg_quality)
+        self.written += 1
+
+
+class ImageFileSink(Sink):
+    """A single output image (single image input)."""
+
+    def __init__(self, path: str | Path, jpeg_quality: int = 95):
+        self.path = Path(path)
+        _prepare_parent(self.path)
+        self.jpeg_quality = jpeg_quality
+
+    def write(self, frame: Frame, image: np.ndarray) -> None:
+        if self.written:
+            raise OutputError(f"output {self.path} is a single image but the input has several frames")
+        write_image(self.path, image, frame.alpha, self.jpeg_quality)
+        self.written += 1
+
+
+class ThreadedSink(Sink):
+    """Runs another sink's writes in a background thread, so encoding overlaps the model."""
+
+    _END = object()
+
+    def __init__(self, sink: Sink, maxsize: int = 32):
+        self.inner = sink
+        self.path = sink.path
+        self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if self._error is None:
+                try:
+                    self.inner.write(*item)
+                except BaseException as exc:
+                    self._error = exc
+
+    @property
+    def written(self) -> int:
+        return self.inner.written
+
+    def write(self, frame: Frame, image: np.ndarray) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((frame, image))
+
+    def close(self) -> None:
+        self._queue.put(self._END)
+        self._thread.join()
+        try:
+            self.inner.close()
+        finally:
+            if self._error is not None:
+                raise self._error
+
+
+def output_kind(spec: str) -> str:
+    """'null', 'video', 'image' or 'folder', from the output path's form."""
+    if spec in ("null", "-", "/dev/null"):
+        return "null"
+    suffix = Path(spec).suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    return "folder"
+
+
+def open_sink(spec: str, info: StreamInfo, codec: str = "libx264", crf: int = 20, preset: str = "veryfast",
+              copy_audio: bool = True, jpeg_quality: int = 95) -> Sink:
+    kind = output_kind(str(spec))
+    if kind == "null":
+        return NullSink()
+    if kind == "video":
+        return VideoSink(spec, info, codec=codec, crf=crf, preset=preset, copy_audio=copy_audio)
+    if kind == "image":
+        return ImageFileSink(spec, jpeg_quality)
+    return ImageFolderSink(spec, jpeg_quality)

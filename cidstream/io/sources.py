@@ -1,0 +1,175 @@
+"""Frame sources: video files and URLs through PyAV, image folders and globs through OpenCV."""
+from __future__ import annotations
+
+import glob as _glob
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+
+from ..errors import InputError
+from ..frames import Frame, StreamInfo
+from .images import IMAGE_SUFFIXES, natural_key, read_image
+
+LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+
+
+def is_url(spec: str) -> bool:
+    return spec.lower().startswith(LIVE_SCHEMES)
+
+
+def ffmpeg_message(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return str(text).splitlines()[0][:200]
+
+
+class Source:
+    """Iterable of ``Frame``; ``info`` describes the stream before the first frame is read."""
+
+    info: StreamInfo
+    live = False
+
+    def __iter__(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class VideoSource(Source):
+    """Decodes the first video stream of a file or URL with PyAV (FFmpeg threads on)."""
+
+    def __init__(self, spec: str, options: dict | None = None, decode_threads: int = 0,
+                 max_frames: int | None = None):
+        self.spec = spec
+        self.live = is_url(spec)
+        self.max_frames = max_frames
+        opts = {str(k): str(v) for k, v in (options or {}).items()}
+        if spec.lower().startswith(("rtsp://", "rtsps://")):
+            opts.setdefault("rtsp_transport", "tcp")
+        if not self.live:
+            path = Path(spec)
+            if not path.exists():
+                raise InputError(f"input not found: {spec}")
+            if path.stat().st_size == 0:
+                raise InputError(f"input file is empty (0 bytes): {spec}")
+        try:
+            self.container = av.open(spec, options=opts, timeout=(10.0, 10.0) if self.live else None)
+        except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot open {spec} as video: {ffmpeg_message(exc)}") from exc
+        if not self.container.streams.video:
+            self.container.close()
+            raise InputError(f"{spec} has no video stream")
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        if decode_threads:
+            self.stream.codec_context.thread_count = decode_threads
+        ctx = self.stream.codec_context
+        if not ctx.width or not ctx.height:
+            self.container.close()
+            raise InputError(f"{spec}: the video stream has no frame size (corrupt or unsupported codec)")
+        fps = self.stream.average_rate or self.stream.guessed_rate
+        self.info = StreamInfo(
+            source=spec,
+            kind="live" if self.live else "video",
+            width=ctx.width,
+            height=ctx.height,
+            fps=Fraction(fps) if fps else None,
+            time_base=Fraction(self.stream.time_base) if self.stream.time_base else None,
+            frame_count=(self.stream.frames or None) if not self.live else None,
+            codec=ctx.name,
+            has_audio=bool(self.container.streams.audio),
+        )
+        if max_frames is not None and self.info.frame_count:
+            self.info.frame_count = min(self.info.frame_count, max_frames)
+        elif max_frames is not None and not self.live:
+            self.info.frame_count = None
+
+    def __iter__(self) -> Iterator[Frame]:
+        count = 0
+        start = None
+        try:
+            for vf in self.container.decode(self.stream):
+                if self.max_frames is not None and count >= self.max_frames:
+                    return
+                t = float(vf.time) if vf.time is not None else None
+                if start is None and t is not None:
+                    start = t
+                yield Frame(vf.to_ndarray(format="rgb24"), count, pts=vf.pts,
+                            time=(t - start) if t is not None else None, captured_at=time.monotonic())
+                count += 1
+        except av.error.FFmpegError as exc:
+            raise InputError(f"decoding {self.spec} failed after {count} frames: {ffmpeg_message(exc)}") from exc
+        announced = self.stream.frames
+        if not self.live and self.max_frames is None and announced and count < announced - 1:
+            raise InputError(f"{self.spec} ended early: decoded {count} of the {announced} frames its "
+                             "container announces (truncated file?)")
+        if count == 0:
+            raise InputError(f"{self.spec}: no frame could be decoded (corrupt or empty video)")
+
+    def close(self) -> None:
+        self.container.close()
+
+
+class ImageFolderSource(Source):
+    """Images of a folder (natural sort), a glob pattern, or a single image file."""
+
+    def __init__(self, spec: str, max_frames: int | None = None, fps: float = 25.0):
+        self.spec = spec
+        self.paths = self._list(spec)
+        if max_frames is not None:
+            self.paths = self.paths[:max_frames]
+        first, _ = read_image(self.paths[0])
+        self.info = StreamInfo(source=spec, kind="images", width=first.shape[1], height=first.shape[0],
+                               fps=Fraction(fps).limit_denominator(1001), frame_count=len(self.paths))
+
+    @staticmethod
+    def _list(spec: str) -> list[Path]:
+        if any(c in spec for c in "*?["):
+            paths = [Path(p) for p in _glob.glob(spec, recursive=True)]
+            paths = sorted((p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), key=natural_key)
+            if not paths:
+                raise InputError(f"no images match {spec} (looked for {', '.join(IMAGE_SUFFIXES)})")
+            return paths
+        path = Path(spec)
+        if not path.exists():
+            raise InputError(f"input not found: {spec}")
+        if path.is_file():
+            return [path]
+        paths = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+                       key=natural_key)
+        if not paths:
+            raise InputError(f"no images in folder {spec} (looked for {', '.join(IMAGE_SUFFIXES)})")
+        return paths
+
+    def __iter__(self) -> Iterator[Frame]:
+        for i, path in enumerate(self.paths):
+            rgb, alpha = read_image(path)
+            yield Frame(rgb, i, pts=i, time=i / float(self.info.fps), name=path.name, alpha=alpha,
+                        captured_at=time.monotonic())
+
+
+def is_image_input(spec: str) -> bool:
+    if is_url(spec):
+        return False
+    if any(c in spec for c in "*?["):
+        return True
+    path = Path(spec)
+    return path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def open_source(spec: str, options: dict | None = None, decode_threads: int = 0, max_frames: int | None = None,
+                image_fps: float = 25.0) -> Source:
+    """Pick the source for ``spec``: a folder, glob or image file, else a video file or URL."""
+    spec = str(spec)
+    if is_image_input(spec):
+        return ImageFolderSource(spec, max_frames=max_frames, fps=image_fps)
+    return VideoSource(spec, options=options, decode_threads=decode_threads, max_frames=max_frames)

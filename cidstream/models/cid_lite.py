@@ -1,0 +1,81 @@
+"""cid-lite: our real-time dehazer with CID's interface (image and pooled feature z).
+
+Design: a small inverted-residual encoder down to 1/16, an attention bottleneck (CID's
+``mid_conv`` idea at 96 channels), and a decoder that stops at 1/4 resolution and predicts
+per-pixel affine coefficients (a, b). Full-resolution work is only ``J = a * I + b`` on the
+bilinearly upsampled coefficients, which is the atmospheric scattering model's own form
+(J = I / t + A (1 - 1 / t)) and keeps every input pixel's detail. This is what makes
+25+ fps at 640x360 on two CPU cores possible.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import DehazeModel, Normalization
+from .blocks import AttentionBlock
+
+
+def conv_bn_act(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, groups: int = 1, act: bool = True):
+    layers = [nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(out_ch)]
+    if act:
+        layers.append(nn.ReLU6(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: expand 1x1, depthwise 3x3, project 1x1; residual when shapes allow."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, expand: int = 4):
+        super().__init__()
+        hidden = in_ch * expand
+        self.use_res = stride == 1 and in_ch == out_ch
+        self.block = nn.Sequential(
+            conv_bn_act(in_ch, hidden, 1),
+            conv_bn_act(hidden, hidden, 3, stride, groups=hidden),
+            conv_bn_act(hidden, out_ch, 1, act=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x)
+        return x + y if self.use_res else y
+
+
+class CIDLite(DehazeModel):
+    arch = "cid-lite"
+    pad_multiple = 16
+    min_size = 16
+    normalization = Normalization(input="unit", output="clamp")
+
+    def __init__(self, widths=(16, 24, 48, 96)):
+        super().__init__()
+        c1, c2, c3, c4 = self.widths = tuple(widths)
+        self.stem = nn.Sequential(conv_bn_act(3, c1, 3, 2), conv_bn_act(c1, c2, 3, 2))          # 1/4
+        self.enc2 = nn.Sequential(InvertedResidual(c2, c2), InvertedResidual(c2, c2))            # 1/4
+        self.enc3 = nn.Sequential(InvertedResidual(c2, c3, 2), InvertedResidual(c3, c3))         # 1/8
+        self.enc4 = nn.Sequential(InvertedResidual(c3, c4, 2), InvertedResidual(c4, c4))         # 1/16
+        self.mid_conv = AttentionBlock(c4)
+        self.dec3 = nn.Sequential(conv_bn_act(c4 + c3, c3, 1), InvertedResidual(c3, c3))         # 1/8
+        self.dec2 = nn.Sequential(conv_bn_act(c3 + c2, c2, 1), InvertedResidual(c2, c2))         # 1/4
+        self.head = nn.Conv2d(c2 + 3, 6, 3, padding=1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)  # starts as the identity: a = 1, b = 0
+
+    def config(self) -> dict:
+        return {"widths": list(self.widths)}
+
+    def forward_features(self, x: torch.Tensor):
+        s = x * 2.0 - 1.0
+        f2 = self.enc2(self.stem(s))
+        f3 = self.enc3(f2)
+        mid = self.mid_conv(self.enc4(f3))
+        y = self.dec3(torch.cat((F.interpolate(mid, size=f3.shape[-2:], mode="bilinear", align_corners=False), f3), 1))
+        y = self.dec2(torch.cat((F.interpolate(y, size=f2.shape[-2:], mode="bilinear", align_corners=False), f2), 1))
+        small = F.interpolate(s, size=f2.shape[-2:], mode="bilinear", align_corners=False)
+        coeffs = self.head(torch.cat((y, small), 1))
+        coeffs = F.interpolate(coeffs, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        gain = torch.exp(coeffs[:, :3].clamp(-2.0, 2.0))   # a = 1 / t, in [0.14, 7.4]
+        offset = torch.tanh(coeffs[:, 3:])                 # b = A (1 - 1 / t), in [-1, 1]
+        image = gain * x + offset
+        return image, mid.mean(dim=(2, 3))

@@ -1,0 +1,137 @@
+"""Weights files: a state dict plus the metadata needed to rebuild and trust the model.
+
+Our format is a plain dict saved with ``torch.save`` and read with ``weights_only=True``
+(no pickled code runs on load). Official CID checkpoints (``{'model': state_dict}`` saved
+from ``nn.DataParallel``) are recognised too, and mapped to the ``cid`` architecture.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import WeightsError
+from .base import Normalization
+
+FORMAT = "cidstream-weights"
+FORMAT_VERSION = 1
+OFFICIAL_CID_NORMALIZATION = Normalization(input="symmetric", output="clamp")
+
+
+@dataclass
+class WeightsFile:
+    arch: str
+    state_dict: dict
+    config: dict = field(default_factory=dict)
+    normalization: Normalization = field(default_factory=Normalization)
+    metadata: dict = field(default_factory=dict)
+    path: Path | None = None
+
+
+def save_weights(model, path: str | Path, **metadata) -> Path:
+    """Write ``model`` with its architecture, constructor config and normalisation."""
+    from .. import __version__
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "arch": model.arch,
+        "config": model.config(),
+        "normalization": model.normalization.to_dict(),
+        "cidstream_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "metadata": metadata,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    torch.save(payload, path)
+    return path
+
+
+def _strip_prefix(state: dict, prefix: str) -> dict:
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _is_state_dict(obj) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def read_weights(path: str | Path) -> WeightsFile:
+    """Load a weights file, telling the user what is wrong with it when it cannot be used."""
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"weights file not found: {path}")
+    if path.is_dir():
+        raise WeightsError(f"weights path is a directory, not a file: {path}")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"weights file is empty (0 bytes): {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as exc:
+        raise WeightsError(f"cannot read weights file {path}: not a PyTorch checkpoint, or truncated "
+                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from exc
+    except Exception as exc:  # pickle.UnpicklingError and friends from weights_only
+        raise WeightsError(f"cannot read weights file {path}: it holds objects other than tensors and plain "
+                           f"data ({str(exc).splitlines()[0][:160]})") from exc
+
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        version = obj.get("format_version")
+        if version != FORMAT_VERSION:
+            raise WeightsError(f"{path}: weights format version {version} is not supported by this cidstream "
+                               f"(expects {FORMAT_VERSION})")
+        missing = [k for k in ("arch", "state_dict") if k not in obj]
+        if missing:
+            raise WeightsError(f"{path}: cidstream weights file lacks {', '.join(missing)}")
+        try:
+            norm = Normalization(**obj.get("normalization", {}))
+        except (TypeError, ValueError) as exc:
+            raise WeightsError(f"{path}: bad normalization metadata: {exc}") from exc
+        meta = dict(obj.get("metadata") or {})
+        meta.update({k: obj[k] for k in ("cidstream_version", "created") if k in obj})
+        return WeightsFile(obj["arch"], obj["state_dict"], dict(obj.get("config") or {}), norm, meta, path)
+
+    # Official CID checkpoint: {'model': state_dict} with DataParallel's 'module.' prefix.
+    state = obj.get("model") if isinstance(obj, dict) and "model" in obj else obj
+    if _is_state_dict(state):
+        state = _strip_prefix(state, "module.")
+        if any(k.startswith("encoder.") for k in state) and any(k.startswith("mid_conv.") for k in state):
+            return WeightsFile("cid", state, {}, OFFICIAL_CID_NORMALIZATION,
+                               {"source": "official CID checkpoint"}, path)
+        sample = ", ".join(sorted({k.split(".")[0] for k in state})[:6])
+        raise WeightsError(f"{path}: a bare state dict, but not the CID layout (top-level modules: {sample}); "
+                           "expected a cidstream weights file or an official CID checkpoint")
+    keys = ", ".join(map(str, list(obj)[:8])) if isinstance(obj, dict) else type(obj).__name__
+    raise WeightsError(f"{path}: not a cidstream weights file nor an official CID checkpoint (found: {keys})")
+
+
+def load_state(model, weights: WeightsFile) -> None:
+    """Strictly load ``weights`` into ``model``; a mismatch names the keys and shapes involved."""
+    own = model.state_dict()
+    state = dict(weights.state_dict)
+    # The official encoder class also defines layer4/fc, which the decoder never uses.
+    ignored = [k for k in state if k not in own and k.startswith(("encoder.layer4.", "encoder.fc."))]
+    for k in ignored:
+        del state[k]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items()
+             if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+        if wrong:
+            k, got, want = wrong[0]
+            parts.append(f"{len(wrong)} shape mismatches (e.g. {k}: file {list(got)} vs model {list(want)})")
+        src = weights.path or "weights"
+        raise WeightsError(f"{src} does not fit architecture '{weights.arch}': " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)

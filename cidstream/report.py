@@ -1,0 +1,52 @@
+"""What the terminal shows at the end of a run or a benchmark."""
+from __future__ import annotations
+
+import statistics
+
+from rich.table import Table
+
+
+def _pct(values, q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def print_run_summary(console, input_spec, sink, dehazer, stats, total, error) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    if error is not None:
+        status = f"[red]failed[/]: {error}"
+    elif stats is not None and stats.interrupted:
+        status = "[yellow]interrupted[/] (output finalized with every processed frame)"
+    else:
+        status = "[green]done[/]"
+    table.add_row("status", status)
+    table.add_row("input", str(input_spec))
+    table.add_row("output", f"{sink.path if sink.path else 'none (null sink)'}")
+    table.add_row("model", f"{dehazer.name} on {dehazer.device} ({dehazer.precision})")
+    written = sink.written
+    table.add_row("frames", f"{written}" + (f" of {total}" if total else ""))
+    if stats is not None and stats.frames:
+        table.add_row("time", f"{stats.seconds:.1f} s, {stats.fps:.1f} fps end to end "
+                              f"(model alone {stats.model_fps:.1f} fps)")
+        if stats.dropped:
+            table.add_row("dropped", f"{stats.dropped} frames (live source, drop-oldest)")
+        if stats.latencies_ms:
+            table.add_row("latency", f"p50 {statistics.median(stats.latencies_ms):.0f} ms, "
+                                     f"p95 {_pct(stats.latencies_ms, 0.95):.0f} ms (decode to written)")
+    console.print(table)
+
+
+def print_bench(console, r) -> None:
+    table = Table(title=f"cidstream bench: {r.input} ({r.width}x{r.height}, {r.frames} frames)")
+    table.add_column("stage")
+    table.add_column("fps", justify="right")
+    for name, fps in (("decode", r.decode_fps), ("model", r.model_fps), ("encode", r.encode_fps),
+                      ("end to end", r.end_to_end_fps)):
+        mark = " (slowest)" if name == r.slowest_stage else ""
+        table.add_row(name + mark, f"{fps:.1f}")
+    console.print(table)
+    notes = f"; {', '.join(r.notes)}" if r.notes else ""
+    console.print(f"model {r.model} on {r.device} ({r.precision}, batch {r.batch}), {r.machine}{notes}")
+    console.print(f"end to end / slowest stage = [bold]{r.ratio:.2f}[/] (median of {r.repeats} runs)")
