@@ -35,11 +35,20 @@ class NullSink(Sink):
         self.written += 1
 
 
-def _prepare_parent(path: Path) -> None:
+def _prepare_output_file(path: Path) -> None:
+    """Create the parent folders and check the file can be created, before any work is done."""
+    for parent in reversed(path.parents):
+        if parent.exists() and not parent.is_dir():
+            raise OutputError(f"cannot write {path}: {parent} is a file, not a folder")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-    except (OSError, FileExistsError) as exc:
-        raise OutputError(f"cannot create the output folder {path.parent}: {exc.strerror or exc}") from exc
+        existed = path.exists()
+        with path.open("ab"):
+            pass
+        if not existed:
+            path.unlink()
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 class VideoSink(Sink):
@@ -52,7 +61,7 @@ class VideoSink(Sink):
     def __init__(self, path: str | Path, info: StreamInfo, codec: str = "libx264", crf: int = 20,
                  preset: str = "veryfast", copy_audio: bool = True):
         self.path = Path(path)
-        _prepare_parent(self.path)
+        _prepare_output_file(self.path)
         self.fps = info.fps or Fraction(25)
         self.time_base = info.time_base or (1 / self.fps)
         self.codec, self.crf, self.preset = codec, crf, preset
@@ -166,8 +175,9 @@ class ImageFolderSink(Sink):
 
     def __init__(self, folder: str | Path, jpeg_quality: int = 95):
         self.path = Path(folder)
-        if self.path.exists() and not self.path.is_dir():
-            raise OutputError(f"output {self.path} exists and is not a folder")
+        for parent in reversed((self.path / "x").parents):
+            if parent.exists() and not parent.is_dir():
+                raise OutputError(f"cannot write to folder {self.path}: {parent} is a file, not a folder")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -185,7 +195,7 @@ class ImageFileSink(Sink):
 
     def __init__(self, path: str | Path, jpeg_quality: int = 95):
         self.path = Path(path)
-        _prepare_parent(self.path)
+        _prepare_output_file(self.path)
         self.jpeg_quality = jpeg_quality
 
     def write(self, frame: Frame, image: np.ndarray) -> None:

@@ -64,7 +64,8 @@ class VideoSource(Source):
         try:
             self.container = av.open(spec, options=opts, timeout=(10.0, 10.0) if self.live else None)
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot open {spec} as video: {ffmpeg_message(exc)}") from exc
+            hint = "" if self.live else " (corrupt, truncated, or not a video file)"
+            raise InputError(f"cannot open {spec} as video: {ffmpeg_message(exc)}{hint}") from exc
         if not self.container.streams.video:
             self.container.close()
             raise InputError(f"{spec} has no video stream")

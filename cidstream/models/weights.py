@@ -7,7 +7,6 @@ from ``nn.DataParallel``) are recognised too, and mapped to the ``cid`` architec
 from __future__ import annotations
 
 import datetime as _dt
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,14 +71,21 @@ def read_weights(path: str | Path) -> WeightsFile:
         raise WeightsError(f"weights path is a directory, not a file: {path}")
     if path.stat().st_size == 0:
         raise WeightsError(f"weights file is empty (0 bytes): {path}")
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    # torch.save writes a zip archive; very old checkpoints are a bare pickle (protocol byte 0x80).
+    if not (magic.startswith(b"PK") or magic[:1] == b"\x80"):
+        raise WeightsError(f"cannot read weights file {path}: not a PyTorch checkpoint")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as exc:
-        raise WeightsError(f"cannot read weights file {path}: not a PyTorch checkpoint, or truncated "
-                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from exc
-    except Exception as exc:  # pickle.UnpicklingError and friends from weights_only
-        raise WeightsError(f"cannot read weights file {path}: it holds objects other than tensors and plain "
-                           f"data ({str(exc).splitlines()[0][:160]})") from exc
+    except Exception as exc:
+        text = str(exc)
+        if "Unsupported global" in text:
+            name = text.split("Unsupported global:", 1)[-1].split()[1] if "GLOBAL" in text else "a Python object"
+            raise WeightsError(f"cannot read weights file {path}: it holds Python objects ({name}) besides tensors "
+                               "and plain data; they are not loaded, for safety") from exc
+        raise WeightsError(f"cannot read weights file {path}: corrupt or truncated PyTorch checkpoint "
+                           f"({type(exc).__name__})") from exc
 
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         version = obj.get("format_version")

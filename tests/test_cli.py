@@ -1,0 +1,135 @@
+"""The command line as a user meets it: help, config, bad input, Ctrl-C, bench."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import av
+import pytest
+import yaml
+
+from cidstream.config import Config, load_config, DEFAULT_CONFIG_FILE
+from cidstream.errors import ConfigError
+
+from .conftest import SAMPLE, run_cli_subprocess
+
+
+@pytest.fixture
+def bad_files(tmp_path):
+    (tmp_path / "empty_dir").mkdir()
+    (tmp_path / "zero.mp4").write_bytes(b"")
+    (tmp_path / "text.mp4").write_text("not a video\n")
+    (tmp_path / "cut.mp4").write_bytes(SAMPLE.read_bytes()[:20000])  # moov at the end: cannot open
+    (tmp_path / "badkey.yaml").write_text("engine:\n  batchh: 4\n")
+    (tmp_path / "badsyntax.yaml").write_text("engine: [1, 2\n")
+    (tmp_path / "badtype.yaml").write_text("engine:\n  batch: many\n")
+    (tmp_path / "weights.pt").write_bytes(b"\x80\x02garbage")
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 30)
+    return tmp_path
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{d}/missing.mp4"], "input not found: {d}/missing.mp4"),
+    (["{d}/empty_dir"], "no images in folder"),
+    (["{d}/zero.mp4"], "input file is empty (0 bytes)"),
+    (["{d}/text.mp4"], "cannot open {d}/text.mp4 as video"),
+    (["{d}/cut.mp4"], "corrupt, truncated, or not a video file"),
+    (["{d}/broken.png"], "cannot decode image"),
+    (["{s}", "-o", "{d}/afile/out.mp4"], "is a file, not a folder"),
+    (["{s}", "-o", "{d}/afile/outdir"], "is a file, not a folder"),
+    (["{s}", "-c", "{d}/badkey.yaml"], "unknown config key 'engine.batchh'"),
+    (["{s}", "-c", "{d}/badsyntax.yaml"], "is not valid YAML"),
+    (["{s}", "-c", "{d}/badtype.yaml"], "engine.batch: expected an integer, got 'many'"),
+    (["{s}", "-c", "{d}/nothere.yaml"], "config file not found"),
+    (["{s}", "--set", "model.dcp.omgea=1"], "unknown config key 'model.dcp.omgea'"),
+    (["{s}", "--batch", "0"], "engine.batch must be at least 1"),
+    (["{s}", "-m", "{d}/weights.pt"], "corrupt or truncated"),
+    (["{s}", "-m", "cid-lite"], "model 'cid-lite' has no weights"),
+    (["{s}", "-m", "yolo"], "unknown model 'yolo'"),
+    (["{s}", "--device", "cuda:7"], "cuda"),
+    (["{s}", "-o", "{s}"], "is the input itself"),
+])
+def test_bad_input_gives_one_clear_message(cli, bad_files, args, message):
+    fmt = {"d": bad_files, "s": SAMPLE}
+    code, text = cli("run", *[a.format(**fmt) for a in args], "--no-progress")
+    assert code == 2, text
+    assert message.format(**fmt) in text
+    assert "Traceback" not in text and "internal error" not in text
+
+
+def test_user_error_in_a_real_process_has_no_traceback(tmp_path):
+    proc = run_cli_subprocess("run", tmp_path / "nothing.mp4")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: input not found: {tmp_path / 'nothing.mp4'}"
+
+
+def test_help_texts_guide_a_new_user():
+    top = run_cli_subprocess("--help")
+    assert top.returncode == 0 and "run" in top.stdout and "bench" in top.stdout
+    run = run_cli_subprocess("run", "--help")
+    for flag in ("--output", "--model", "--device", "--batch", "--config", "--max-frames", "examples:"):
+        assert flag in run.stdout
+
+
+def test_models_lists_every_model(cli):
+    code, text = cli("models")
+    assert code == 0
+    for name in ("dcp", "cid-lite", "cid"):
+        assert name in text
+
+
+def test_default_yaml_mirrors_the_dataclasses():
+    assert yaml.safe_load(DEFAULT_CONFIG_FILE.read_text()) == Config().to_dict()
+
+
+def test_config_precedence(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("engine:\n  batch: 6\nmodel:\n  dcp:\n    omega: 0.8\n")
+    cfg = load_config(f, [{"engine": {"batch": 2}}])
+    assert cfg.engine.batch == 2 and cfg.model.dcp.omega == 0.8 and cfg.model.name == "dcp"
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(None, [{"engine": 3}])
+
+
+def test_max_frames_and_set_override(cli, tmp_path):
+    out = tmp_path / "short.mp4"
+    code, text = cli("run", SAMPLE, "-o", out, "--max-frames", "7", "--set", "output.crf=30", "--no-progress")
+    assert code == 0, text
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 7
+
+
+def test_ctrl_c_finalizes_a_playable_output(shared_data, tmp_path):
+    src = shared_data / "videos" / "heavy_foggy_road_synthetic.mp4"  # 3696 frames: far longer than we wait
+    out = tmp_path / "interrupted.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "cidstream", "run", str(src), "-o", str(out), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**__import__("os").environ, "COLUMNS": "400"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 50_000):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    written = int(err.split("frames")[1].split()[0])
+    with av.open(str(out)) as c:
+        decoded = sum(1 for _ in c.decode(video=0))
+    assert 0 < decoded == written < 3696
+
+
+def test_bench_reports_every_stage_as_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_cli_subprocess("bench", SAMPLE, "--frames", "8", "--repeats", "1", "--model", "cid-lite",
+                              "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    for key in ("decode_fps", "model_fps", "encode_fps", "end_to_end_fps"):
+        assert r[key] > 0
+    assert r["slowest_stage"] in ("decode", "model", "encode")
+    stages = {"decode": r["decode_fps"], "model": r["model_fps"], "encode": r["encode_fps"]}
+    assert r["ratio"] == pytest.approx(r["end_to_end_fps"] / min(stages.values()))
+    assert r["frames"] == 8 and r["width"] == 640 and "random weights" in " ".join(r["notes"])
+    assert "end to end / slowest stage" in proc.stderr

@@ -1,0 +1,198 @@
+"""Model layouts, weights files, and the DCP baseline's physics."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cidstream.errors import WeightsError
+from cidstream.models import CIDLite, CIDNet, DarkChannelPrior, build, load_model, read_weights, save_weights
+from cidstream.models.dcp import box_filter, min_filter
+
+from .conftest import textured
+
+
+def official_cid_layout() -> dict[str, tuple]:
+    """Key -> shape of the official CID checkpoint, written from the published description
+    (Res2Net-101 v1b 26w x 4s to layer3, attention decoder, pyramid enhancer, 7x7 tail),
+    independently of our model code."""
+    shapes: dict[str, tuple] = {}
+
+    def bn(prefix, c):
+        shapes.update({f"{prefix}.weight": (c,), f"{prefix}.bias": (c,), f"{prefix}.running_mean": (c,),
+                       f"{prefix}.running_var": (c,), f"{prefix}.num_batches_tracked": ()})
+
+    def conv(prefix, cout, cin, k, bias=False):
+        shapes[f"{prefix}.weight"] = (cout, cin, k, k)
+        if bias:
+            shapes[f"{prefix}.bias"] = (cout,)
+
+    conv("encoder.conv1.0", 32, 3, 3); bn("encoder.conv1.1", 32)
+    conv("encoder.conv1.3", 32, 32, 3); bn("encoder.conv1.4", 32)
+    conv("encoder.conv1.6", 64, 32, 3); bn("encoder.bn1", 64)
+    inplanes = 64
+    for layer, (planes, blocks) in enumerate([(64, 3), (128, 4), (256, 23)], start=1):
+        width = math.floor(planes * 26 / 64)
+        for b in range(blocks):
+            p = f"encoder.layer{layer}.{b}"
+            conv(f"{p}.conv1", width * 4, inplanes, 1); bn(f"{p}.bn1", width * 4)
+            for i in range(3):
+                conv(f"{p}.convs.{i}", width, width, 3); bn(f"{p}.bns.{i}", width)
+            conv(f"{p}.conv3", planes * 4, width * 4, 1); bn(f"{p}.bn3", planes * 4)
+            if b == 0:
+                conv(f"{p}.downsample.1", planes * 4, inplanes, 1); bn(f"{p}.downsample.2", planes * 4)
+            inplanes = planes * 4
+
+    def attention(prefix, c):
+        conv(f"{prefix}.conv1", c, c, 3, True); conv(f"{prefix}.conv2", c, c, 3, True)
+        conv(f"{prefix}.calayer.ca.0", c // 8, c, 1, True); conv(f"{prefix}.calayer.ca.2", c, c // 8, 1, True)
+        conv(f"{prefix}.palayer.pa.0", c // 8, c, 1, True); conv(f"{prefix}.palayer.pa.2", 1, c // 8, 1, True)
+
+    attention("mid_conv", 1024); attention("attention1", 256); attention("attention2", 192)
+    conv("enhancer.refine1", 20, 28, 3, True); conv("enhancer.refine2", 20, 20, 3, True)
+    for name in ("conv1010", "conv1020", "conv1030", "conv1040"):
+        conv(f"enhancer.{name}", 1, 20, 1, True)
+    conv("enhancer.refine3", 28, 24, 3, True)
+    shapes["enhancer.batch1.weight"] = (100,); shapes["enhancer.batch1.bias"] = (100,)
+    conv("tail1.1", 3, 28, 7, True)
+    return shapes
+
+
+def fake_official_checkpoint(path, extra=None, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for k, shape in official_cid_layout().items():
+        if k.endswith("num_batches_tracked"):
+            state["module." + k] = torch.tensor(0)
+        elif k.endswith("running_var"):
+            state["module." + k] = torch.ones(shape)
+        else:
+            state["module." + k] = torch.randn(shape, generator=g) * 0.02
+    state.update(extra or {})
+    torch.save({"model": state}, path)
+    return state
+
+
+def test_cid_matches_official_layout_key_for_key():
+    ours = {k: tuple(v.shape) for k, v in CIDNet().state_dict().items()}
+    official = official_cid_layout()
+    assert sorted(set(ours) ^ set(official)) == []
+    assert {k: s for k, s in ours.items() if official[k] != s} == {}
+
+
+def test_official_checkpoint_loads_by_path_and_runs(tmp_path):
+    path = tmp_path / "official.pk"
+    state = fake_official_checkpoint(path, extra={"module.encoder.layer4.0.conv1.weight": torch.zeros(1)})
+    loaded = load_model(str(path))
+    assert loaded.name == "cid"
+    net = loaded.model
+    assert net.normalization.input == "symmetric" and net.normalization.output == "clamp"
+    key = "mid_conv.conv1.weight"
+    assert torch.equal(net.state_dict()[key], state["module." + key])
+    with torch.no_grad():
+        image, z = net.forward_features(torch.rand(1, 3, 64, 96) * 2 - 1)
+    assert image.shape == (1, 3, 64, 96) and z.shape == (1, 1024)
+    assert image.abs().max() <= 1.0  # tanh output
+
+
+def test_official_checkpoint_with_wrong_shape_names_the_key(tmp_path):
+    path = tmp_path / "bad.pk"
+    fake_official_checkpoint(path, extra={"module.tail1.1.weight": torch.zeros(3, 28, 5, 5)})
+    with pytest.raises(WeightsError, match=r"tail1\.1\.weight: file \[3, 28, 5, 5\] vs model \[3, 28, 7, 7\]"):
+        load_model(str(path))
+
+
+def test_cid_lite_without_weights_says_so():
+    with pytest.raises(WeightsError, match="cid-lite.*no weights"):
+        load_model("cid-lite")
+
+
+def test_cid_lite_interface_and_identity_start():
+    net = build("cid-lite").eval()
+    x = torch.rand(2, 3, 48, 80)
+    with torch.no_grad():
+        image, z = net.forward_features(x)
+    assert image.shape == x.shape and z.shape == (2, net.widths[-1])
+    assert torch.allclose(image, x, atol=1e-6)  # zero-initialised head: a = 1, b = 0
+
+
+def test_weights_roundtrip_keeps_metadata(tmp_path):
+    net = CIDLite(widths=(8, 16, 24, 32))
+    torch.nn.init.normal_(net.head.weight, std=0.1)
+    path = save_weights(net, tmp_path / "w.pt", training={"phases": 3}, metrics={"psnr": 21.5})
+    wf = read_weights(path)
+    assert wf.arch == "cid-lite" and wf.config == {"widths": [8, 16, 24, 32]}
+    assert wf.metadata["metrics"] == {"psnr": 21.5} and "created" in wf.metadata
+    loaded = load_model(str(path)).model
+    assert torch.equal(loaded.head.weight, net.head.weight)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty"),
+    (b"this is not a checkpoint at all", "not a PyTorch checkpoint"),
+    (b"PK\x03\x04 truncated zip", "corrupt or truncated"),
+])
+def test_unreadable_weights_files(tmp_path, content, message):
+    path = tmp_path / "w.pt"
+    path.write_bytes(content)
+    with pytest.raises(WeightsError, match=message):
+        load_model(str(path))
+
+
+def test_weights_of_unknown_kind_and_architecture(tmp_path):
+    other = tmp_path / "other.pt"
+    torch.save({"net": {"fc.weight": torch.zeros(2, 2)}}, other)
+    with pytest.raises(WeightsError, match="not a cidstream weights file nor an official CID checkpoint"):
+        load_model(str(other))
+    arch = tmp_path / "arch.pt"
+    save_weights(CIDLite(), arch)
+    payload = torch.load(arch, weights_only=True)
+    payload["arch"] = "unet9000"
+    torch.save(payload, arch)
+    with pytest.raises(WeightsError, match="unknown architecture 'unet9000'"):
+        load_model(str(arch))
+    with pytest.raises(WeightsError, match="weights file not found"):
+        load_model("missing/weights.pt")
+    with pytest.raises(WeightsError, match="unknown model 'dcpp'"):
+        load_model("dcpp")
+
+
+def test_min_and_box_filters_match_naive_versions():
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.random((1, 1, 23, 31)).astype(np.float32))
+    out = min_filter(x, 5)[0, 0].numpy()
+    padded = np.pad(x[0, 0].numpy(), 2, mode="edge")
+    naive = np.array([[padded[i:i + 5, j:j + 5].min() for j in range(31)] for i in range(23)])
+    np.testing.assert_array_equal(out, naive)
+    box = box_filter(x.double(), 3)[0, 0].numpy()
+    xn = x[0, 0].double().numpy()
+    naive = np.array([[xn[max(0, i - 3):i + 4, max(0, j - 3):j + 4].mean() for j in range(31)] for i in range(23)])
+    np.testing.assert_allclose(box, naive, atol=1e-9)
+
+
+def test_dcp_recovers_synthetic_haze_and_estimates_airlight():
+    clean = textured(96, 128)
+    airlight = np.array([0.85, 0.86, 0.9], np.float32)
+    t = np.full((96, 128, 1), 0.45, np.float32)
+    t[:20] = 0.02  # a far band (sky): where the airlight shows itself, as in real scenes
+    hazy = clean * t + airlight * (1 - t)
+    x = torch.from_numpy(hazy).permute(2, 0, 1)[None]
+    dcp = DarkChannelPrior()
+    with torch.no_grad():
+        t_est, a_est = dcp.transmission(x)
+        out = dcp(x).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(a_est.flatten().numpy(), airlight, atol=0.03)
+    assert abs(float(t_est[0, 0, 40:].mean()) - 0.45) < 0.1
+    near = slice(40, None)
+    err_hazy = np.abs(hazy[near] - clean[near]).mean()
+    err_out = np.abs(out[near] - clean[near]).mean()
+    assert err_out < 0.5 * err_hazy, (err_out, err_hazy)
+
+
+def test_dcp_batch_equals_single_images():
+    frames = torch.from_numpy(np.stack([textured(40, 56, s) for s in range(3)])).permute(0, 3, 1, 2)
+    dcp = DarkChannelPrior()
+    with torch.no_grad():
+        batched = dcp(frames)
+        single = torch.cat([dcp(frames[i:i + 1]) for i in range(3)])
+    torch.testing.assert_close(batched, single)
