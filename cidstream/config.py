@@ -25,6 +25,7 @@ class DCPParams:
     top_fraction: float = 0.001  # share of brightest dark-channel pixels used for the airlight
     radius: typing.Optional[int] = None  # guided-filter radius; None scales with frame size
     eps: float = 0.001          # guided-filter regularisation
+    subsample: int = 4          # fast guided filter: coefficients on a grid this much coarser (1 = exact)
 
 
 @dataclass

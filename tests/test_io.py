@@ -124,3 +124,13 @@ def test_python_api_streams_batches():
         got = [(fb.indices, out.shape) for fb, out in dehaze_stream(src, dehazer, batch=4)]
     assert [i for i, _ in got] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     assert got[0][1] == (4, 360, 640, 3)
+
+
+def test_variable_frame_rate_timestamps_survive(cli, shared_data, tmp_path):
+    src = shared_data / "videos" / "traffic_cam_640x360.mp4"  # VFR, starts at 1.86 s, 1/90000 time base
+    out = tmp_path / "vfr.mp4"
+    code, text = cli("run", src, "-o", out, "--max-frames", "60", "--no-progress")
+    assert code == 0, text
+    a, b = probe(src), probe(out)
+    assert b["frames"] == 60 and b["time_base"] == a["time_base"]
+    assert b["pts"] == a["pts"][:60]

@@ -51,7 +51,7 @@ class Dehazer:
             self.precision = "fp32"
         # channels_last helps convolutions; the classical DCP has none.
         self.channels_last = channels_last and self.net.trainable
-        self.net.to(self.device).eval()
+        self.net.to(self.device).eval().fuse_for_inference()
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
 

@@ -99,7 +99,9 @@ class VideoSink(Sink):
             raise OutputError(f"video codec '{self.codec}' is not available: {ffmpeg_message(exc)}") from exc
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        # Encoder and stream share the source's time base, so variable-rate timestamps survive exactly.
         stream.time_base = self.time_base
+        stream.codec_context.time_base = self.time_base
         if self.codec in ("libx264", "libx265"):
             stream.options = {"crf": str(self.crf), "preset": self.preset}
         self.stream = stream

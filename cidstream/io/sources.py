@@ -96,7 +96,7 @@ class VideoSource(Source):
 
     def __iter__(self) -> Iterator[Frame]:
         count = 0
-        start = None
+        start = last = None
         try:
             for vf in self.container.decode(self.stream):
                 if self.max_frames is not None and count >= self.max_frames:
@@ -104,17 +104,26 @@ class VideoSource(Source):
                 t = float(vf.time) if vf.time is not None else None
                 if start is None and t is not None:
                     start = t
+                last = t if t is not None else last
                 yield Frame(vf.to_ndarray(format="rgb24"), count, pts=vf.pts,
                             time=(t - start) if t is not None else None, captured_at=time.monotonic())
                 count += 1
         except av.error.FFmpegError as exc:
             raise InputError(f"decoding {self.spec} failed after {count} frames: {ffmpeg_message(exc)}") from exc
-        announced = self.stream.frames
-        if not self.live and self.max_frames is None and announced and count < announced - 1:
-            raise InputError(f"{self.spec} ended early: decoded {count} of the {announced} frames its "
-                             "container announces (truncated file?)")
         if count == 0:
             raise InputError(f"{self.spec}: no frame could be decoded (corrupt or empty video)")
+        self._check_complete(count, last)
+
+    def _check_complete(self, count: int, last: float | None) -> None:
+        """Frame counts in headers include frames an edit list hides, so compare times instead."""
+        s = self.stream
+        if self.live or self.max_frames is not None or last is None or not s.duration or not s.time_base:
+            return
+        end = float(((s.start_time or 0) + s.duration) * s.time_base)
+        slack = max(1.0, 3.0 / float(self.info.fps or 25))
+        if last < end - slack:
+            raise InputError(f"{self.spec} ended early: {count} frames decoded up to {last:.1f} s of the "
+                             f"{end:.1f} s its container announces (truncated file?)")
 
     def close(self) -> None:
         self.container.close()

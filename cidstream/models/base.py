@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 # Input normalisations: "unit" feeds [0, 1] as is; "symmetric" feeds (x - 0.5) / 0.5, as the official CID code.
 INPUT_NORMS = ("unit", "symmetric")
@@ -57,6 +58,23 @@ class DehazeModel(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+    def fuse_for_inference(self) -> "DehazeModel":
+        """Fold every eval-mode BatchNorm into the convolution before it (same outputs, fewer passes).
+
+        Irreversible for this instance: call it on a model used only for inference.
+        """
+        assert not self.training, "fuse_for_inference needs eval mode"
+        for module in list(self.modules()):
+            if hasattr(module, "fuse_conv_bn"):  # blocks whose BN pairs are not in a Sequential
+                module.fuse_conv_bn()
+            if isinstance(module, nn.Sequential):
+                items = list(module._modules.items())
+                for (ka, a), (kb, b) in zip(items, items[1:]):
+                    if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
+                        module._modules[ka] = fuse_conv_bn_eval(a, b)
+                        module._modules[kb] = nn.Identity()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)[0]

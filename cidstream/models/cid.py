@@ -10,6 +10,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .base import DehazeModel, Normalization
 from .blocks import AttentionBlock, PyramidEnhancer
@@ -36,6 +37,12 @@ class Bottle2neck(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
+
+    def fuse_conv_bn(self) -> None:
+        self.conv1, self.bn1 = fuse_conv_bn_eval(self.conv1, self.bn1), nn.Identity()
+        self.conv3, self.bn3 = fuse_conv_bn_eval(self.conv3, self.bn3), nn.Identity()
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+            self.convs[i], self.bns[i] = fuse_conv_bn_eval(conv, bn), nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         splits = torch.split(self.relu(self.bn1(self.conv1(x))), self.width, dim=1)
@@ -83,6 +90,9 @@ class Res2NetEncoder(nn.Module):
         self.inplanes = out_ch
         layers += [Bottle2neck(out_ch, planes, 1, None, self.base_width, self.scale) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
+
+    def fuse_conv_bn(self) -> None:
+        self.conv1[6], self.bn1 = fuse_conv_bn_eval(self.conv1[6], self.bn1), nn.Identity()
 
     def forward(self, x: torch.Tensor):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

@@ -20,7 +20,7 @@ from .blocks import AttentionBlock
 def conv_bn_act(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, groups: int = 1, act: bool = True):
     layers = [nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(out_ch)]
     if act:
-        layers.append(nn.ReLU6(inplace=True))
+        layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 
 
@@ -72,10 +72,11 @@ class CIDLite(DehazeModel):
         mid = self.mid_conv(self.enc4(f3))
         y = self.dec3(torch.cat((F.interpolate(mid, size=f3.shape[-2:], mode="bilinear", align_corners=False), f3), 1))
         y = self.dec2(torch.cat((F.interpolate(y, size=f2.shape[-2:], mode="bilinear", align_corners=False), f2), 1))
-        small = F.interpolate(s, size=f2.shape[-2:], mode="bilinear", align_corners=False)
-        coeffs = self.head(torch.cat((y, small), 1))
-        coeffs = F.interpolate(coeffs, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        small = F.avg_pool2d(s, 4)  # inputs are padded to a multiple of 16
+        coeffs = self.head(torch.cat((y, small), 1)).float()
+        # Bound the coefficients at 1/4 resolution, then upsample: full-resolution work stays two ops.
         gain = torch.exp(coeffs[:, :3].clamp(-2.0, 2.0))   # a = 1 / t, in [0.14, 7.4]
         offset = torch.tanh(coeffs[:, 3:])                 # b = A (1 - 1 / t), in [-1, 1]
-        image = gain * x + offset
+        ab = F.interpolate(torch.cat((gain, offset), 1), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        image = torch.addcmul(ab[:, 3:], ab[:, :3], x.float())
         return image, mid.mean(dim=(2, 3))

@@ -12,12 +12,32 @@ import torch.nn.functional as F
 from .base import DehazeModel, Normalization
 
 
+def _min_along(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
+    """Running minimum of width ``size`` (odd) along ``dim``, edges replicated.
+
+    Window doubling: minima over 2, 4, 8... samples, so a 15-wide window costs 4 passes, not 15.
+    """
+    pad = size // 2
+    first, last = x.narrow(dim, 0, 1), x.narrow(dim, x.shape[dim] - 1, 1)
+    shape = list(x.shape)
+    shape[dim] = pad
+    y = torch.cat([first.expand(shape), x, last.expand(shape)], dim=dim)
+    n = x.shape[dim]
+    width = 1
+    while width * 2 <= size:
+        length = y.shape[dim] - width
+        y = torch.minimum(y.narrow(dim, 0, length), y.narrow(dim, width, length))
+        width *= 2
+    if width < size:  # cover the rest with one overlapping step
+        shift = size - width
+        length = y.shape[dim] - shift
+        y = torch.minimum(y.narrow(dim, 0, length), y.narrow(dim, shift, length))
+    return y.narrow(dim, 0, n)
+
+
 def min_filter(x: torch.Tensor, size: int) -> torch.Tensor:
     """Separable erosion of an (N, 1, H, W) map with a size x size square."""
-    pad = size // 2
-    x = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-    x = -F.max_pool2d(-x, (size, 1), stride=1)
-    return -F.max_pool2d(-x, (1, size), stride=1)
+    return _min_along(_min_along(x, size, 2), size, 3)
 
 
 def dark_channel(x: torch.Tensor, patch: int) -> torch.Tensor:
@@ -42,15 +62,30 @@ def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
     return along(along(x, 2), 3)
 
 
-def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
-    """He et al.'s grey-guide guided filter: edges of ``guide`` shape the smoothed ``src``."""
-    mean_i = box_filter(guide, radius)
-    mean_p = box_filter(src, radius)
-    cov_ip = box_filter(guide * src, radius) - mean_i * mean_p
-    var_i = box_filter(guide * guide, radius) - mean_i * mean_i
+def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float, subsample: int = 1) -> torch.Tensor:
+    """He et al.'s grey-guide guided filter: edges of ``guide`` shape the smoothed ``src``.
+
+    With ``subsample`` > 1 the linear coefficients are computed on a reduced grid and upsampled
+    (the "fast guided filter"); the output keeps full-resolution edges from ``guide``.
+    """
+    full_size = guide.shape[-2:]
+    g, p, r = guide, src, radius
+    if subsample > 1:
+        low = (max(1, full_size[0] // subsample), max(1, full_size[1] // subsample))
+        g = F.interpolate(guide, size=low, mode="bilinear", align_corners=False, antialias=True)
+        p = F.interpolate(src, size=low, mode="bilinear", align_corners=False, antialias=True)
+        r = max(1, round(radius / subsample))
+    mean_i = box_filter(g, r)
+    mean_p = box_filter(p, r)
+    cov_ip = box_filter(g * p, r) - mean_i * mean_p
+    var_i = box_filter(g * g, r) - mean_i * mean_i
     a = cov_ip / (var_i + eps)
     b = mean_p - a * mean_i
-    return box_filter(a, radius) * guide + box_filter(b, radius)
+    mean_a, mean_b = box_filter(a, r), box_filter(b, r)
+    if subsample > 1:
+        mean_a = F.interpolate(mean_a, size=full_size, mode="bilinear", align_corners=False)
+        mean_b = F.interpolate(mean_b, size=full_size, mode="bilinear", align_corners=False)
+    return mean_a * guide + mean_b
 
 
 def estimate_airlight(x: torch.Tensor, dark: torch.Tensor, top_fraction: float) -> torch.Tensor:
@@ -72,14 +107,14 @@ class DarkChannelPrior(DehazeModel):
     trainable = False
 
     def __init__(self, patch: int = 15, omega: float = 0.95, t0: float = 0.1, top_fraction: float = 0.001,
-                 radius: int | None = None, eps: float = 1e-3):
+                 radius: int | None = None, eps: float = 1e-3, subsample: int = 4):
         super().__init__()
         self.patch, self.omega, self.t0, self.top_fraction = patch, omega, t0, top_fraction
-        self.radius, self.eps = radius, eps
+        self.radius, self.eps, self.subsample = radius, eps, subsample
 
     def config(self) -> dict:
         return {"patch": self.patch, "omega": self.omega, "t0": self.t0, "top_fraction": self.top_fraction,
-                "radius": self.radius, "eps": self.eps}
+                "radius": self.radius, "eps": self.eps, "subsample": self.subsample}
 
     def transmission(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Refined transmission (N, 1, H, W) and airlight (N, 3, 1, 1) of a [0, 1] batch."""
@@ -90,7 +125,7 @@ class DarkChannelPrior(DehazeModel):
         # not depend on resolution.
         radius = self.radius or max(4, round(min(x.shape[-2:]) / 18))
         grey = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
-        t = guided_filter(grey, raw_t, radius, self.eps)
+        t = guided_filter(grey, raw_t, radius, self.eps, self.subsample)
         return t.clamp(self.t0, 1.0), airlight
 
     def forward_features(self, x: torch.Tensor):
