@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .config import Config
@@ -35,7 +36,9 @@ class BenchResult:
     encode_fps: float = 0.0
     end_to_end_fps: float = 0.0
     slowest_stage: str = ""
-    ratio: float = 0.0
+    ratio: float = 0.0              # end-to-end / slowest stage (1.0: the stages overlap perfectly)
+    serial_fps: float = 0.0         # 1 / sum(1 / stage fps): the stages run one after another
+    overlap: float = 0.0            # end-to-end / serial (> 1: overlapping pays off)
     repeats: int = 1
     notes: list = field(default_factory=list)
 
@@ -62,7 +65,9 @@ def _sync(device: torch.device) -> None:
 
 def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, warmup: int = 2,
               progress=None) -> BenchResult:
-    e = cfg.engine
+    """Rounds of decode, model, encode and end-to-end runs, interleaved so that a noisy machine
+    slows all four alike; per-stage figures and the ratio are medians over rounds."""
+    e, o = cfg.engine, cfg.output
     dehazer = Dehazer(cfg.model.name, device=e.device, precision=e.precision, channels_last=e.channels_last,
                       random_init=True, dcp=vars(cfg.model.dcp))
 
@@ -70,70 +75,58 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
         return open_source(input_spec, options=cfg.input.options, decode_threads=cfg.input.decode_threads,
                            max_frames=frames, image_fps=cfg.input.image_fps)
 
-    def tick(label):
-        if progress is not None:
-            progress(label)
-
-    # Decode only (also collects the frames the other stages reuse).
-    decode_runs, images = [], []
-    for r in range(repeats):
-        tick(f"decode {r + 1}/{repeats}")
-        with source() as src:
-            t0 = time.perf_counter()
-            decoded = list(src)
-            decode_runs.append(len(decoded) / (time.perf_counter() - t0))
-        images = decoded
-    info = source().info
+    with source() as src:
+        info = src.info
+        images = list(src)
     n = len(images)
     res = BenchResult(input=input_spec, width=images[0].image.shape[1], height=images[0].image.shape[0], frames=n,
                       model=dehazer.name, device=str(dehazer.device), precision=dehazer.precision, batch=e.batch,
                       machine=machine_name(dehazer.device), repeats=repeats)
     if dehazer.loaded.weights is None and dehazer.net.trainable:
         res.notes.append("random weights (speed only)")
-
-    # Model only: uint8 batches already on the device.
-    import numpy as np
     batches = [dehazer.upload(np.stack([f.image for f in images[i:i + e.batch]])) for i in range(0, n, e.batch)]
     for _ in range(warmup):
         dehazer.process(batches[0])
-    model_runs = []
-    for r in range(repeats):
-        tick(f"model {r + 1}/{repeats}")
-        _sync(dehazer.device)
-        t0 = time.perf_counter()
-        for b in batches:
-            dehazer.process(b)
-        _sync(dehazer.device)
-        model_runs.append(n / (time.perf_counter() - t0))
-    del batches
 
+    runs = {"decode": [], "model": [], "encode": [], "end_to_end": []}
+    ratios = []
     with tempfile.TemporaryDirectory(prefix="cidstream-bench-") as tmp:
-        o = cfg.output
-        encode_runs = []
         for r in range(repeats):
-            tick(f"encode {r + 1}/{repeats}")
+            if progress is not None:
+                progress(f"round {r + 1}/{repeats}")
+            with source() as src:  # decode only
+                t0 = time.perf_counter()
+                count = sum(1 for _ in src)
+                runs["decode"].append(count / (time.perf_counter() - t0))
+
+            _sync(dehazer.device)  # model only: uint8 batches already on the device
+            t0 = time.perf_counter()
+            for b in batches:
+                dehazer.process(b)
+            _sync(dehazer.device)
+            runs["model"].append(n / (time.perf_counter() - t0))
+
             sink = VideoSink(Path(tmp) / f"enc{r}.mp4", info, codec=o.codec, crf=o.crf, preset=o.preset,
-                             copy_audio=False)
+                             copy_audio=False)  # encode only
             t0 = time.perf_counter()
             for f in images:
                 sink.write(f, f.image)
             sink.close()
-            encode_runs.append(n / (time.perf_counter() - t0))
-        del images
+            runs["encode"].append(n / (time.perf_counter() - t0))
 
-        e2e_runs = []
-        for r in range(repeats):
-            tick(f"end-to-end {r + 1}/{repeats}")
             sink = ThreadedSink(VideoSink(Path(tmp) / f"e2e{r}.mp4", info, codec=o.codec, crf=o.crf,
                                           preset=o.preset, copy_audio=False), o.queue_size)
             with source() as src:
                 stats = run_pipeline(src, dehazer, sink, batch=e.batch, max_latency_ms=e.max_latency_ms,
                                      queue_size=cfg.input.queue_size)
-            e2e_runs.append(stats.fps)
+            runs["end_to_end"].append(stats.fps)
+            ratios.append(stats.fps / min(runs[k][-1] for k in ("decode", "model", "encode")))
 
-    res.decode_fps, res.model_fps = _median(decode_runs), _median(model_runs)
-    res.encode_fps, res.end_to_end_fps = _median(encode_runs), _median(e2e_runs)
+    res.decode_fps, res.model_fps = _median(runs["decode"]), _median(runs["model"])
+    res.encode_fps, res.end_to_end_fps = _median(runs["encode"]), _median(runs["end_to_end"])
     stages = {"decode": res.decode_fps, "model": res.model_fps, "encode": res.encode_fps}
     res.slowest_stage = min(stages, key=stages.get)
-    res.ratio = res.end_to_end_fps / stages[res.slowest_stage]
+    res.ratio = _median(ratios)
+    res.serial_fps = 1.0 / sum(1.0 / v for v in stages.values())
+    res.overlap = res.end_to_end_fps / res.serial_fps
     return res

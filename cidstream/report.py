@@ -49,4 +49,5 @@ def print_bench(console, r) -> None:
     console.print(table)
     notes = f"; {', '.join(r.notes)}" if r.notes else ""
     console.print(f"model {r.model} on {r.device} ({r.precision}, batch {r.batch}), {r.machine}{notes}")
-    console.print(f"end to end / slowest stage = [bold]{r.ratio:.2f}[/] (median of {r.repeats} runs)")
+    console.print(f"end to end / slowest stage = [bold]{r.ratio:.2f}[/] (median of {r.repeats} rounds); "
+                  f"end to end / stages run one after another = {r.overlap:.2f}")

@@ -130,6 +130,9 @@ def test_bench_reports_every_stage_as_json(tmp_path):
         assert r[key] > 0
     assert r["slowest_stage"] in ("decode", "model", "encode")
     stages = {"decode": r["decode_fps"], "model": r["model_fps"], "encode": r["encode_fps"]}
+    assert min(stages, key=stages.get) == r["slowest_stage"]
+    # One round: the ratio is exactly that round's end-to-end / slowest stage.
     assert r["ratio"] == pytest.approx(r["end_to_end_fps"] / min(stages.values()))
+    assert r["serial_fps"] == pytest.approx(1 / sum(1 / v for v in stages.values()))
     assert r["frames"] == 8 and r["width"] == 640 and "random weights" in " ".join(r["notes"])
     assert "end to end / slowest stage" in proc.stderr

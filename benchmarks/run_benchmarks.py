@@ -1,0 +1,71 @@
+"""Run ``cidstream bench`` over the standard inputs and models; write JSON and a Markdown table.
+
+    python benchmarks/run_benchmarks.py                      # 640x360 and 1280x720, dcp/cid-lite/cid
+    python benchmarks/run_benchmarks.py --device cuda --models cid-lite dcp
+
+Inputs default to ../shared/data/videos (traffic_cam_640x360.mp4, highway_720p.mp4); the
+built-in sample stands in when that folder is missing. Results land in benchmarks/results/.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+from cidstream.bench import run_bench
+from cidstream.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "videos"
+DEFAULT_INPUTS = [DATA / "traffic_cam_640x360.mp4", DATA / "highway_720p.mp4"]
+# The full CID network is ~50x slower than the others on a CPU: fewer frames keep the run short.
+DEFAULT_FRAMES = {"dcp": 90, "cid-lite": 90, "cid": 8}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--inputs", nargs="+", default=None)
+    p.add_argument("--models", nargs="+", default=["dcp", "cid-lite", "cid"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--frames", type=int, help="frames per run for every model (default: per model)")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    args = p.parse_args()
+    inputs = args.inputs or [str(x) for x in DEFAULT_INPUTS if x.exists()] or [str(REPO / "samples/hazy_traffic.mp4")]
+
+    rows = []
+    for spec in inputs:
+        for model in args.models:
+            cfg = load_config(overrides=[{"model": {"name": model},
+                                          "engine": {"device": args.device, "batch": args.batch}}])
+            frames = args.frames or DEFAULT_FRAMES.get(model, 90)
+            repeats = args.repeats if model != "cid" or torch.cuda.is_available() else 1
+            print(f"bench {Path(spec).name} {model} ({frames} frames x {repeats})", file=sys.stderr, flush=True)
+            rows.append(run_bench(spec, cfg, frames=frames, repeats=repeats).to_dict())
+
+    machine = rows[0]["machine"]
+    slug = re.sub(r"[^a-z0-9]+", "-", machine.lower()).strip("-")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"date": dt.date.today().isoformat(), "machine": machine, "torch": torch.__version__, "results": rows}
+    path = out / f"{slug}.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print("| input | model | precision | decode fps | model fps | encode fps | end-to-end fps | e2e / slowest | "
+          "e2e / serial |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['width']}x{r['height']} | {r['model']} | {r['precision']} | {r['decode_fps']:.0f} | "
+              f"{r['model_fps']:.1f} | {r['encode_fps']:.0f} | {r['end_to_end_fps']:.1f} | "
+              f"{r['ratio']:.2f} ({r['slowest_stage']}) | {r['overlap']:.2f} |")
+    print(f"\nmachine: {machine}; written {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
