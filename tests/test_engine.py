@@ -13,7 +13,7 @@ from cidstream.io.reader import END, BackgroundReader
 from cidstream.models import build
 
 
-@pytest.mark.parametrize("h, w", [(37, 61), (5, 3), (16, 32), (1, 1), (360, 641)])
+@pytest.mark.parametrize("h, w", [(37, 61), (5, 3), (16, 32), (1, 1), (360, 641), (730, 1283)])
 def test_every_pixel_comes_back(h, w):
     # A fresh cid-lite is exactly the identity (zero head), so any pixel lost or moved by
     # padding and cropping would show; bf16 autocast and channels_last are on, as in real runs.

@@ -121,7 +121,7 @@ def test_weights_roundtrip_keeps_metadata(tmp_path):
     torch.nn.init.normal_(net.head.weight, std=0.1)
     path = save_weights(net, tmp_path / "w.pt", training={"phases": 3}, metrics={"psnr": 21.5})
     wf = read_weights(path)
-    assert wf.arch == "cid-lite" and wf.config == {"widths": [8, 16, 24, 32]}
+    assert wf.arch == "cid-lite" and wf.config == {"widths": [8, 16, 24, 32], "work_short_side": 360}
     assert wf.metadata["metrics"] == {"psnr": 21.5} and "created" in wf.metadata
     loaded = load_model(str(path)).model
     assert torch.equal(loaded.head.weight, net.head.weight)

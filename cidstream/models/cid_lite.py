@@ -1,7 +1,7 @@
 """cid-lite: our real-time dehazer with CID's interface (image and pooled feature z).
 
 Design: a small inverted-residual encoder down to 1/16, an attention bottleneck (CID's
-``mid_conv`` idea at 96 channels), and a decoder that stops at 1/4 resolution and predicts
+``mid_conv`` idea at 96 channels), and a decoder that stops at 1/4 of the working resolution and predicts
 per-pixel affine coefficients (a, b). Full-resolution work is only ``J = a * I + b`` on the
 bilinearly upsampled coefficients, which is the atmospheric scattering model's own form
 (J = I / t + A (1 - 1 / t)) and keeps every input pixel's detail. This is what makes
@@ -48,9 +48,12 @@ class CIDLite(DehazeModel):
     min_size = 16
     normalization = Normalization(input="unit", output="clamp")
 
-    def __init__(self, widths=(16, 24, 48, 96)):
+    def __init__(self, widths=(16, 24, 48, 96), work_short_side: int = 360):
         super().__init__()
         c1, c2, c3, c4 = self.widths = tuple(widths)
+        # Frames whose short side is at least twice this are average-pooled by an integer factor
+        # before the encoder: the coefficients are smooth, so 720p and 1080p cost about what 360p does.
+        self.work_short_side = work_short_side
         self.stem = nn.Sequential(conv_bn_act(3, c1, 3, 2), conv_bn_act(c1, c2, 3, 2))          # 1/4
         self.enc2 = nn.Sequential(InvertedResidual(c2, c2), InvertedResidual(c2, c2))            # 1/4
         self.enc3 = nn.Sequential(InvertedResidual(c2, c3, 2), InvertedResidual(c3, c3))         # 1/8
@@ -63,18 +66,20 @@ class CIDLite(DehazeModel):
         nn.init.zeros_(self.head.bias)  # starts as the identity: a = 1, b = 0
 
     def config(self) -> dict:
-        return {"widths": list(self.widths)}
+        return {"widths": list(self.widths), "work_short_side": self.work_short_side}
 
     def forward_features(self, x: torch.Tensor):
-        s = x * 2.0 - 1.0
+        factor = max(1, min(x.shape[-2:]) // self.work_short_side) if self.work_short_side else 1
+        work = F.avg_pool2d(x, factor, ceil_mode=True) if factor > 1 else x
+        s = work * 2.0 - 1.0
         f2 = self.enc2(self.stem(s))
         f3 = self.enc3(f2)
         mid = self.mid_conv(self.enc4(f3))
         y = self.dec3(torch.cat((F.interpolate(mid, size=f3.shape[-2:], mode="bilinear", align_corners=False), f3), 1))
         y = self.dec2(torch.cat((F.interpolate(y, size=f2.shape[-2:], mode="bilinear", align_corners=False), f2), 1))
-        small = F.avg_pool2d(s, 4)  # inputs are padded to a multiple of 16
+        small = F.adaptive_avg_pool2d(s, f2.shape[-2:])
         coeffs = self.head(torch.cat((y, small), 1)).float()
-        # Bound the coefficients at 1/4 resolution, then upsample: full-resolution work stays two ops.
+        # Bound the coefficients at low resolution, then upsample: full-resolution work stays two ops.
         gain = torch.exp(coeffs[:, :3].clamp(-2.0, 2.0))   # a = 1 / t, in [0.14, 7.4]
         offset = torch.tanh(coeffs[:, 3:])                 # b = A (1 - 1 / t), in [-1, 1]
         ab = F.interpolate(torch.cat((gain, offset), 1), size=x.shape[-2:], mode="bilinear", align_corners=False)
