@@ -16,7 +16,7 @@ import torch
 
 from .config import Config
 from .engine import Dehazer, run_pipeline
-from .io import ThreadedSink, open_source
+from .io import ThreadedSink, source_from_config
 from .io.sinks import VideoSink
 
 
@@ -50,7 +50,12 @@ def machine_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     cpu = platform.processor() or platform.machine()
-    return f"{cpu} CPU, {torch.get_num_threads()} threads"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {torch.get_num_threads()} CPU threads"
 
 
 def _median(values: list[float]) -> float:
@@ -68,12 +73,10 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
     """Rounds of decode, model, encode and end-to-end runs, interleaved so that a noisy machine
     slows all four alike; per-stage figures and the ratio are medians over rounds."""
     e, o = cfg.engine, cfg.output
-    dehazer = Dehazer(cfg.model.name, device=e.device, precision=e.precision, channels_last=e.channels_last,
-                      random_init=True, dcp=vars(cfg.model.dcp))
+    dehazer = Dehazer.from_config(cfg, random_init=True)
 
     def source():
-        return open_source(input_spec, options=cfg.input.options, decode_threads=cfg.input.decode_threads,
-                           max_frames=frames, image_fps=cfg.input.image_fps)
+        return source_from_config(input_spec, cfg.input, frames)
 
     with source() as src:
         info = src.info

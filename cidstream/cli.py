@@ -112,7 +112,7 @@ def cmd_run(args, console) -> int:
         TimeRemainingColumn
 
     from .engine import Dehazer, run_pipeline
-    from .io import ThreadedSink, open_sink, open_source
+    from .io import sink_from_config, source_from_config
     from .report import print_run_summary
 
     cfg = make_config(args)
@@ -121,28 +121,23 @@ def cmd_run(args, console) -> int:
     output = args.output or default_output(args.input)
     if _same_place(output, args.input.rstrip("/")):
         raise OutputError(f"output {output} is the input itself: choose another output path")
-    e = cfg.engine
-    dehazer = Dehazer(cfg.model.name, device=e.device, precision=e.precision, channels_last=e.channels_last,
-                      dcp=vars(cfg.model.dcp))
-    source = open_source(args.input, options=cfg.input.options, decode_threads=cfg.input.decode_threads,
-                         max_frames=args.max_frames, image_fps=cfg.input.image_fps)
-    o = cfg.output
-    sink = ThreadedSink(open_sink(output, source.info, codec=o.codec, crf=o.crf, preset=o.preset,
-                                  copy_audio=o.copy_audio, jpeg_quality=o.jpeg_quality), o.queue_size)
-    total = source.info.frame_count
+    dehazer = Dehazer.from_config(cfg)
     progress = Progress(TextColumn("[bold]dehazing[/]"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[fps]:.1f} fps"), TimeElapsedColumn(), TextColumn("ETA"),
                         TimeRemainingColumn(), console=console, disable=args.no_progress, transient=True)
     error = None
     stats = None
-    with source, progress:
-        task = progress.add_task("run", total=total, fps=0.0)
-        try:
-            stats = run_pipeline(source, dehazer, sink, batch=e.batch, max_latency_ms=e.max_latency_ms,
-                                 queue_size=cfg.input.queue_size,
-                                 on_batch=lambda s: progress.update(task, completed=s.frames, fps=s.fps))
-        except CidstreamError as exc:
-            error = exc
+    with source_from_config(args.input, cfg.input, args.max_frames) as source:
+        sink = sink_from_config(output, source.info, cfg.output)
+        total = source.info.frame_count
+        with progress:
+            task = progress.add_task("run", total=total, fps=0.0)
+            try:
+                stats = run_pipeline(source, dehazer, sink, batch=cfg.engine.batch,
+                                     max_latency_ms=cfg.engine.max_latency_ms, queue_size=cfg.input.queue_size,
+                                     on_batch=lambda s: progress.update(task, completed=s.frames, fps=s.fps))
+            except CidstreamError as exc:
+                error = exc
     print_run_summary(console, args.input, sink, dehazer, stats, total, error)
     if error is not None:
         raise _Reported(error)

@@ -26,7 +26,12 @@ def print_run_summary(console, input_spec, sink, dehazer, stats, total, error) -
     table.add_row("output", f"{sink.path if sink.path else 'none (null sink)'}")
     table.add_row("model", f"{dehazer.name} on {dehazer.device} ({dehazer.precision})")
     written = sink.written
-    table.add_row("frames", f"{written}" + (f" of {total}" if total else ""))
+    finished = error is None and stats is not None and not stats.interrupted
+    if total and finished and written != total:  # edit lists make header counts differ from decodable frames
+        frames = f"{written} (the container header announced {total})"
+    else:
+        frames = f"{written}" + (f" of {total}" if total else "")
+    table.add_row("frames", frames)
     if stats is not None and stats.frames:
         table.add_row("time", f"{stats.seconds:.1f} s, {stats.fps:.1f} fps end to end "
                               f"(model alone {stats.model_fps:.1f} fps)")

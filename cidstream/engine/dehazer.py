@@ -55,6 +55,13 @@ class Dehazer:
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
 
+    @classmethod
+    def from_config(cls, cfg, random_init: bool = False) -> "Dehazer":
+        """Build from a ``cidstream.config.Config`` (model and engine sections)."""
+        e = cfg.engine
+        return cls(cfg.model.name, device=e.device, precision=e.precision, channels_last=e.channels_last,
+                   random_init=random_init, dcp=vars(cfg.model.dcp))
+
     @property
     def net(self) -> DehazeModel:
         return self.loaded.model

@@ -272,3 +272,10 @@ def open_sink(spec: str, info: StreamInfo, codec: str = "libx264", crf: int = 20
     if kind == "image":
         return ImageFileSink(spec, jpeg_quality)
     return ImageFolderSink(spec, jpeg_quality)
+
+
+def sink_from_config(spec: str, info: StreamInfo, output_cfg) -> Sink:
+    """``open_sink`` with the settings of a config's ``output`` section, writing in a background thread."""
+    o = output_cfg
+    return ThreadedSink(open_sink(spec, info, codec=o.codec, crf=o.crf, preset=o.preset, copy_audio=o.copy_audio,
+                                  jpeg_quality=o.jpeg_quality), o.queue_size)

@@ -183,3 +183,9 @@ def open_source(spec: str, options: dict | None = None, decode_threads: int = 0,
     if is_image_input(spec):
         return ImageFolderSource(spec, max_frames=max_frames, fps=image_fps)
     return VideoSource(spec, options=options, decode_threads=decode_threads, max_frames=max_frames)
+
+
+def source_from_config(spec: str, input_cfg, max_frames: int | None = None) -> Source:
+    """``open_source`` with the settings of a config's ``input`` section."""
+    return open_source(spec, options=input_cfg.options, decode_threads=input_cfg.decode_threads,
+                       max_frames=max_frames, image_fps=input_cfg.image_fps)
