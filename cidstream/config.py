@@ -26,6 +26,7 @@ class DCPParams:
     radius: typing.Optional[int] = None  # guided-filter radius; None scales with frame size
     eps: float = 0.001          # guided-filter regularisation
     subsample: int = 4          # fast guided filter: coefficients on a grid this much coarser (1 = exact)
+    sky_tolerance: float = 0.1  # K: pixels within K of the airlight (sky) are not over-amplified (0 = off)
 
 
 @dataclass

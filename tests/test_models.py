@@ -196,3 +196,18 @@ def test_dcp_batch_equals_single_images():
         batched = dcp(frames)
         single = torch.cat([dcp(frames[i:i + 1]) for i in range(3)])
     torch.testing.assert_close(batched, single)
+
+
+def test_dcp_sky_tolerance_keeps_noise_in_the_sky_down():
+    rng = np.random.default_rng(3)
+    clean = textured(96, 128)
+    airlight = np.array([0.85, 0.86, 0.9], np.float32)
+    hazy = clean * 0.5 + airlight * 0.5
+    hazy[:30] = airlight + rng.normal(0, 0.01, (30, 128, 3))  # sky: the airlight plus sensor/codec noise
+    x = torch.from_numpy(hazy.astype(np.float32)).permute(2, 0, 1)[None]
+    noise_in = hazy[5:25].std(axis=(0, 1)).mean()
+    with torch.no_grad():
+        plain = DarkChannelPrior(sky_tolerance=0.0)(x).clamp(0, 1)[0, :, 5:25].std(dim=(1, 2)).mean()
+        tolerant = DarkChannelPrior(sky_tolerance=0.1)(x).clamp(0, 1)[0, :, 5:25].std(dim=(1, 2)).mean()
+    assert plain > 4 * noise_in        # the bare prior amplifies sky noise several times
+    assert tolerant < 2 * noise_in     # the tolerance leaves the sky about as it was

@@ -107,14 +107,16 @@ class DarkChannelPrior(DehazeModel):
     trainable = False
 
     def __init__(self, patch: int = 15, omega: float = 0.95, t0: float = 0.1, top_fraction: float = 0.001,
-                 radius: int | None = None, eps: float = 1e-3, subsample: int = 4):
+                 radius: int | None = None, eps: float = 1e-3, subsample: int = 4, sky_tolerance: float = 0.1):
         super().__init__()
+        self.sky_tolerance = sky_tolerance
         self.patch, self.omega, self.t0, self.top_fraction = patch, omega, t0, top_fraction
         self.radius, self.eps, self.subsample = radius, eps, subsample
 
     def config(self) -> dict:
         return {"patch": self.patch, "omega": self.omega, "t0": self.t0, "top_fraction": self.top_fraction,
-                "radius": self.radius, "eps": self.eps, "subsample": self.subsample}
+                "radius": self.radius, "eps": self.eps, "subsample": self.subsample,
+                "sky_tolerance": self.sky_tolerance}
 
     def transmission(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Refined transmission (N, 1, H, W) and airlight (N, 3, 1, 1) of a [0, 1] batch."""
@@ -126,6 +128,13 @@ class DarkChannelPrior(DehazeModel):
         radius = self.radius or max(4, round(min(x.shape[-2:]) / 18))
         grey = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
         t = guided_filter(grey, raw_t, radius, self.eps, self.subsample)
+        if self.sky_tolerance > 0:
+            # Sky and other regions close to the airlight break the prior: a tiny t there would blow
+            # up compression noise. Raise t where |I - A| is below the tolerance K (t * K / |I - A|).
+            distance = (x - airlight).abs().mean(dim=1, keepdim=True)
+            distance = guided_filter(grey, distance, radius, self.eps, self.subsample)
+            t = torch.minimum(t * (self.sky_tolerance / distance.clamp(min=1e-3)).clamp(min=1.0),
+                              torch.ones_like(t))
         return t.clamp(self.t0, 1.0), airlight
 
     def forward_features(self, x: torch.Tensor):
