@@ -215,7 +215,7 @@ def main(argv=None) -> int:
         return COMMANDS[args.command](args, console)
     except _Reported as rep:
         if args.debug:
-            raise rep.error
+            raise rep.error from None
         return rep.error.exit_code
     except CidstreamError as exc:
         if args.debug:

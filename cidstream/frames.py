@@ -1,7 +1,7 @@
 """Typed objects passed between stages: one decoded frame, a temporal batch of them, stream facts."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
@@ -57,4 +57,3 @@ class StreamInfo:
     frame_count: int | None = None  # None when unknown (live streams, some containers)
     codec: str | None = None
     has_audio: bool = False
-    extra: dict = field(default_factory=dict)

@@ -4,7 +4,6 @@ import shutil
 import av
 import cv2
 import numpy as np
-import pytest
 
 from cidstream.engine import Dehazer, dehaze_stream
 from cidstream.io import open_source

@@ -35,6 +35,8 @@ class Dehazer:
 
     ``dehazer(frames)`` takes (N, H, W, 3) uint8 RGB as a numpy array (returns numpy) or a
     torch tensor (returns a tensor on the dehazer's device, so a detector can take it there).
+    A model instance passed in is put in eval mode with its BatchNorms folded into the convolutions:
+    pass a copy of a model you are still training.
     """
 
     def __init__(self, model: str | LoadedModel | DehazeModel = "dcp", device: str = "auto",

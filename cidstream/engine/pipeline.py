@@ -23,7 +23,6 @@ class RunStats:
     model_seconds: float = 0.0
     dropped: int = 0
     interrupted: bool = False
-    error: str | None = None
     latencies_ms: list = field(default_factory=list, repr=False)
 
     @property
