@@ -20,8 +20,20 @@ EXAMPLES_RUN = """examples:
 """
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", "-m", help="model name (dcp, cid-lite, cid) or weights file path [config: model.name]")
+def _detector_args(p) -> None:
+    p.add_argument("--detector", help="Ultralytics detection model file or name (default: $CIDSTREAM_DETECTOR, "
+                                      "else yolo11n.pt, which needs a connection once) [detect.detector]")
+    p.add_argument("--classes", help="comma-separated class names to count (default: car,bus,truck,motorcycle,"
+                                     "bicycle; 'all' for every class) [detect.classes]")
+    p.add_argument("--conf", type=float, help="detection confidence threshold [detect.conf]")
+
+
+def _common(p: argparse.ArgumentParser, repeat_model: bool = False) -> None:
+    if repeat_model:
+        p.add_argument("--model", "-m", action="append",
+                       help="dehazing model to compare with the raw images; repeat for several [default: model.name]")
+    else:
+        p.add_argument("--model", "-m", help="model name (dcp, cid-lite, cid) or weights file path [model.name]")
     p.add_argument("--device", "-d", help="auto, cpu, cuda or cuda:N [config: engine.device]")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="compute precision [engine.precision]")
     p.add_argument("--batch", "-b", type=int, help="frames per temporal batch [engine.batch]")
@@ -52,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
                                             "(default: INPUT name + '_dehazed' in the current folder)")
     run.add_argument("--max-frames", type=int, help="stop after this many frames")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (still prints the summary)")
+    det = run.add_argument_group("detection", "With --detect or --compare, OUTPUT is a folder: dehazed video, "
+                                              "detections.jsonl, COCO/MOT exports, report.json and report.html.")
+    det.add_argument("--detect", action="store_true", help="run the vehicle detector on the dehazed frames")
+    det.add_argument("--compare", action="store_true",
+                     help="detect on raw and dehazed frames and report the difference (implies --detect; "
+                          "adds side_by_side video)")
+    _detector_args(det)
+    det.add_argument("--track", action="store_true", help="ByteTrack ids and unique-vehicle counts [detect.track]")
     _common(run)
 
     bench = sub.add_parser("bench", help="measure decode, model, encode and end-to-end speed on an input",
@@ -66,6 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write the result as JSON to FILE (or stdout with no FILE)")
     _common(bench)
 
+    ev = sub.add_parser("eval", help="detection AP50 on labelled images, raw vs dehazed",
+                        description="Run the detector on IMAGES as they are and after dehazing with each --model, "
+                                    "and report VOC all-point AP at IoU 0.5 per class and for all vehicle classes "
+                                    "together, as a table, eval.json and eval.html (with example images).",
+                        epilog="example:\n  cidstream eval data/dawn_fog/JPEGImages --labels data/dawn_fog/Annotations "
+                               "--model dcp --model cid-lite --detector yolo11n.pt",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ev.add_argument("images", help="image folder or glob")
+    ev.add_argument("--labels", required=True, help="folder of VOC .xml or YOLO .txt files named like the images")
+    ev.add_argument("--label-format", choices=["auto", "voc", "yolo"], default="auto")
+    ev.add_argument("--yolo-id-offset", type=int, default=0,
+                    help="YOLO label ids are the detector's class ids plus this (1 for DAWN's labels_yolo)")
+    ev.add_argument("-o", "--output", default="eval_out", help="folder for eval.json and eval.html (default eval_out)")
+    ev.add_argument("--max-images", type=int, help="evaluate only the first N images")
+    ev.add_argument("--examples", type=int, default=4, help="example images in eval.html (default 4)")
+    _detector_args(ev)
+    _common(ev, repeat_model=True)
+
     sub.add_parser("models", help="list the available models and whether they have weights")
     return parser
 
@@ -75,19 +113,33 @@ def make_config(args):
 
     overrides = [parse_assignment(s) for s in args.set]
     flags = {}
-    if args.model:
+    if args.model and isinstance(args.model, str):
         flags.setdefault("model", {})["name"] = args.model
     for key in ("device", "precision", "batch"):
         if getattr(args, key, None) is not None:
             flags.setdefault("engine", {})[key] = getattr(args, key)
+    detect = {}
+    if getattr(args, "detector", None):
+        detect["detector"] = args.detector
+    if getattr(args, "classes", None):
+        detect["classes"] = [] if args.classes.strip().lower() == "all" else \
+            [c.strip() for c in args.classes.split(",") if c.strip()]
+    if getattr(args, "conf", None) is not None:
+        detect["conf"] = args.conf
+    if getattr(args, "track", False):
+        detect["track"] = True
+    if detect:
+        flags["detect"] = detect
     overrides.append(flags)
     return load_config(args.config, overrides)
 
 
-def default_output(spec: str) -> str:
+def default_output(spec: str, folder: bool = False) -> str:
     from .io import is_url
     from .io.sources import is_image_input
 
+    if folder:  # detection runs write several files
+        return "stream_cidstream" if is_url(spec) else f"{Path(spec.rstrip('/')).stem or 'input'}_cidstream"
     if is_url(spec):
         return "stream_dehazed.mp4"
     path = Path(spec.rstrip("/"))
@@ -107,41 +159,98 @@ def _same_place(a: str, b: str) -> bool:
         return False
 
 
-def cmd_run(args, console) -> int:
+def _progress(console, disable: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
 
+    return Progress(TextColumn("[bold]dehazing[/]"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[fps]:.1f} fps"), TimeElapsedColumn(), TextColumn("ETA"),
+                    TimeRemainingColumn(), console=console, disable=disable, transient=True)
+
+
+def cmd_run(args, console) -> int:
     from .engine import Dehazer, run_pipeline
-    from .io import sink_from_config, source_from_config
+    from .io import output_kind, source_from_config
     from .report import print_run_summary
 
     cfg = make_config(args)
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError("--max-frames must be at least 1")
-    output = args.output or default_output(args.input)
+    detecting = args.detect or args.compare
+    output = args.output or default_output(args.input, folder=detecting)
     if _same_place(output, args.input.rstrip("/")):
         raise OutputError(f"output {output} is the input itself: choose another output path")
+    if detecting and output_kind(output) != "folder":
+        raise OutputError(f"with --detect/--compare the output is a folder, got {output}")
     dehazer = Dehazer.from_config(cfg)
-    progress = Progress(TextColumn("[bold]dehazing[/]"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[fps]:.1f} fps"), TimeElapsedColumn(), TextColumn("ETA"),
-                        TimeRemainingColumn(), console=console, disable=args.no_progress, transient=True)
-    error = None
-    stats = None
+    detector = None
+    if detecting:
+        from .detect import Detector
+
+        d = cfg.detect
+        detector = Detector(d.detector or None, classes=d.classes, conf=d.conf, iou=d.iou, imgsz=d.imgsz,
+                            device=dehazer.device)
+    error = stats = outputs = None
     with source_from_config(args.input, cfg.input, args.max_frames) as source:
-        sink = sink_from_config(output, source.info, cfg.output)
+        if detecting:
+            outputs = DetectionOutputs(Path(output), source, cfg, dehazer, detector, args.compare)
+            sinks, stage = outputs.sinks, outputs.stage
+        else:
+            from .io import sink_from_config
+            sinks, stage = [sink_from_config(output, source.info, cfg.output)], None
         total = source.info.frame_count
-        with progress:
+        with _progress(console, args.no_progress) as progress:
             task = progress.add_task("run", total=total, fps=0.0)
             try:
-                stats = run_pipeline(source, dehazer, sink, batch=cfg.engine.batch,
+                stats = run_pipeline(source, dehazer, sinks, batch=cfg.engine.batch,
                                      max_latency_ms=cfg.engine.max_latency_ms, queue_size=cfg.input.queue_size,
+                                     detect=stage,
                                      on_batch=lambda s: progress.update(task, completed=s.frames, fps=s.fps))
             except CidstreamError as exc:
                 error = exc
-    print_run_summary(console, args.input, sink, dehazer, stats, total, error)
+            finally:
+                if outputs is not None:  # the report covers whatever was processed, even after an error
+                    outputs.finish(stats)
+    print_run_summary(console, args.input, sinks[0], dehazer, stats, total, error,
+                      outputs.report if outputs else None, outputs.folder if outputs else None)
     if error is not None:
         raise _Reported(error)
     return 130 if stats.interrupted else 0
+
+
+class DetectionOutputs:
+    """The sinks of a detection run and the report written at the end."""
+
+    def __init__(self, folder: Path, source, cfg, dehazer, detector, compare: bool):
+        from .detect.outputs import DetectionLog, SideBySideSink
+        from .detect.report import ReportCollector
+        from .detect.stage import DetectStage
+        from .io import ThreadedSink, sink_from_config
+
+        info = source.info
+        self.folder, self.detector, self.compare, self.dehazer, self.cfg = folder, detector, compare, dehazer, cfg
+        self.input = info.source
+        dehazed = folder / ("dehazed" if info.kind == "images" else "dehazed.mp4")
+        self.collector = ReportCollector(detector.names, compare)
+        self.sinks = [sink_from_config(str(dehazed), info, cfg.output),
+                      ThreadedSink(DetectionLog(folder, detector.names, info, compare), cfg.output.queue_size),
+                      ThreadedSink(self.collector, cfg.output.queue_size)]
+        if compare:
+            self.sinks.append(ThreadedSink(SideBySideSink.create(folder, info, detector.names, cfg.output),
+                                           cfg.output.queue_size))
+        self.stage = DetectStage(detector, compare=compare, track=cfg.detect.track,
+                                 frame_rate=float(info.fps or 25))
+        self.report = None
+
+    def finish(self, stats) -> None:
+        from .detect.report import build_report, write_report
+
+        meta = {"input": self.input, "model": self.dehazer.name, "device": str(self.dehazer.device),
+                "detector": self.detector.label, "classes": [self.detector.names[i] for i in
+                                                             (self.detector.class_ids or self.detector.names)],
+                "conf": self.cfg.detect.conf, "iou": self.cfg.detect.iou, "imgsz": self.cfg.detect.imgsz}
+        self.report = build_report(self.collector, meta, stats, self.stage.unique_counts())
+        write_report(self.folder, self.report)
 
 
 class _Reported(Exception):
@@ -193,7 +302,48 @@ def cmd_models(args, console) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "bench": cmd_bench, "models": cmd_models}
+def cmd_eval(args, console) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from .detect import Detector
+    from .detect.evaluate import VEHICLE, run_eval, write_eval
+    from .engine import Dehazer
+
+    cfg = make_config(args)
+    if args.conf is None:
+        cfg.detect.conf = 0.001  # AP needs the whole ranking, not just confident boxes
+    dehazers = {name: Dehazer.from_config(cfg, model=name) for name in dict.fromkeys(args.model or [cfg.model.name])}
+    d = cfg.detect
+    detector = Detector(d.detector or None, classes=d.classes, conf=d.conf, iou=d.iou, imgsz=d.imgsz,
+                        device=next(iter(dehazers.values())).device)
+    with Progress(TextColumn("[bold]evaluating[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("eval", total=None)
+        report = run_eval(args.images, args.labels, dehazers, detector, args.label_format, args.yolo_id_offset,
+                          args.max_images, args.examples,
+                          progress=lambda k, n: progress.update(task, completed=k, total=n))
+    json_path, html_path = write_eval(Path(args.output), report)
+    variants = list(report["results"])
+    table = Table(title=f"AP50 on {report['images']} images",
+                  caption=f"{report['detector']}, imgsz {report['imgsz']}, conf {report['conf']}, "
+                          f"NMS IoU {report['iou']}; VOC all-point AP")
+    table.add_column("class")
+    table.add_column("GT", justify="right")
+    for v in variants:
+        table.add_column(v, justify="right")
+    fmt = lambda x: "–" if x is None else f"{x:.3f}"  # noqa: E731
+    for cls in report["classes"] + [VEHICLE]:
+        table.add_row(cls if cls != VEHICLE else "[bold]vehicle (any class)[/]",
+                      str(report["results"]["raw"]["per_class"][cls]["positives"]),
+                      *[fmt(report["results"][v]["per_class"][cls]["ap50"]) for v in variants])
+    table.add_row("[bold]mAP50[/]", "", *[f"[bold]{fmt(report['results'][v]['map50'])}[/]" for v in variants])
+    console.print(table)
+    console.print(f"written {json_path} and {html_path}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "bench": cmd_bench, "eval": cmd_eval, "models": cmd_models}
 
 
 def _terminate(signum, frame):

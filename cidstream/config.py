@@ -63,11 +63,22 @@ class OutputConfig:
 
 
 @dataclass
+class DetectConfig:
+    detector: str = ""          # Ultralytics model file or name; "" = $CIDSTREAM_DETECTOR, else yolo11n.pt
+    classes: list = field(default_factory=lambda: ["car", "bus", "truck", "motorcycle", "bicycle"])  # [] = all
+    conf: float = 0.25          # confidence threshold for run (eval uses 0.001, as AP needs the full ranking)
+    iou: float = 0.7            # NMS IoU
+    imgsz: int = 640            # detector input size
+    track: bool = False         # ByteTrack ids and unique-vehicle counts
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     input: InputConfig = field(default_factory=InputConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -100,6 +111,10 @@ def _check_type(value, hint, where: str):
         if isinstance(value, str):
             return value
         raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if hint is list or origin is list:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise ConfigError(f"{where}: expected a list of names, got {value!r}")
     if hint is dict or origin is dict:
         if isinstance(value, dict):
             return dict(value)
@@ -136,6 +151,11 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("input.queue_size and output.queue_size must be at least 1")
     if cfg.input.image_fps <= 0:
         raise ConfigError(f"input.image_fps must be positive, got {cfg.input.image_fps}")
+    d = cfg.detect
+    if not 0 <= d.conf <= 1 or not 0 < d.iou <= 1:
+        raise ConfigError(f"detect.conf must be within 0..1 and detect.iou within (0, 1], got {d.conf}, {d.iou}")
+    if d.imgsz < 32:
+        raise ConfigError(f"detect.imgsz must be at least 32, got {d.imgsz}")
     if not 0 <= cfg.output.crf <= 51:
         raise ConfigError(f"output.crf must be within 0..51, got {cfg.output.crf}")
     return cfg

@@ -45,6 +45,17 @@ class FrameBatch:
 
 
 @dataclass
+class BatchResult:
+    """What the pipeline hands to sinks per batch: the dehazed frames and, when detecting, the
+    detections per frame on the dehazed frames and (compare mode) on the raw ones."""
+
+    batch: FrameBatch
+    dehazed: np.ndarray                      # (N, H, W, 3) uint8
+    detections: list | None = None           # list[Detections] on the dehazed frames
+    raw_detections: list | None = None       # list[Detections] on the raw frames
+
+
+@dataclass
 class StreamInfo:
     """What a sink needs to reproduce the source's timing and size."""
 

@@ -11,7 +11,7 @@ def _pct(values, q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def print_run_summary(console, input_spec, sink, dehazer, stats, total, error) -> None:
+def print_run_summary(console, input_spec, sink, dehazer, stats, total, error, report=None, folder=None) -> None:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
@@ -40,6 +40,20 @@ def print_run_summary(console, input_spec, sink, dehazer, stats, total, error) -
         if stats.latencies_ms:
             table.add_row("latency", f"p50 {statistics.median(stats.latencies_ms):.0f} ms, "
                                      f"p95 {_pct(stats.latencies_ms, 0.95):.0f} ms (decode to written)")
+    if report is not None:
+        t = report["totals"]
+        if "raw" in t:
+            c = report["comparison"]
+            rel = f" ({c['relative_change']:+.1%})" if c["relative_change"] is not None else ""
+            table.add_row("vehicles", f"raw {t['raw']['vehicles']}, dehazed {t['dehazed']['vehicles']}{rel}; "
+                                      f"frames with more {c['frames_more']}, fewer {c['frames_fewer']}")
+        else:
+            table.add_row("vehicles", f"{t['dehazed']['vehicles']} detections in {report['frames']} frames")
+        if report.get("unique_vehicles"):
+            table.add_row("unique", ", ".join(f"{k} {v}" for k, v in report["unique_vehicles"].items()))
+        if report.get("speed", {}).get("detector_share") is not None:
+            table.add_row("detector", f"{report['detector']}: {report['speed']['detector_share']:.0%} of the time")
+        table.add_row("report", str(folder / "report.html"))
     console.print(table)
 
 

@@ -57,3 +57,25 @@ def textured(h: int, w: int, seed: int = 0) -> np.ndarray:
     img[(xx // 16 + yy // 16) % 2 == 0] *= 0.35  # dark patches: the dark-channel prior holds there
     img += rng.normal(0, 0.02, img.shape)
     return np.clip(img, 0, 1).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def yolo_weights(shared_data) -> Path:
+    return shared_data / "weights" / "yolo11n_coco_from_int8.pt"
+
+
+@pytest.fixture(scope="session")
+def detector(yolo_weights, tmp_path_factory):
+    os.environ["YOLO_OFFLINE"] = "1"
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(tmp_path_factory.mktemp("yolo-config")))
+    from cidstream.detect import Detector
+
+    return Detector(str(yolo_weights))
+
+
+@pytest.fixture(scope="session")
+def highway_frames(shared_data):
+    import av
+
+    with av.open(str(shared_data / "videos" / "highway_720p.mp4")) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for _, f in zip(range(6), c.decode(video=0))])

@@ -58,10 +58,10 @@ class Dehazer:
             self.net.to(memory_format=torch.channels_last)
 
     @classmethod
-    def from_config(cls, cfg, random_init: bool = False) -> "Dehazer":
-        """Build from a ``cidstream.config.Config`` (model and engine sections)."""
+    def from_config(cls, cfg, random_init: bool = False, model: str | None = None) -> "Dehazer":
+        """Build from a ``cidstream.config.Config`` (model and engine sections); ``model`` overrides the name."""
         e = cfg.engine
-        return cls(cfg.model.name, device=e.device, precision=e.precision, channels_last=e.channels_last,
+        return cls(model or cfg.model.name, device=e.device, precision=e.precision, channels_last=e.channels_last,
                    random_init=random_init, dcp=vars(cfg.model.dcp))
 
     @property

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Callable, Iterable
 
 END = object()
@@ -26,6 +27,7 @@ class BackgroundReader:
         self._stop = threading.Event()
         self.dropped = 0
         self.produced = 0
+        self.busy_seconds = 0.0  # time spent producing (decoding), not waiting for room
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> "BackgroundReader":
@@ -48,7 +50,15 @@ class BackgroundReader:
 
     def _run(self) -> None:
         try:
-            for item in self._produce():
+            items = iter(self._produce())
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    item = next(items)
+                except StopIteration:
+                    break
+                finally:
+                    self.busy_seconds += time.perf_counter() - t0
                 if self._stop.is_set() or not self._put(item):
                     return
                 self.produced += 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import av
 import numpy as np
 
 from ..errors import OutputError
-from ..frames import Frame, StreamInfo
+from ..frames import BatchResult, Frame, FrameBatch, StreamInfo
 from .images import IMAGE_SUFFIXES, write_image
 from .sources import ffmpeg_message
 
@@ -18,11 +19,17 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".m4v", ".avi")
 
 
 class Sink:
+    """Takes the pipeline's results; frame sinks write the dehazed images, others override write_result."""
+
     written = 0
     path: Path | None = None
 
     def write(self, frame: Frame, image: np.ndarray) -> None:
         raise NotImplementedError
+
+    def write_result(self, result: BatchResult) -> None:
+        for frame, image in zip(result.batch.frames, result.dehazed):
+            self.write(frame, image)
 
     def close(self) -> None:
         pass
@@ -208,13 +215,16 @@ class ImageFileSink(Sink):
 
 
 class ThreadedSink(Sink):
-    """Runs another sink's writes in a background thread, so encoding overlaps the model."""
+    """Runs another sink's writes in a background thread, so encoding overlaps the model.
+
+    ``busy_seconds`` is the time the inner sink spent writing: the stage's own cost."""
 
     _END = object()
 
     def __init__(self, sink: Sink, maxsize: int = 32):
         self.inner = sink
         self.path = sink.path
+        self.busy_seconds = 0.0
         self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
@@ -226,19 +236,24 @@ class ThreadedSink(Sink):
             if item is self._END:
                 return
             if self._error is None:
+                t0 = time.perf_counter()
                 try:
-                    self.inner.write(*item)
+                    self.inner.write_result(item)
                 except BaseException as exc:
                     self._error = exc
+                self.busy_seconds += time.perf_counter() - t0
 
     @property
     def written(self) -> int:
         return self.inner.written
 
-    def write(self, frame: Frame, image: np.ndarray) -> None:
+    def write_result(self, result: BatchResult) -> None:
         if self._error is not None:
             raise self._error
-        self._queue.put((frame, image))
+        self._queue.put(result)
+
+    def write(self, frame: Frame, image: np.ndarray) -> None:
+        self.write_result(BatchResult(FrameBatch(image[None], [frame]), image[None]))
 
     def close(self) -> None:
         self._queue.put(self._END)
@@ -274,8 +289,9 @@ def open_sink(spec: str, info: StreamInfo, codec: str = "libx264", crf: int = 20
     return ImageFolderSink(spec, jpeg_quality)
 
 
-def sink_from_config(spec: str, info: StreamInfo, output_cfg) -> Sink:
-    """``open_sink`` with the settings of a config's ``output`` section, writing in a background thread."""
+def sink_from_config(spec: str, info: StreamInfo, output_cfg, threaded: bool = True) -> Sink:
+    """``open_sink`` with the settings of a config's ``output`` section, by default in a background thread."""
     o = output_cfg
-    return ThreadedSink(open_sink(spec, info, codec=o.codec, crf=o.crf, preset=o.preset, copy_audio=o.copy_audio,
-                                  jpeg_quality=o.jpeg_quality), o.queue_size)
+    sink = open_sink(spec, info, codec=o.codec, crf=o.crf, preset=o.preset, copy_audio=o.copy_audio,
+                     jpeg_quality=o.jpeg_quality)
+    return ThreadedSink(sink, o.queue_size) if threaded else sink

@@ -1,0 +1,161 @@
+"""Detection AP50 on labelled images, raw vs dehazed by each model, same detector and settings."""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .. import __version__
+from ..errors import InputError
+from ..io.images import read_image
+from ..io.sources import ImageFolderSource
+from .ap import GroundTruth, average_precision
+from .detections import Detections
+from .draw import draw_detections
+from .labels import detect_format, match_labels, read_voc, read_yolo
+
+VEHICLE = "vehicle"  # the class-agnostic pseudo-class over all evaluated classes
+
+
+def _truth_for(boxes, classes) -> dict[str, GroundTruth]:
+    out = {}
+    for cls in list(classes) + [VEHICLE]:
+        sel = [b for b in boxes if (b.name in classes if cls == VEHICLE else b.name == cls)]
+        out[cls] = GroundTruth(np.array([b.xyxy for b in sel], np.float64).reshape(-1, 4),
+                               np.array([b.difficult for b in sel], bool))
+    return out
+
+
+def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_format: str = "auto",
+             yolo_id_offset: int = 0, max_images: int | None = None, examples: int = 4, progress=None) -> dict:
+    """``dehazers``: name -> Dehazer. Returns the JSON-ready result (example images base64 under 'examples')."""
+    images = ImageFolderSource._list(images_spec)
+    if max_images:
+        images = images[:max_images]
+    labels = Path(labels_dir)
+    if not labels.is_dir():
+        raise InputError(f"labels folder not found: {labels_dir}")
+    fmt = detect_format(labels) if label_format == "auto" else label_format
+    pairs = match_labels(images, labels, fmt)
+    classes = [detector.names[i] for i in (detector.class_ids or sorted(detector.names))]
+    variants = ["raw"] + list(dehazers)
+    truth = {c: {} for c in classes + [VEHICLE]}
+    found = {v: {c: [] for c in classes + [VEHICLE]} for v in variants}
+    shown = {v: {} for v in variants}  # image -> confident detections count, to pick examples
+    for k, img_path in enumerate(images):
+        rgb, _ = read_image(img_path)
+        h, w = rgb.shape[:2]
+        boxes = read_voc(pairs[img_path]) if fmt == "voc" else read_yolo(pairs[img_path], w, h, detector.names,
+                                                                          yolo_id_offset)
+        image_id = img_path.name
+        for cls, gt in _truth_for(boxes, classes).items():
+            truth[cls][image_id] = gt
+        for v in variants:
+            frame = rgb if v == "raw" else dehazers[v](rgb)
+            det: Detections = detector(frame[None])[0]
+            for i in range(len(det)):
+                name = detector.names[int(det.class_id[i])]
+                item = (image_id, float(det.confidence[i]), det.xyxy[i])
+                found[v][name].append(item)
+                found[v][VEHICLE].append(item)
+            shown[v][img_path] = int((det.confidence >= 0.25).sum())
+        if progress is not None:
+            progress(k + 1, len(images))
+    positives = sum(int((~g.difficult).sum()) for g in truth[VEHICLE].values())
+    if positives == 0:
+        raise InputError(f"the labels hold no boxes of the evaluated classes ({', '.join(classes)}): nothing to "
+                         "evaluate (check --classes, --label-format and --yolo-id-offset)")
+    results = {}
+    for v in variants:
+        per_class = {}
+        for cls in classes + [VEHICLE]:
+            r = average_precision(found[v][cls], truth[cls])
+            per_class[cls] = {"ap50": None if math.isnan(r.ap) else round(r.ap, 4), "positives": r.positives,
+                              "detections": r.detections, "true_positives": r.true_positives}
+        valid = [per_class[c]["ap50"] for c in classes if per_class[c]["positives"] > 0]
+        results[v] = {"map50": round(float(np.mean(valid)), 4) if valid else None,
+                      "vehicle_ap50": per_class[VEHICLE]["ap50"], "per_class": per_class}
+    report = {"cidstream_version": __version__, "created": dt.datetime.now().isoformat(timespec="seconds"),
+              "images": len(images), "images_source": images_spec, "labels": str(labels), "label_format": fmt,
+              "detector": detector.label, "classes": classes, "conf": detector.conf, "iou": detector.iou,
+              "imgsz": detector.imgsz, "iou_threshold": 0.5, "ap": "VOC all-point", "results": results,
+              "models": {name: d.name for name, d in dehazers.items()}}
+    report["examples"] = _examples(images, dehazers, detector, shown, pairs, fmt, yolo_id_offset, examples)
+    return report
+
+
+def _examples(images, dehazers, detector, shown, pairs, fmt, offset, count) -> list[dict]:
+    """Images where the first model changed the confident detection count most, drawn side by side."""
+    if not dehazers or count <= 0:
+        return []
+    first = next(iter(dehazers))
+    ranked = sorted(images, key=lambda p: -abs(shown[first][p] - shown["raw"][p]))[:count]
+    saved_conf = detector.conf
+    detector.conf = max(saved_conf, 0.25)  # draw what a user would see, not the AP ranking tail
+    out = []
+    try:
+        for path in ranked:
+            rgb, _ = read_image(path)
+            h, w = rgb.shape[:2]
+            gt = read_voc(pairs[path]) if fmt == "voc" else read_yolo(pairs[path], w, h, detector.names, offset)
+            panels = []
+            for v in ["raw"] + list(dehazers):
+                frame = rgb if v == "raw" else dehazers[v](rgb)
+                panel = draw_detections(frame, detector(frame[None])[0], detector.names, v)
+                for b in gt:
+                    x1, y1, x2, y2 = (int(round(c)) for c in b.xyxy)
+                    cv2.rectangle(panel, (x1, y1), (x2, y2), (0, 255, 0), 1)
+                panels.append(panel)
+            row = np.concatenate(panels, axis=1)
+            scale = min(1.0, 1500 / row.shape[1])
+            row = cv2.resize(row, (int(row.shape[1] * scale), int(row.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(row, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
+            out.append({"image": path.name, "image_jpeg_base64": base64.b64encode(buf.tobytes()).decode("ascii")})
+    finally:
+        detector.conf = saved_conf
+    return out
+
+
+def _fmt(v) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def render_eval_html(report: dict) -> str:
+    e = html.escape
+    variants = list(report["results"])
+    rows = ""
+    for cls in report["classes"] + [VEHICLE]:
+        pos = report["results"]["raw"]["per_class"][cls]["positives"]
+        cells = "".join(f"<td>{_fmt(report['results'][v]['per_class'][cls]['ap50'])}</td>" for v in variants)
+        name = f"<b>{cls} (class-agnostic)</b>" if cls == VEHICLE else e(cls)
+        rows += f"<tr><td>{name}</td><td>{pos}</td>{cells}</tr>"
+    rows += "<tr><td><b>mAP50</b></td><td></td>" + "".join(
+        f"<td><b>{_fmt(report['results'][v]['map50'])}</b></td>" for v in variants) + "</tr>"
+    examples = "".join(f"<h3>{e(x['image'])}</h3><img alt='{e(x['image'])}' "
+                       f"src='data:image/jpeg;base64,{x['image_jpeg_base64']}'>" for x in report["examples"])
+    return f"""<!doctype html><html lang=en><head><meta charset=utf-8><title>cidstream eval</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1560px;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse}}td,th{{border-bottom:1px solid #eee;padding:.3em .9em;text-align:right}}
+td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}.muted{{color:#777}}</style></head><body>
+<h1>Detection AP50: raw vs dehazed</h1>
+<p class=muted>{report['images']} images from {e(report['images_source'])} · labels {e(report['labels'])}
+({report['label_format']}) · detector {e(report['detector'])} · imgsz {report['imgsz']}, conf {report['conf']},
+NMS IoU {report['iou']} · {e(report['ap'])} AP at IoU {report['iou_threshold']} · {e(report['created'])}</p>
+<table><tr><th>class</th><th>GT boxes</th>{''.join(f'<th>{e(v)}</th>' for v in variants)}</tr>{rows}</table>
+<h2>Examples</h2><p class=muted>Green: ground truth. Coloured: detections with confidence ≥ 0.25.</p>{examples}
+</body></html>"""
+
+
+def write_eval(folder: Path, report: dict) -> tuple[Path, Path]:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    slim = dict(report, examples=[{"image": x["image"]} for x in report["examples"]])
+    (folder / "eval.json").write_text(json.dumps(slim, indent=1), encoding="utf-8")
+    (folder / "eval.html").write_text(render_eval_html(report), encoding="utf-8")
+    return folder / "eval.json", folder / "eval.html"

@@ -1,0 +1,105 @@
+"""Detection outputs of a run: detections.jsonl, COCO-json and MOT-txt exports, side-by-side video."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import OutputError
+from ..frames import BatchResult, StreamInfo
+from ..io.sinks import ImageFolderSink, Sink, VideoSink
+from .detections import Detections
+from .draw import side_by_side
+
+STREAMS = ("dehazed", "raw")
+
+
+class DetectionLog(Sink):
+    """One JSON line per frame as results arrive, MOT lines alongside, COCO files on close.
+
+    Line format: {"frame", "time", "pts", "name", "source", "dehazed": [boxes], "raw": [boxes]}
+    (``raw`` only in compare mode); a box is {"box": [x1, y1, x2, y2], "class", "class_id",
+    "confidence"[, "track_id"]} in pixels of the original frame."""
+
+    def __init__(self, folder: Path, names: dict[int, str], info: StreamInfo, compare: bool):
+        self.folder = Path(folder)
+        self.path = self.folder / "detections.jsonl"
+        self.names, self.info, self.compare = names, info, compare
+        self.streams = STREAMS if compare else STREAMS[:1]
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._jsonl = self.path.open("w", encoding="utf-8")
+            self._mot = {s: (self.folder / self._stem(s, "mot.txt")).open("w", encoding="utf-8")
+                         for s in self.streams}
+        except OSError as exc:
+            raise OutputError(f"cannot write detections into {self.folder}: {exc.strerror or exc}") from exc
+        self._coco = {s: {"images": [], "annotations": []} for s in self.streams}
+
+    @staticmethod
+    def _stem(stream: str, suffix: str) -> str:
+        return f"detections.{suffix}" if stream == "dehazed" else f"detections_raw.{suffix}"
+
+    def write_result(self, result: BatchResult) -> None:
+        per_stream = {"dehazed": result.detections, "raw": result.raw_detections}
+        for i, frame in enumerate(result.batch.frames):
+            h, w = frame.image.shape[:2]
+            line = {"frame": frame.index, "time": None if frame.time is None else round(frame.time, 4),
+                    "pts": frame.pts, "name": frame.name, "source": result.batch.source_id}
+            for stream in self.streams:
+                det: Detections = per_stream[stream][i]
+                line[stream] = det.to_records(self.names)
+                self._export(stream, frame, det, w, h)
+            self._jsonl.write(json.dumps(line) + "\n")
+            self.written += 1
+
+    def _export(self, stream: str, frame, det: Detections, w: int, h: int) -> None:
+        coco = self._coco[stream]
+        image_id = frame.index + 1
+        coco["images"].append({"id": image_id, "file_name": frame.name or f"frame_{frame.index:06d}",
+                               "width": w, "height": h, "frame_index": frame.index, "time": frame.time})
+        for j in range(len(det)):
+            x1, y1, x2, y2 = (float(v) for v in det.xyxy[j])
+            track = int(det.tracker_id[j]) if det.tracker_id is not None else -1
+            ann = {"id": len(coco["annotations"]) + 1, "image_id": image_id, "category_id": int(det.class_id[j]),
+                   "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                   "area": round((x2 - x1) * (y2 - y1), 2), "iscrowd": 0, "score": round(float(det.confidence[j]), 4)}
+            if track >= 0:
+                ann["track_id"] = track
+            coco["annotations"].append(ann)
+            self._mot[stream].write(f"{image_id},{track},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},"
+                                    f"{det.confidence[j]:.4f},-1,-1,-1\n")
+
+    def close(self) -> None:
+        self._jsonl.close()
+        for fh in self._mot.values():
+            fh.close()
+        categories = [{"id": k, "name": v} for k, v in sorted(self.names.items())]
+        for stream, coco in self._coco.items():
+            payload = {"info": {"source": self.info.source, "stream": stream,
+                                "note": "category ids are the detector's class ids"},
+                       "categories": categories, **coco}
+            (self.folder / self._stem(stream, "coco.json")).write_text(json.dumps(payload), encoding="utf-8")
+
+
+class SideBySideSink(Sink):
+    """raw | dehazed with boxes and per-frame counts, as a video (or images for image inputs)."""
+
+    def __init__(self, target: Sink, names: dict[int, str]):
+        self.target, self.names, self.path = target, names, target.path
+
+    @classmethod
+    def create(cls, folder: Path, info: StreamInfo, names: dict[int, str], output_cfg) -> "SideBySideSink":
+        o = output_cfg
+        if info.kind == "images":
+            return cls(ImageFolderSink(Path(folder) / "side_by_side", o.jpeg_quality), names)
+        return cls(VideoSink(Path(folder) / "side_by_side.mp4", info, codec=o.codec, crf=o.crf, preset=o.preset,
+                             copy_audio=False), names)
+
+    def write_result(self, result: BatchResult) -> None:
+        raw = result.raw_detections or [None] * len(result.dehazed)
+        for i, frame in enumerate(result.batch.frames):
+            self.target.write(frame, side_by_side(frame.image, result.dehazed[i], raw[i], result.detections[i],
+                                                  self.names))
+            self.written += 1
+
+    def close(self) -> None:
+        self.target.close()

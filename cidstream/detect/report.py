@@ -1,0 +1,275 @@
+"""report.json and report.html: does dehazing make the detector find more vehicles, and how many?"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import heapq
+import html
+import io
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .. import __version__
+from ..frames import BatchResult
+from ..io.sinks import Sink
+from .detections import Detections, box_iou
+from .draw import side_by_side
+
+CONF_BINS = np.linspace(0.0, 1.0, 21)
+HIGHLIGHTS = 3
+
+
+def match_counts(a: Detections, b: Detections, iou: float = 0.5) -> tuple[int, int, int]:
+    """Greedy same-class matching by IoU: (matched, only in a, only in b)."""
+    if len(a) == 0 or len(b) == 0:
+        return 0, len(a), len(b)
+    ious = box_iou(a.xyxy, b.xyxy)
+    ious[a.class_id[:, None] != b.class_id[None, :]] = 0.0
+    matched = 0
+    used_a, used_b = set(), set()
+    for flat in np.argsort(-ious, axis=None):
+        i, j = np.unravel_index(flat, ious.shape)
+        if ious[i, j] < iou:
+            break
+        if i in used_a or j in used_b:
+            continue
+        used_a.add(i)
+        used_b.add(j)
+        matched += 1
+    return matched, len(a) - matched, len(b) - matched
+
+
+def _thumbnail(image: np.ndarray, width: int = 960) -> str:
+    h, w = image.shape[:2]
+    if w > width:
+        image = cv2.resize(image, (width, round(h * width / w)), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 82])
+    return base64.b64encode(buf.tobytes()).decode("ascii") if ok else ""
+
+
+class ReportCollector(Sink):
+    """Accumulates what the report needs, frame by frame, in memory that stays small on long runs
+    (per-frame counts, per-class totals, confidence histograms, a few highlight thumbnails)."""
+
+    def __init__(self, names: dict[int, str], compare: bool):
+        self.names, self.compare = names, compare
+        self.streams = ("raw", "dehazed") if compare else ("dehazed",)
+        self.frame_index: list[int] = []
+        self.times: list[float | None] = []
+        self.counts = {s: [] for s in self.streams}
+        self.per_class = {s: {} for s in self.streams}
+        self.conf_hist = {s: np.zeros(len(CONF_BINS) - 1, np.int64) for s in self.streams}
+        self.conf_sum = {s: 0.0 for s in self.streams}
+        self.agreement = {"matched": 0, "raw_only": 0, "dehazed_only": 0}
+        self._more: list = []   # min-heaps of (gain, frame, thumbnail)
+        self._fewer: list = []
+
+    def write_result(self, result: BatchResult) -> None:
+        dets = {"dehazed": result.detections, "raw": result.raw_detections}
+        for i, frame in enumerate(result.batch.frames):
+            self.frame_index.append(frame.index)
+            self.times.append(frame.time)
+            for s in self.streams:
+                d: Detections = dets[s][i]
+                self.counts[s].append(len(d))
+                for cid in d.class_id:
+                    name = self.names[int(cid)]
+                    self.per_class[s][name] = self.per_class[s].get(name, 0) + 1
+                self.conf_hist[s] += np.histogram(d.confidence, bins=CONF_BINS)[0]
+                self.conf_sum[s] += float(d.confidence.sum())
+            if self.compare:
+                m, r, dh = match_counts(dets["raw"][i], dets["dehazed"][i])
+                self.agreement["matched"] += m
+                self.agreement["raw_only"] += r
+                self.agreement["dehazed_only"] += dh
+                gain = len(dets["dehazed"][i]) - len(dets["raw"][i])
+                self._keep(self._more if gain > 0 else self._fewer, abs(gain), frame, result, i)
+            self.written += 1
+
+    def _keep(self, heap, score, frame, result, i):
+        if score == 0 or (len(heap) >= HIGHLIGHTS and score <= heap[0][0]):
+            return
+        thumb = _thumbnail(side_by_side(frame.image, result.dehazed[i], result.raw_detections[i],
+                                        result.detections[i], self.names))
+        item = (score, -frame.index, frame.index, thumb)
+        heapq.heappush(heap, item) if len(heap) < HIGHLIGHTS else heapq.heapreplace(heap, item)
+
+    def highlights(self, which: str) -> list[dict]:
+        heap = self._more if which == "more" else self._fewer
+        return [{"frame": f, "difference": s if which == "more" else -s, "image_jpeg_base64": t}
+                for s, _, f, t in sorted(heap, reverse=True)]
+
+
+def build_report(col: ReportCollector, meta: dict, stats, tracking: dict | None = None) -> dict:
+    """The report as plain data; every number comes from what the collector saw."""
+    n = len(col.frame_index)
+    totals = {}
+    for s in col.streams:
+        c = np.asarray(col.counts[s])
+        total = int(c.sum())
+        totals[s] = {"vehicles": total, "per_frame_mean": round(float(c.mean()), 3) if n else 0.0,
+                     "per_frame_max": int(c.max()) if n else 0, "per_class": dict(sorted(col.per_class[s].items())),
+                     "mean_confidence": round(col.conf_sum[s] / total, 4) if total else None,
+                     "confidence_histogram": col.conf_hist[s].tolist()}
+    report = {"cidstream_version": __version__, "created": dt.datetime.now().isoformat(timespec="seconds"),
+              **meta, "frames": n, "compare": col.compare, "totals": totals,
+              "per_frame": {"frame": col.frame_index, "time": col.times, **{s: col.counts[s] for s in col.streams}},
+              "confidence_bins": [round(float(b), 2) for b in CONF_BINS]}
+    if col.compare:
+        raw, deh = np.asarray(col.counts["raw"]), np.asarray(col.counts["dehazed"])
+        a = col.agreement
+        union = a["matched"] + a["raw_only"] + a["dehazed_only"]
+        report["comparison"] = {
+            "difference": totals["dehazed"]["vehicles"] - totals["raw"]["vehicles"],
+            "relative_change": (round((totals["dehazed"]["vehicles"] - totals["raw"]["vehicles"])
+                                      / totals["raw"]["vehicles"], 4) if totals["raw"]["vehicles"] else None),
+            "frames_more": int((deh > raw).sum()), "frames_fewer": int((deh < raw).sum()),
+            "frames_equal": int((deh == raw).sum()),
+            "agreement": {**a, "iou": 0.5, "rate": round(a["matched"] / union, 4) if union else None},
+            "highlights_more": col.highlights("more"), "highlights_fewer": col.highlights("fewer"),
+        }
+    if tracking:
+        report["unique_vehicles"] = tracking
+    if stats is not None:
+        report["speed"] = {
+            "end_to_end_fps": round(stats.fps, 2), "seconds": round(stats.seconds, 2),
+            **{f"{k}_fps": round(stats.stage_fps(k), 2) for k in stats.stage_seconds},
+            "detector_share": round(stats.stage_seconds["detect"] / stats.seconds, 4) if stats.seconds else None,
+            "interrupted": stats.interrupted}
+    return report
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _plots(report: dict) -> dict[str, str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    streams = [s for s in ("raw", "dehazed") if s in report["totals"]]
+    colors = {"raw": "#8c8c8c", "dehazed": "#1f77b4"}
+    pf = report["per_frame"]
+    x = [t if t is not None else f for t, f in zip(pf["time"], pf["frame"])]
+    xlabel = "time (s)" if pf["time"] and pf["time"][0] is not None else "frame"
+    out = {}
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    for s in streams:
+        ax.plot(x, pf[s], label=s, color=colors[s], lw=1.4)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("vehicles per frame")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    out["timeline"] = _png(fig)
+
+    classes = sorted({c for s in streams for c in report["totals"][s]["per_class"]})
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    width = 0.8 / len(streams)
+    for k, s in enumerate(streams):
+        ax.bar(np.arange(len(classes)) + k * width, [report["totals"][s]["per_class"].get(c, 0) for c in classes],
+               width, label=s, color=colors[s])
+    ax.set_xticks(np.arange(len(classes)) + width * (len(streams) - 1) / 2, classes)
+    ax.set_ylabel("detections (all frames)")
+    ax.legend()
+    out["classes"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    bins = np.asarray(report["confidence_bins"])
+    for s in streams:
+        ax.stairs(report["totals"][s]["confidence_histogram"], bins, label=s, color=colors[s], lw=1.6)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("detections")
+    ax.legend()
+    out["confidence"] = _png(fig)
+    return out
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{font-size:1.2em;margin-top:1.8em;border-bottom:1px solid #ddd}
+.cards{display:flex;gap:1em;flex-wrap:wrap}.card{border:1px solid #ddd;border-radius:8px;padding:.8em 1.2em;min-width:150px}
+.card b{display:block;font-size:1.6em}.up{color:#1a7f37}.down{color:#cf222e}
+table{border-collapse:collapse}td,th{border-bottom:1px solid #eee;padding:.3em .8em;text-align:right}
+th:first-child,td:first-child{text-align:left}img{max-width:100%}.muted{color:#777;font-size:.9em}"""
+
+
+def render_html(report: dict) -> str:
+    plots = _plots(report)
+    e = html.escape
+    t = report["totals"]
+    cmp_ = report.get("comparison")
+    cards = []
+    if cmp_:
+        diff = cmp_["difference"]
+        rel = f" ({cmp_['relative_change']:+.1%})" if cmp_["relative_change"] is not None else ""
+        cls = "up" if diff > 0 else "down" if diff < 0 else ""
+        cards.append(f"<div class=card>dehazed − raw<b class={cls}>{diff:+d}{rel}</b>detections over all frames</div>")
+        cards.append(f"<div class=card>raw<b>{t['raw']['vehicles']}</b>{t['raw']['per_frame_mean']:.2f} per frame</div>")
+    cards.append(f"<div class=card>dehazed<b>{t['dehazed']['vehicles']}</b>"
+                 f"{t['dehazed']['per_frame_mean']:.2f} per frame</div>")
+    if cmp_:
+        cards.append(f"<div class=card>frames with more / fewer<b>{cmp_['frames_more']} / {cmp_['frames_fewer']}"
+                     f"</b>of {report['frames']} ({cmp_['frames_equal']} equal)</div>")
+        ag = cmp_["agreement"]
+        rate = "n/a" if ag["rate"] is None else f"{ag['rate']:.0%}"
+        cards.append(f"<div class=card>agreement<b>{rate}</b>boxes found in both (IoU ≥ 0.5)</div>")
+    if report.get("unique_vehicles"):
+        u = report["unique_vehicles"]
+        cards.append("<div class=card>unique vehicles (tracked)<b>" + " / ".join(str(u[k]) for k in u) +
+                     "</b>" + " / ".join(u) + "</div>")
+    streams = [s for s in ("raw", "dehazed") if s in t]
+    classes = sorted({c for s in streams for c in t[s]["per_class"]})
+    rows = "".join(f"<tr><td>{e(c)}</td>" + "".join(f"<td>{t[s]['per_class'].get(c, 0)}</td>" for s in streams)
+                   + "</tr>" for c in classes)
+    rows += "<tr><td><b>all</b></td>" + "".join(f"<td><b>{t[s]['vehicles']}</b></td>" for s in streams) + "</tr>"
+    rows += "<tr><td>mean confidence</td>" + "".join(
+        f"<td>{t[s]['mean_confidence'] if t[s]['mean_confidence'] is not None else '–'}</td>" for s in streams) + "</tr>"
+    class_table = f"<table><tr><th>class</th>{''.join(f'<th>{s}</th>' for s in streams)}</tr>{rows}</table>"
+    highlights = ""
+    if cmp_:
+        for key, title in (("highlights_more", "Frames where dehazing found more"),
+                           ("highlights_fewer", "Frames where dehazing found fewer")):
+            items = cmp_[key]
+            highlights += f"<h2>{title}</h2>"
+            if not items:
+                highlights += "<p class=muted>none</p>"
+            for h in items:
+                highlights += (f"<p>frame {h['frame']}: {h['difference']:+d}</p>"
+                               f"<img alt='frame {h['frame']}' src='data:image/jpeg;base64,{h['image_jpeg_base64']}'>")
+    speed = report.get("speed") or {}
+    speed_rows = "".join(f"<tr><td>{e(k.replace('_', ' '))}</td><td>{v}</td></tr>" for k, v in speed.items())
+    return f"""<!doctype html><html lang=en><head><meta charset=utf-8><title>cidstream report: {e(str(report['input']))}</title>
+<style>{CSS}</style></head><body>
+<h1>Detection with vs without dehazing</h1>
+<p class=muted>{e(str(report['input']))} · model <b>{e(str(report['model']))}</b> · detector <b>{e(str(report['detector']))}</b>
+· classes {e(', '.join(report['classes']))} · confidence ≥ {report['conf']} · {report['frames']} frames
+· {e(report['created'])} · cidstream {e(report['cidstream_version'])}</p>
+<div class=cards>{''.join(cards)}</div>
+<h2>Vehicles per frame</h2><img alt='vehicles per frame' src='data:image/png;base64,{plots['timeline']}'>
+<h2>Per class</h2><div class=cards><div>{class_table}</div>
+<img alt='per class' style='max-width:520px' src='data:image/png;base64,{plots['classes']}'></div>
+<h2>Confidence</h2><img alt='confidence' style='max-width:560px' src='data:image/png;base64,{plots['confidence']}'>
+{highlights}
+<h2>Speed</h2><table>{speed_rows}</table>
+<p class=muted>Stage fps are frames divided by the time each stage was busy; detector share is detector time over
+end-to-end time. Detections in detections.jsonl; this page is made from the same results.</p>
+</body></html>"""
+
+
+def write_report(folder: Path, report: dict) -> tuple[Path, Path]:
+    folder = Path(folder)
+    json_path, html_path = folder / "report.json", folder / "report.html"
+    slim = json.loads(json.dumps(report))  # the JSON keeps frame numbers; thumbnails live in the HTML only
+    for key in ("highlights_more", "highlights_fewer"):
+        for item in slim.get("comparison", {}).get(key, []):
+            item.pop("image_jpeg_base64", None)
+    json_path.write_text(json.dumps(slim, indent=1), encoding="utf-8")
+    html_path.write_text(render_html(report), encoding="utf-8")
+    return json_path, html_path
