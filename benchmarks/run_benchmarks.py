@@ -36,6 +36,9 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--frames", type=int, help="frames per run for every model (default: per model)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--detect", action="store_true", help="add the detector stage (see --detector)")
+    p.add_argument("--detector", default=str(REPO.parent / "shared" / "data" / "weights" / "yolo11n_coco_from_int8.pt"),
+                   help="detector for --detect (default: the YOLO11n COCO file in ../shared/data/weights)")
     args = p.parse_args()
     inputs = args.inputs or [str(x) for x in DEFAULT_INPUTS if x.exists()] or [str(REPO / "samples/hazy_traffic.mp4")]
 
@@ -43,26 +46,30 @@ def main() -> int:
     for spec in inputs:
         for model in args.models:
             cfg = load_config(overrides=[{"model": {"name": model},
-                                          "engine": {"device": args.device, "batch": args.batch}}])
+                                          "engine": {"device": args.device, "batch": args.batch},
+                                          "detect": {"detector": args.detector}}])
             frames = args.frames or DEFAULT_FRAMES.get(model, 90)
             repeats = args.repeats if model != "cid" or torch.cuda.is_available() else 1
             print(f"bench {Path(spec).name} {model} ({frames} frames x {repeats})", file=sys.stderr, flush=True)
-            rows.append(run_bench(spec, cfg, frames=frames, repeats=repeats).to_dict())
+            rows.append(run_bench(spec, cfg, frames=frames, repeats=repeats, detect=args.detect).to_dict())
 
     machine = rows[0]["machine"]
     slug = re.sub(r"[^a-z0-9]+", "-", machine.lower()).strip("-")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     payload = {"date": dt.date.today().isoformat(), "machine": machine, "torch": torch.__version__, "results": rows}
-    path = out / f"{slug}.json"
+    path = out / f"{slug}{'-detect' if args.detect else ''}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
-    print("| input | model | precision | decode fps | model fps | encode fps | end-to-end fps | e2e / slowest | "
-          "e2e / serial |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    det = args.detect
+    print("| input | model | precision | decode fps | model fps |" + (" detect fps |" if det else "") +
+          " encode fps | end-to-end fps | e2e / slowest | e2e / serial |" + (" detector share |" if det else ""))
+    print("|---|---|---|---:|---:|" + ("---:|" if det else "") + "---:|---:|---:|---:|" + ("---:|" if det else ""))
     for r in rows:
+        detect_cell = f" {r['detect_fps']:.1f} |" if det else ""
+        share_cell = f" {r['detector_share']:.0%} |" if det else ""
         print(f"| {r['width']}x{r['height']} | {r['model']} | {r['precision']} | {r['decode_fps']:.0f} | "
-              f"{r['model_fps']:.1f} | {r['encode_fps']:.0f} | {r['end_to_end_fps']:.1f} | "
-              f"{r['ratio']:.2f} ({r['slowest_stage']}) | {r['overlap']:.2f} |")
+              f"{r['model_fps']:.1f} |{detect_cell} {r['encode_fps']:.0f} | {r['end_to_end_fps']:.1f} | "
+              f"{r['ratio']:.2f} ({r['slowest_stage']}) | {r['overlap']:.2f} |{share_cell}")
     print(f"\nmachine: {machine}; written {path}", file=sys.stderr)
     return 0
 

@@ -39,6 +39,9 @@ class BenchResult:
     ratio: float = 0.0              # end-to-end / slowest stage (1.0: the stages overlap perfectly)
     serial_fps: float = 0.0         # 1 / sum(1 / stage fps): the stages run one after another
     overlap: float = 0.0            # end-to-end / serial (> 1: overlapping pays off)
+    detector: str | None = None     # with --detect: the detector, its fps alone (dehazed frames on the
+    detect_fps: float | None = None  # device), and its share of the end-to-end time
+    detector_share: float | None = None
     repeats: int = 1
     notes: list = field(default_factory=list)
 
@@ -69,11 +72,17 @@ def _sync(device: torch.device) -> None:
 
 
 def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, warmup: int = 2,
-              progress=None) -> BenchResult:
-    """Rounds of decode, model, encode and end-to-end runs, interleaved so that a noisy machine
-    slows all four alike; per-stage figures and the ratio are medians over rounds."""
+              progress=None, detect: bool = False) -> BenchResult:
+    """Rounds of decode, model, (detector,) encode and end-to-end runs, interleaved so that a noisy
+    machine slows all of them alike; per-stage figures and the ratio are medians over rounds."""
     e, o = cfg.engine, cfg.output
     dehazer = Dehazer.from_config(cfg, random_init=True)
+    stage = None
+    if detect:
+        from .detect import Detector
+        from .detect.stage import DetectStage
+
+        stage = DetectStage(Detector.from_config(cfg.detect, dehazer.device))
 
     def source():
         return source_from_config(input_spec, cfg.input, frames)
@@ -89,10 +98,12 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
         res.notes.append("random weights (speed only)")
     batches = [dehazer.upload(np.stack([f.image for f in images[i:i + e.batch]])) for i in range(0, n, e.batch)]
     for _ in range(warmup):
-        dehazer.process(batches[0])
+        out = dehazer.process(batches[0])
+        if stage is not None:
+            stage.detector(out if out.device.type == "cuda" else out.numpy())
 
-    runs = {"decode": [], "model": [], "encode": [], "end_to_end": []}
-    ratios = []
+    runs = {"decode": [], "model": [], "encode": [], "end_to_end": [], "detect": []}
+    shares, ratios = [], []
     with tempfile.TemporaryDirectory(prefix="cidstream-bench-") as tmp:
         for r in range(repeats):
             if progress is not None:
@@ -109,6 +120,14 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
             _sync(dehazer.device)
             runs["model"].append(n / (time.perf_counter() - t0))
 
+            if stage is not None:  # detector only, on frames already on the device (numpy on the CPU)
+                frames_in = [b if b.device.type == "cuda" else b.numpy() for b in batches]
+                t0 = time.perf_counter()
+                for b in frames_in:
+                    stage.detector(b)
+                _sync(dehazer.device)
+                runs["detect"].append(n / (time.perf_counter() - t0))
+
             sink = VideoSink(Path(tmp) / f"enc{r}.mp4", info, codec=o.codec, crf=o.crf, preset=o.preset,
                              copy_audio=False)  # encode only
             t0 = time.perf_counter()
@@ -121,13 +140,19 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
                                           preset=o.preset, copy_audio=False), o.queue_size)
             with source() as src:
                 stats = run_pipeline(src, dehazer, sink, batch=e.batch, max_latency_ms=e.max_latency_ms,
-                                     queue_size=cfg.input.queue_size)
+                                     queue_size=cfg.input.queue_size, detect=stage)
             runs["end_to_end"].append(stats.fps)
-            ratios.append(stats.fps / min(runs[k][-1] for k in ("decode", "model", "encode")))
+            round_stages = ("decode", "model", "encode") + (("detect",) if stage is not None else ())
+            ratios.append(stats.fps / min(runs[k][-1] for k in round_stages))
+            shares.append(stats.stage_seconds["detect"] / stats.seconds)
 
     res.decode_fps, res.model_fps = _median(runs["decode"]), _median(runs["model"])
     res.encode_fps, res.end_to_end_fps = _median(runs["encode"]), _median(runs["end_to_end"])
     stages = {"decode": res.decode_fps, "model": res.model_fps, "encode": res.encode_fps}
+    if stage is not None:
+        res.detector, res.detect_fps = stage.detector.label, _median(runs["detect"])
+        res.detector_share = _median(shares)
+        stages["detect"] = res.detect_fps
     res.slowest_stage = min(stages, key=stages.get)
     res.ratio = _median(ratios)
     res.serial_fps = 1.0 / sum(1.0 / v for v in stages.values())

@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3, help="runs per stage; the median is reported (default 3)")
     bench.add_argument("--json", nargs="?", const="-", metavar="FILE",
                        help="also write the result as JSON to FILE (or stdout with no FILE)")
+    bench.add_argument("--detect", action="store_true",
+                       help="add the detector: its speed alone and its share of the end-to-end time")
+    _detector_args(bench)
     _common(bench)
 
     ev = sub.add_parser("eval", help="detection AP50 on labelled images, raw vs dehazed",
@@ -187,9 +190,7 @@ def cmd_run(args, console) -> int:
     if detecting:
         from .detect import Detector
 
-        d = cfg.detect
-        detector = Detector(d.detector or None, classes=d.classes, conf=d.conf, iou=d.iou, imgsz=d.imgsz,
-                            device=dehazer.device)
+        detector = Detector.from_config(cfg.detect, dehazer.device)
     error = stats = outputs = None
     with source_from_config(args.input, cfg.input, args.max_frames) as source:
         if detecting:
@@ -269,7 +270,7 @@ def cmd_bench(args, console) -> int:
     if args.frames < 1 or args.repeats < 1:
         raise ConfigError("--frames and --repeats must be at least 1")
     with console.status("benchmarking") as status:
-        result = run_bench(args.input, cfg, frames=args.frames, repeats=args.repeats,
+        result = run_bench(args.input, cfg, frames=args.frames, repeats=args.repeats, detect=args.detect,
                            progress=lambda label: status.update(f"benchmarking: {label}"))
     print_bench(console, result)
     if args.json:
@@ -314,9 +315,7 @@ def cmd_eval(args, console) -> int:
     if args.conf is None:
         cfg.detect.conf = 0.001  # AP needs the whole ranking, not just confident boxes
     dehazers = {name: Dehazer.from_config(cfg, model=name) for name in dict.fromkeys(args.model or [cfg.model.name])}
-    d = cfg.detect
-    detector = Detector(d.detector or None, classes=d.classes, conf=d.conf, iou=d.iou, imgsz=d.imgsz,
-                        device=next(iter(dehazers.values())).device)
+    detector = Detector.from_config(cfg.detect, next(iter(dehazers.values())).device)
     with Progress(TextColumn("[bold]evaluating[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as progress:
         task = progress.add_task("eval", total=None)

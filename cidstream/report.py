@@ -61,12 +61,16 @@ def print_bench(console, r) -> None:
     table = Table(title=f"cidstream bench: {r.input} ({r.width}x{r.height}, {r.frames} frames)")
     table.add_column("stage")
     table.add_column("fps", justify="right")
-    for name, fps in (("decode", r.decode_fps), ("model", r.model_fps), ("encode", r.encode_fps),
-                      ("end to end", r.end_to_end_fps)):
+    rows = [("decode", r.decode_fps), ("model", r.model_fps)]
+    if r.detect_fps is not None:
+        rows.append(("detect", r.detect_fps))
+    for name, fps in rows + [("encode", r.encode_fps), ("end to end", r.end_to_end_fps)]:
         mark = " (slowest)" if name == r.slowest_stage else ""
         table.add_row(name + mark, f"{fps:.1f}")
     console.print(table)
     notes = f"; {', '.join(r.notes)}" if r.notes else ""
     console.print(f"model {r.model} on {r.device} ({r.precision}, batch {r.batch}), {r.machine}{notes}")
+    if r.detector_share is not None:
+        console.print(f"detector {r.detector}: {r.detector_share:.0%} of the end-to-end time")
     console.print(f"end to end / slowest stage = [bold]{r.ratio:.2f}[/] (median of {r.repeats} rounds); "
                   f"end to end / stages run one after another = {r.overlap:.2f}")

@@ -84,3 +84,15 @@ def test_detections_records():
                    np.array([7]))
     assert d.to_records({2: "car"}) == [{"box": [1.0, 2.0, 3.0, 4.0], "class": "car", "class_id": 2,
                                          "confidence": 0.5, "track_id": 7}]
+
+
+def test_detector_leaves_torch_threads_alone(detector, highway_frames):
+    # Ultralytics sets min(8, cores - 1) threads on every CPU predictor setup; 2 differs from that here.
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        detector.yolo.predictor = None  # force a fresh predictor setup, where the thread count is changed
+        detector(highway_frames[:1])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -79,6 +79,12 @@ class Detector:
         self.device = torch.device(device)
         self.quantize = 16 if self.device.type == "cuda" else None  # fp16 on the GPU
 
+    @classmethod
+    def from_config(cls, detect_cfg, device) -> "Detector":
+        """Build from a config's ``detect`` section."""
+        d = detect_cfg
+        return cls(d.detector or None, classes=d.classes, conf=d.conf, iou=d.iou, imgsz=d.imgsz, device=device)
+
     def resolve_classes(self, classes) -> list[int] | None:
         if not classes:
             return None  # every class the model knows
@@ -95,8 +101,15 @@ class Detector:
         return Path(self.spec).name
 
     def _predict(self, source, **kw):
-        return self.yolo.predict(source, conf=self.conf, iou=self.iou, classes=self.class_ids, verbose=False,
-                                 device=str(self.device), quantize=self.quantize, **kw)
+        # On a CPU, Ultralytics' device selection sets torch's thread count for the whole process to
+        # cpu_count - 1 (1 on a 2-core machine), which would halve the dehazer's speed: put it back.
+        threads = torch.get_num_threads()
+        try:
+            return self.yolo.predict(source, conf=self.conf, iou=self.iou, classes=self.class_ids, verbose=False,
+                                     device=str(self.device), quantize=self.quantize, **kw)
+        finally:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
 
     @staticmethod
     def _unpack(result, scale: float = 1.0, offset=(0, 0)) -> Detections:

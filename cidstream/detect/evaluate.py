@@ -110,7 +110,7 @@ def _examples(images, dehazers, detector, shown, pairs, fmt, offset, count) -> l
                 panel = draw_detections(frame, detector(frame[None])[0], detector.names, v)
                 for b in gt:
                     x1, y1, x2, y2 = (int(round(c)) for c in b.xyxy)
-                    cv2.rectangle(panel, (x1, y1), (x2, y2), (0, 255, 0), 1)
+                    cv2.rectangle(panel, (x1, y1), (x2, y2), (255, 255, 255), 1)
                 panels.append(panel)
             row = np.concatenate(panels, axis=1)
             scale = min(1.0, 1500 / row.shape[1])
@@ -148,7 +148,7 @@ td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}.muted{{col
 ({report['label_format']}) · detector {e(report['detector'])} · imgsz {report['imgsz']}, conf {report['conf']},
 NMS IoU {report['iou']} · {e(report['ap'])} AP at IoU {report['iou_threshold']} · {e(report['created'])}</p>
 <table><tr><th>class</th><th>GT boxes</th>{''.join(f'<th>{e(v)}</th>' for v in variants)}</tr>{rows}</table>
-<h2>Examples</h2><p class=muted>Green: ground truth. Coloured: detections with confidence ≥ 0.25.</p>{examples}
+<h2>Examples</h2><p class=muted>White: ground truth. Coloured: detections with confidence ≥ 0.25.</p>{examples}
 </body></html>"""
 
 
