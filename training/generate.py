@@ -1,0 +1,129 @@
+"""`cidstream train generate`: clean frames -> degraded pairs, metadata.jsonl and a contact sheet."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from .depth import DepthSource
+from .inputs import expand_sources, resize_short_side, round_robin
+from .recipe import Recipe, degrade
+
+
+def to_tensor(frames: list[np.ndarray], device) -> torch.Tensor:
+    return torch.from_numpy(np.stack(frames)).to(device).permute(0, 3, 1, 2).float() / 255.0
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    return (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def depth_source(recipe: Recipe) -> DepthSource:
+    d = dict(recipe.depth)
+    return DepthSource(d.pop("source", "road_prior"), folder=d.get("folder"), path=d.get("path"),
+                       invert=bool(d.get("invert", False)))
+
+
+def pick_domains(recipe: Recipe, n: int, generator: torch.Generator) -> list[int]:
+    weights = torch.tensor([d.weight for d in recipe.domains], dtype=torch.float)
+    return torch.multinomial(weights / weights.sum(), n, replacement=True, generator=generator).tolist()
+
+
+def degrade_batch(recipe: Recipe, clean: torch.Tensor, depth: torch.Tensor, generator: torch.Generator):
+    """Assign a domain per sample, run each domain's steps on its samples; returns (hazy, domains, params)."""
+    chosen = pick_domains(recipe, clean.shape[0], generator)
+    hazy = clean.clone()
+    params: list = [None] * clean.shape[0]
+    for k, domain in enumerate(recipe.domains):
+        idx = [i for i, c in enumerate(chosen) if c == k]
+        if not idx:
+            continue
+        out, records = degrade(clean[idx], depth[idx], domain, generator)
+        hazy[idx] = out
+        for i, rec in zip(idx, records):
+            params[i] = rec
+    return hazy, [recipe.domains[c].name for c in chosen], params
+
+
+def generate(recipe: Recipe, sources: list[str], out: Path, count: int, stride: int = 15, dedup: float = 2.0,
+             batch: int = 8, device: str = "cpu", progress=None) -> dict:
+    """Write ``count`` pairs to out/clean, out/hazy (PNG, same names) with out/metadata.jsonl."""
+    out = Path(out)
+    (out / "clean").mkdir(parents=True, exist_ok=True)
+    (out / "hazy").mkdir(parents=True, exist_ok=True)
+    depth_of = depth_source(recipe)
+    sample = 0
+    pending: list = []
+    domains_seen: dict[str, int] = {}
+    with (out / "metadata.jsonl").open("w", encoding="utf-8") as meta:
+        def flush():
+            nonlocal sample, pending
+            if not pending:
+                return
+            generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + sample)
+            clean = to_tensor([p[0] for p in pending], device)
+            depth = depth_of(clean)
+            hazy, domains, params = degrade_batch(recipe, clean, depth, generator)
+            for (rgb, src, idx), h, dom, prm in zip(pending, to_uint8(hazy), domains, params):
+                name = f"{sample:06d}.png"
+                cv2.imwrite(str(out / "clean" / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                cv2.imwrite(str(out / "hazy" / name), cv2.cvtColor(h, cv2.COLOR_RGB2BGR))
+                meta.write(json.dumps({"id": sample, "clean": f"clean/{name}", "hazy": f"hazy/{name}",
+                                       "source": src, "frame": idx, "domain": dom, "seed": recipe.seed,
+                                       "depth": recipe.depth.get("source", "road_prior"), "steps": prm}) + "\n")
+                domains_seen[dom] = domains_seen.get(dom, 0) + 1
+                sample += 1
+                if progress is not None:
+                    progress(sample)
+            pending = []
+
+        for rgb, src, idx in round_robin(expand_sources(sources), stride, dedup):
+            rgb = resize_short_side(rgb, recipe.short_side)
+            if pending and rgb.shape != pending[0][0].shape:
+                flush()
+            pending.append((rgb, src, idx))
+            if len(pending) >= batch or sample + len(pending) >= count:
+                flush()
+            if sample >= count:
+                break
+        flush()
+    sheet = contact_sheet(out)
+    return {"pairs": sample, "domains": domains_seen, "contact_sheet": str(sheet), "out": str(out)}
+
+
+def contact_sheet(folder: Path, per_domain: int = 4, width: int = 240) -> Path:
+    """One row per domain: clean | degraded thumbnails of its first samples, labelled."""
+    folder = Path(folder)
+    rows: dict[str, list] = {}
+    for line in (folder / "metadata.jsonl").read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        if len(rows.setdefault(rec["domain"], [])) < per_domain:
+            rows[rec["domain"]].append(rec)
+    tiles_rows = []
+    for domain, recs in rows.items():
+        tiles = []
+        for rec in recs:
+            pair = []
+            for key in ("clean", "hazy"):
+                img = cv2.imread(str(folder / rec[key]))
+                h = round(img.shape[0] * width / img.shape[1])
+                pair.append(cv2.resize(img, (width, h), interpolation=cv2.INTER_AREA))
+            tiles.append(np.concatenate([pair[0], np.full((pair[0].shape[0], 2, 3), 255, np.uint8), pair[1]], 1))
+        height = max(t.shape[0] for t in tiles)
+        tiles = [np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0))) for t in tiles]
+        while len(tiles) < per_domain:
+            tiles.append(np.zeros_like(tiles[0]))
+        row = np.concatenate(sum([[t, np.full((height, 8, 3), 255, np.uint8)] for t in tiles], [])[:-1], 1)
+        label = np.full((24, row.shape[1], 3), 255, np.uint8)
+        cv2.putText(label, f"{domain}  (clean | degraded)", (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+        tiles_rows.append(np.concatenate([label, row, np.full((8, row.shape[1], 3), 255, np.uint8)], 0))
+    width_max = max(r.shape[1] for r in tiles_rows)
+    sheet = np.concatenate([np.pad(r, ((0, 0), (0, width_max - r.shape[1]), (0, 0)), constant_values=255)
+                            for r in tiles_rows], 0)
+    path = folder / "contact_sheet.png"
+    cv2.imwrite(str(path), sheet)
+    return path
