@@ -108,7 +108,20 @@ def build_parser() -> argparse.ArgumentParser:
     _common(ev, repeat_model=True)
 
     sub.add_parser("models", help="list the available models and whether they have weights")
+    _load_plugins(sub)
     return parser
+
+
+def _load_plugins(sub) -> None:
+    """Commands registered by installed packages under the "cidstream.commands" entry point group
+    (`training` adds `train`); each gets the subparsers object and sets a ``func`` default."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="cidstream.commands"):
+        try:
+            ep.load()(sub)
+        except Exception as exc:  # a broken plugin must not take the runtime down
+            print(f"warning: command plugin '{ep.name}' failed to load: {exc}", file=sys.stderr)
 
 
 def make_config(args):
@@ -361,7 +374,8 @@ def main(argv=None) -> int:
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, _terminate)
     try:
-        return COMMANDS[args.command](args, console)
+        handler = getattr(args, "func", None) or COMMANDS[args.command]
+        return handler(args, console)
     except _Reported as rep:
         if args.debug:
             raise rep.error from None

@@ -139,13 +139,15 @@ def motion_blur(x: torch.Tensor, length: torch.Tensor, angle: torch.Tensor) -> t
 
 
 def jpeg(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-    """Real JPEG round trip per image (torchvision's libjpeg, on the CPU)."""
-    from torchvision.io import decode_jpeg, encode_jpeg
+    """Real JPEG round trip per image (OpenCV's libjpeg, on the CPU)."""
+    import cv2
 
     out = []
     for img, q in zip(x, quality):
-        u8 = (img.detach().float().cpu().clamp(0, 1) * 255 + 0.5).to(torch.uint8)
-        out.append(decode_jpeg(encode_jpeg(u8, quality=int(q))).float() / 255.0)
+        rgb = (img.detach().float().cpu().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+        ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(q)])
+        back = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].copy()
+        out.append(torch.from_numpy(back).permute(2, 0, 1).float() / 255.0)
     return torch.stack(out).to(x.device, x.dtype)
 
 

@@ -1,0 +1,121 @@
+"""`cidstream train ...`: registered as a cidstream command plugin (entry point group
+"cidstream.commands"), so the runtime finds it without importing `training` itself."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_RECIPE = REPO / "configs" / "train" / "generate.yaml"
+DATA_VIDEOS = REPO.parent / "shared" / "data" / "videos"
+CLEAN_VIDEOS = ["highway_720p.mp4", "highway2_720p.mp4", "traffic_cam_640x360.mp4"]
+
+
+def register(sub) -> None:
+    train = sub.add_parser("train", help="training data and models (multi-domain haze generation, statistics)",
+                           description="Training tools: generate synthetic hazy pairs, compare haze statistics.")
+    tsub = train.add_subparsers(dest="train_command", metavar="STEP", required=True)
+
+    gen = tsub.add_parser("generate", help="write clean/hazy training pairs from clean videos or images",
+                          description="Degrade clean frames by a multi-domain recipe (configs/train/generate.yaml) "
+                                      "into OUT/clean, OUT/hazy (PNG, same names), OUT/metadata.jsonl (domain, "
+                                      "source, frame and every drawn parameter per pair) and OUT/contact_sheet.png.",
+                          epilog="example:\n  cidstream train generate --out data/pairs --count 300 "
+                                 "../shared/data/videos/highway_720p.mp4",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    gen.add_argument("sources", nargs="*", help="clean videos, image folders or globs (default: the clear-weather "
+                                                "videos in ../shared/data/videos)")
+    gen.add_argument("--recipe", default=str(DEFAULT_RECIPE), help="recipe YAML (default configs/train/generate.yaml)")
+    gen.add_argument("--out", required=True, help="output folder")
+    gen.add_argument("--count", type=int, default=300, help="pairs to write (default 300)")
+    gen.add_argument("--stride", type=int, default=10, help="use every Nth video frame (default 10)")
+    gen.add_argument("--dedup", type=float, default=2.0,
+                     help="skip frames whose 32x18 thumbnail differs from the last kept by less than this "
+                          "(mean abs, 0-255; default 2, 0 keeps all)")
+    gen.add_argument("--seed", type=int, help="override the recipe's seed")
+    gen.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    gen.set_defaults(func=cmd_generate)
+
+    st = tsub.add_parser("stats", help="haze statistics of real vs synthetic sets, with distances",
+                         description="Per-image dark channel, contrast, saturation, brightness, colour cast and "
+                                     "noise for the pooled REAL sets and each --synthetic set; distribution plots "
+                                     "(stats.png) and per-statistic 1-D Wasserstein distances in units of the real "
+                                     "set's standard deviation (stats.json).")
+    st.add_argument("--real", nargs="+", required=True, help="real hazy videos, image folders or globs")
+    st.add_argument("--synthetic", nargs="+", action="append", required=True, metavar="DIR",
+                    help="a generated folder (or images); repeat the flag to compare several synthetic sets")
+    st.add_argument("-o", "--out", default="stats_out", help="output folder (default stats_out)")
+    st.add_argument("--stride", type=int, default=10, help="use every Nth video frame (default 10)")
+    st.add_argument("--max-images", type=int, default=300, help="at most this many images per source (default 300)")
+    st.set_defaults(func=cmd_stats)
+
+
+def cmd_generate(args, console) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from cidstream.errors import ConfigError, InputError
+
+    from .generate import generate
+    from .recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    if args.seed is not None:
+        recipe.seed = args.seed
+    if args.count < 1:
+        raise ConfigError("--count must be at least 1")
+    sources = args.sources or [str(DATA_VIDEOS / v) for v in CLEAN_VIDEOS if (DATA_VIDEOS / v).exists()]
+    if not sources:
+        raise InputError("no sources given and the default clean videos are not in ../shared/data/videos")
+    with Progress(TextColumn("[bold]generating[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("gen", total=args.count)
+        try:
+            summary = generate(recipe, sources, Path(args.out), args.count, stride=args.stride, dedup=args.dedup,
+                               device=args.device, progress=lambda k: progress.update(task, completed=k))
+        except ValueError as exc:  # bad depth settings in the recipe
+            raise ConfigError(f"recipe {args.recipe}: {exc}") from exc
+    console.print(f"wrote {summary['pairs']} pairs to {summary['out']} "
+                  f"({', '.join(f'{k} {v}' for k, v in sorted(summary['domains'].items()))})")
+    console.print(f"contact sheet: {summary['contact_sheet']}")
+    if summary["pairs"] < args.count:
+        console.print(f"[yellow]only {summary['pairs']} distinct frames were available[/] (lower --stride or "
+                      "--dedup, or add sources)")
+    return 0
+
+
+def cmd_stats(args, console) -> int:
+    from rich.table import Table
+
+    from .stats import STATS, compare_sets
+
+    synthetic = {}
+    for group in args.synthetic:
+        name = Path(group[0]).name or "synthetic"
+        while name in synthetic or name == "real":
+            name += "'"
+        synthetic[name] = group
+    with console.status("measuring haze statistics") as status:
+        count = [0]
+
+        def tick():
+            count[0] += 1
+            status.update(f"measuring haze statistics: {count[0]} images")
+
+        result = compare_sets(args.real, synthetic, Path(args.out), args.stride, args.max_images, tick)
+    table = Table(title="real vs synthetic: W1 distance / real std (lower is closer)")
+    table.add_column("statistic")
+    table.add_column("real mean", justify="right")
+    for name in synthetic:
+        table.add_column(f"{name} mean", justify="right")
+        table.add_column(f"{name} dist", justify="right")
+    for stat in list(STATS) + ["mean"]:
+        row = [stat, "" if stat == "mean" else f"{result['sets']['real'][stat]['mean']:.3f}"]
+        for name in synthetic:
+            row += ["" if stat == "mean" else f"{result['sets'][name][stat]['mean']:.3f}",
+                    f"{result['distances'][name][stat]:.3f}"]
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"written {Path(args.out) / 'stats.json'} and {Path(args.out) / 'stats.png'}")
+    return 0
+
+
