@@ -28,7 +28,7 @@ def register(sub) -> None:
     gen.add_argument("--recipe", default=str(DEFAULT_RECIPE), help="recipe YAML (default configs/train/generate.yaml)")
     gen.add_argument("--out", required=True, help="output folder")
     gen.add_argument("--count", type=int, default=300, help="pairs to write (default 300)")
-    gen.add_argument("--stride", type=int, default=10, help="use every Nth video frame (default 10)")
+    gen.add_argument("--stride", type=int, default=5, help="use every Nth video frame (default 5)")
     gen.add_argument("--dedup", type=float, default=2.0,
                      help="skip frames whose 32x18 thumbnail differs from the last kept by less than this "
                           "(mean abs, 0-255; default 2, 0 keeps all)")
@@ -77,9 +77,8 @@ def cmd_generate(args, console) -> int:
     console.print(f"wrote {summary['pairs']} pairs to {summary['out']} "
                   f"({', '.join(f'{k} {v}' for k, v in sorted(summary['domains'].items()))})")
     console.print(f"contact sheet: {summary['contact_sheet']}")
-    if summary["pairs"] < args.count:
-        console.print(f"[yellow]only {summary['pairs']} distinct frames were available[/] (lower --stride or "
-                      "--dedup, or add sources)")
+    if summary["pairs"] == 0:
+        raise InputError(f"no frames could be read from {', '.join(sources)}")
     return 0
 
 

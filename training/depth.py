@@ -7,7 +7,8 @@ Four sources, each with what it assumes:
   beta carries it).
 - ``road_prior``: a traffic camera over a road, needing no data. Assumes a flat ground plane below a
   horizon (estimated as the strongest brightness drop from sky to ground in the upper 15-65 % of the
-  frame), inverse-distance depth on that plane, sky at the far limit, and that anything standing on
+  frame), inverse-distance depth on that plane (``near``: the depth of the bottom row, as a fraction
+  of the far limit), sky at the far limit, and that anything standing on
   the road (cars, poles: strong gradients) is as far as the ground where it stands: depth is carried
   up from the ground contact.
 - ``image_cues``: any scene. Mixes row position (higher is farther) with a brightness/low-saturation
@@ -97,10 +98,10 @@ class DepthSource:
     """Chooses depth for a batch as the recipe says: road_prior, image_cues, dataset or network."""
 
     def __init__(self, kind: str = "road_prior", folder: str | None = None, path: str | None = None,
-                 invert: bool = False):
+                 invert: bool = False, near: float = 0.02):
         if kind not in ("road_prior", "image_cues", "dataset", "network"):
             raise ValueError(f"unknown depth source '{kind}' (road_prior, image_cues, dataset, network)")
-        self.kind, self.folder, self.invert = kind, Path(folder) if folder else None, invert
+        self.kind, self.folder, self.invert, self.near = kind, Path(folder) if folder else None, invert, near
         self.net = None
         if kind == "network":
             if not path or not Path(path).is_file():
@@ -112,7 +113,7 @@ class DepthSource:
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, names: list[str] | None = None) -> torch.Tensor:
         if self.kind == "road_prior":
-            return road_prior(x)
+            return road_prior(x, near=self.near)
         if self.kind == "image_cues":
             return image_cues(x)
         if self.kind == "network":

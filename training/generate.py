@@ -24,7 +24,7 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 def depth_source(recipe: Recipe) -> DepthSource:
     d = dict(recipe.depth)
     return DepthSource(d.pop("source", "road_prior"), folder=d.get("folder"), path=d.get("path"),
-                       invert=bool(d.get("invert", False)))
+                       invert=bool(d.get("invert", False)), near=float(d.get("near", 0.02)))
 
 
 def pick_domains(recipe: Recipe, n: int, generator: torch.Generator) -> list[int]:
@@ -50,7 +50,8 @@ def degrade_batch(recipe: Recipe, clean: torch.Tensor, depth: torch.Tensor, gene
 
 def generate(recipe: Recipe, sources: list[str], out: Path, count: int, stride: int = 15, dedup: float = 2.0,
              batch: int = 8, device: str = "cpu", progress=None) -> dict:
-    """Write ``count`` pairs to out/clean, out/hazy (PNG, same names) with out/metadata.jsonl."""
+    """Write ``count`` pairs to out/clean, out/hazy (PNG, same names) with out/metadata.jsonl,
+    cycling over the sources' frames as often as needed."""
     out = Path(out)
     (out / "clean").mkdir(parents=True, exist_ok=True)
     (out / "hazy").mkdir(parents=True, exist_ok=True)
@@ -80,16 +81,22 @@ def generate(recipe: Recipe, sources: list[str], out: Path, count: int, stride: 
                     progress(sample)
             pending = []
 
-        for rgb, src, idx in round_robin(expand_sources(sources), stride, dedup):
-            rgb = resize_short_side(rgb, recipe.short_side)
-            if pending and rgb.shape != pending[0][0].shape:
-                flush()
-            pending.append((rgb, src, idx))
-            if len(pending) >= batch or sample + len(pending) >= count:
-                flush()
-            if sample >= count:
+        # When the sources hold fewer distinct frames than asked for, go round again: each pass draws
+        # new domains and parameters for the same clean frames.
+        while sample < count:
+            before = sample + len(pending)
+            for rgb, src, idx in round_robin(expand_sources(sources), stride, dedup):
+                rgb = resize_short_side(rgb, recipe.short_side)
+                if pending and rgb.shape != pending[0][0].shape:
+                    flush()
+                pending.append((rgb, src, idx))
+                if len(pending) >= batch or sample + len(pending) >= count:
+                    flush()
+                if sample >= count:
+                    break
+            flush()
+            if sample == before:  # the sources gave nothing at all
                 break
-        flush()
     sheet = contact_sheet(out)
     return {"pairs": sample, "domains": domains_seen, "contact_sheet": str(sheet), "out": str(out)}
 
