@@ -1,7 +1,6 @@
 """Multi-domain haze generation: physical properties of each degradation, depth, recipes, CLI."""
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,3 +185,44 @@ def test_runtime_never_imports_training():
     for path in (REPO / "cidstream").rglob("*.py"):
         text = path.read_text()
         assert not re.search(r"^\s*(from|import)\s+training\b", text, re.M), path
+
+
+def test_dataset_and_network_depth_sources(tmp_path):
+    import cv2
+
+    from training.depth import DepthSource
+
+    ramp = (np.tile(np.linspace(0, 60000, 40), (30, 1))).astype(np.uint16)  # farther to the right
+    (tmp_path / "depth").mkdir()
+    cv2.imwrite(str(tmp_path / "depth" / "frame7.png"), ramp)
+    x = torch.rand(1, 3, 60, 80)
+    d = DepthSource("dataset", folder=str(tmp_path / "depth"))(x, names=["frame7.jpg"])
+    assert d.shape == (1, 1, 60, 80) and float(d[0, 0, :, 0].mean()) < 0.05 and float(d[0, 0, :, -1].mean()) > 0.95
+
+    class Brightness(torch.nn.Module):
+        def forward(self, img):
+            return img.mean(dim=1, keepdim=True)
+
+    path = tmp_path / "depth_net.pt2"
+    img = torch.zeros(1, 3, 20, 20)
+    torch.export.save(torch.export.export(Brightness(), (img,)), str(path))
+    img[:, :, :10] = 1.0  # bright top half
+    near_top = DepthSource("network", path=str(path), invert=True)(img)
+    assert float(near_top[0, 0, :10].mean()) < float(near_top[0, 0, 10:].mean())
+    with pytest.raises(ValueError, match="depth network file not found"):
+        DepthSource("network", path=str(tmp_path / "none.pt"))
+
+
+def test_training_datasets(shared_data):
+    from training.datasets import OnTheFlyPairs, RealHazy, load_frames
+    from training.recipe import load_recipe
+
+    recipe = load_recipe(REPO / "configs" / "train" / "generate.yaml")
+    frames = load_frames([str(shared_data / "videos" / "highway2_720p.mp4")], 180, stride=40)
+    pairs = OnTheFlyPairs(frames, recipe, crop=64, length=5)
+    a, b = pairs[2], pairs[2]
+    assert a["clean"].shape == a["hazy"].shape == (3, 64, 64)
+    assert torch.equal(a["hazy"], b["hazy"]) and a["domain"] == b["domain"]
+    assert not torch.equal(a["clean"], a["hazy"])
+    real = RealHazy([str(shared_data / "real_hazy")], crop=64)
+    assert len(real) == 10 and real[0]["hazy"].shape == (3, 64, 64)

@@ -13,7 +13,7 @@ Four sources, each with what it assumes:
   up from the ground contact.
 - ``image_cues``: any scene. Mixes row position (higher is farther) with a brightness/low-saturation
   cue (bright, colourless regions are usually sky or distant), smoothed. Rough, for non-road scenes.
-- ``network``: a user-supplied TorchScript file mapping (N, 3, H, W) RGB in [0, 1] to relative depth
+- ``network``: a user-supplied torch.export program (.pt2) or TorchScript file mapping (N, 3, H, W) RGB in [0, 1] to relative depth
   (N, 1, H, W), larger = farther (set ``invert: true`` for disparity-style outputs).
 """
 from __future__ import annotations
@@ -106,7 +106,9 @@ class DepthSource:
         if kind == "network":
             if not path or not Path(path).is_file():
                 raise ValueError(f"depth network file not found: {path}")
-            self.net = torch.jit.load(path, map_location="cpu").eval()
+            # torch.export programs (.pt2) are the current format; TorchScript files still load.
+            self.net = (torch.export.load(path).module() if path.endswith(".pt2")
+                        else torch.jit.load(path, map_location="cpu").eval())
         if kind == "dataset" and (self.folder is None or not self.folder.is_dir()):
             raise ValueError(f"depth folder not found: {folder}")
 

@@ -11,7 +11,7 @@ import numpy as np
 from cidstream.errors import InputError
 from cidstream.io.images import IMAGE_SUFFIXES
 from cidstream.io.sinks import VIDEO_SUFFIXES
-from cidstream.io.sources import open_source
+from cidstream.io.sources import VideoSource, open_source
 
 
 def thumbnail(rgb: np.ndarray) -> np.ndarray:
@@ -19,20 +19,23 @@ def thumbnail(rgb: np.ndarray) -> np.ndarray:
 
 
 def iter_frames(spec: str, stride: int = 1, dedup: float = 0.0) -> Iterator[tuple[np.ndarray, str, int]]:
-    """(RGB uint8, source, frame index) from a video, folder, glob or image; every ``stride``-th
-    frame, skipping frames whose 32x18 grey thumbnail differs from the last kept one by less than
-    ``dedup`` (mean absolute difference, 0-255 scale)."""
+    """(RGB uint8, source, frame index) from a video, folder, glob or image. For videos only: every
+    ``stride``-th frame, skipping frames whose 32x18 grey thumbnail differs from the last kept one by
+    less than ``dedup`` (mean absolute difference, 0-255 scale). Image folders hold distinct pictures
+    and are used whole."""
     if stride < 1:
         raise InputError(f"stride must be at least 1, got {stride}")
     last = None
     with open_source(spec) as src:
+        video = isinstance(src, VideoSource)
         for frame in src:
-            if frame.index % stride:
+            if video and frame.index % stride:
                 continue
-            thumb = thumbnail(frame.image)
-            if last is not None and dedup > 0 and float(np.abs(thumb - last).mean()) < dedup:
-                continue
-            last = thumb
+            if video and dedup > 0:
+                thumb = thumbnail(frame.image)
+                if last is not None and float(np.abs(thumb - last).mean()) < dedup:
+                    continue
+                last = thumb
             yield frame.image, spec, frame.index
 
 

@@ -46,8 +46,7 @@ def set_images(spec: str, stride: int, max_images: int | None):
     p = Path(spec)
     if p.is_dir() and (p / "hazy").is_dir() and (p / "metadata.jsonl").is_file():
         spec = str(p / "hazy")
-    is_video = p.is_file() and p.suffix.lower() in (".mp4", ".mkv", ".mov", ".avi", ".m4v")
-    for k, (rgb, _, _) in enumerate(iter_frames(spec, stride=stride if is_video else 1)):
+    for k, (rgb, _, _) in enumerate(iter_frames(spec, stride=stride)):
         if max_images is not None and k >= max_images:
             return
         yield rgb
