@@ -46,7 +46,7 @@ def bad_files(tmp_path):
     (["{s}", "--set", "model.dcp.omgea=1"], "unknown config key 'model.dcp.omgea'"),
     (["{s}", "--batch", "0"], "engine.batch must be at least 1"),
     (["{s}", "-m", "{d}/weights.pt"], "corrupt or truncated"),
-    (["{s}", "-m", "cid-lite"], "model 'cid-lite' has no weights"),
+    (["{s}", "-m", "cid"], "model 'cid' has no weights"),
     (["{s}", "-m", "yolo"], "unknown model 'yolo'"),
     (["{s}", "--device", "cuda:7"], "cuda"),
     (["{s}", "-o", "{s}"], "is the input itself"),
@@ -122,7 +122,7 @@ def test_ctrl_c_finalizes_a_playable_output(shared_data, tmp_path):
 
 def test_bench_reports_every_stage_as_json(tmp_path):
     out = tmp_path / "bench.json"
-    proc = run_cli_subprocess("bench", SAMPLE, "--frames", "8", "--repeats", "1", "--model", "cid-lite",
+    proc = run_cli_subprocess("bench", SAMPLE, "--frames", "4", "--repeats", "1", "--model", "cid", "--batch", "2",
                               "--json", out)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
@@ -134,5 +134,5 @@ def test_bench_reports_every_stage_as_json(tmp_path):
     # One round: the ratio is exactly that round's end-to-end / slowest stage.
     assert r["ratio"] == pytest.approx(r["end_to_end_fps"] / min(stages.values()))
     assert r["serial_fps"] == pytest.approx(1 / sum(1 / v for v in stages.values()))
-    assert r["frames"] == 8 and r["width"] == 640 and "random weights" in " ".join(r["notes"])
+    assert r["frames"] == 4 and r["width"] == 640 and "random weights" in " ".join(r["notes"])
     assert "end to end / slowest stage" in proc.stderr

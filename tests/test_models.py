@@ -102,8 +102,13 @@ def test_official_checkpoint_with_wrong_shape_names_the_key(tmp_path):
         load_model(str(path))
 
 
-def test_cid_lite_without_weights_says_so():
-    with pytest.raises(WeightsError, match="cid-lite.*no weights"):
+def test_a_model_without_weights_says_so(monkeypatch, tmp_path):
+    from cidstream.models import registry
+
+    with pytest.raises(WeightsError, match="model 'cid' has no weights.*official"):
+        load_model("cid")
+    monkeypatch.setitem(registry.BUNDLED_WEIGHTS, "cid-lite", tmp_path / "not_shipped.pt")
+    with pytest.raises(WeightsError, match="model 'cid-lite' has no weights"):
         load_model("cid-lite")
 
 

@@ -69,6 +69,11 @@ class CIDLite(DehazeModel):
         return {"widths": list(self.widths), "work_short_side": self.work_short_side}
 
     def forward_features(self, x: torch.Tensor):
+        image, mid = self.forward_with_map(x)
+        return image, mid.mean(dim=(2, 3))
+
+    def forward_with_map(self, x: torch.Tensor):
+        """Image and the spatial bottleneck map (N, C, h, w): training aligns its statistics."""
         factor = max(1, min(x.shape[-2:]) // self.work_short_side) if self.work_short_side else 1
         work = F.avg_pool2d(x, factor, ceil_mode=True) if factor > 1 else x
         s = work * 2.0 - 1.0
@@ -84,4 +89,8 @@ class CIDLite(DehazeModel):
         offset = torch.tanh(coeffs[:, 3:])                 # b = A (1 - 1 / t), in [-1, 1]
         ab = F.interpolate(torch.cat((gain, offset), 1), size=x.shape[-2:], mode="bilinear", align_corners=False)
         image = torch.addcmul(ab[:, 3:], ab[:, :3], x.float())
-        return image, mid.mean(dim=(2, 3))
+        return image, mid
+
+    def encoder_modules(self) -> list[nn.Module]:
+        """What the adaptation phases freeze: everything up to the bottleneck."""
+        return [self.stem, self.enc2, self.enc3, self.enc4]

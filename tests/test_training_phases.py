@@ -1,0 +1,119 @@
+"""Losses, the sample-weight learner, and the three-phase runner (tiny runs, resume, export)."""
+import json
+
+import pytest
+import torch
+import yaml
+
+from cidstream.models import load_model
+from training import losses as L
+
+from .conftest import REPO
+
+
+def test_coral_bounded_equals_its_closed_form_on_known_covariances():
+    # Samples whose covariances are exactly diag(1, 1) and diag(4, 1): ||C_s - C_t||_F^2 = 9, d = 2.
+    base = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]]) * (3 / 4) ** 0.5
+    source, target = base, base * torch.tensor([2.0, 1.0])
+    torch.testing.assert_close(L.covariance(source), torch.eye(2))
+    expected = 1 - torch.exp(torch.tensor(-9.0 / (4 * 2 * 2)))
+    torch.testing.assert_close(L.coral_bounded(source, target), expected)
+    assert float(L.coral_bounded(source, source)) == 0.0
+    far = L.coral_bounded(base, base * 100)
+    assert 0.99 < float(far) <= 1.0  # bounded (exp underflows to 0 for huge differences)
+
+
+def test_weight_learner_lowers_weighted_cross_covariance_on_planted_correlations():
+    g = torch.Generator().manual_seed(0)
+    n = 96
+    x = torch.randn(n, generator=g)
+    z = torch.stack([x, x + 0.2 * torch.randn(n, generator=g), torch.randn(n, generator=g)], dim=1)
+    learner = L.SampleWeightLearner(3, k=2, steps=30, penalty=0.05)
+    u = learner.rff(z)
+    uniform = L.weighted_cross_covariance(u, torch.ones(n))
+    w = learner(z)
+    assert float(L.weighted_cross_covariance(u, w)) < 0.5 * float(uniform)
+    assert w.shape == (n,) and abs(float(w.mean()) - 1.0) < 1e-5 and float(w.min()) > 0
+    assert len(learner.past) == 1  # remembered for the next batches
+
+
+def test_image_metrics():
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(L.ssim(x, x), torch.ones(2))
+    assert float(L.psnr(x, (x + 0.1).clamp(0, 1)).mean()) < 25
+    assert float(L.dark_channel_prior_loss(torch.ones(1, 3, 16, 16))) == 1.0
+    # a network must not be able to "remove haze" by going below black
+    assert float(L.dark_channel_prior_loss(-torch.ones(1, 3, 16, 16))) == 0.0
+    assert float(L.colour_balance(x, x)) == 0.0
+
+
+@pytest.fixture
+def tiny_config(tmp_path, shared_data):
+    cfg = yaml.safe_load((REPO / "configs" / "train" / "cid_lite.yaml").read_text())
+    cfg["model"]["config"]["widths"] = [8, 8, 16, 16]
+    cfg["data"].update(clean=[str(shared_data / "videos" / "highway2_720p.mp4")], clean_stride=40,
+                       target=[str(shared_data / "real_hazy")], short_side=96)
+    cfg["validation"].update(pairs=2, real=2, crop=64)
+    cfg["train"].update(crop=48, batch=2, log_every=2, validate_every=3, checkpoint_every=2)
+    for phase, steps in (("pretrain", 6), ("adapt", 2), ("finetune", 2)):
+        cfg["phases"][phase]["steps"] = steps
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_all_phases_then_export(cli, tiny_config, tmp_path):
+    run = tmp_path / "run"
+    code, text = cli("train", "all", "--config", tiny_config, "--run-dir", run)
+    assert code == 0, text
+    for phase in ("pretrain", "adapt", "finetune"):
+        assert (run / f"after_{phase}.pt").exists()
+    rows = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert {r["phase"] for r in rows} == {"pretrain", "adapt", "finetune"}
+    assert any("psnr" in r and "coral" in r for r in rows) and any("w_max" in r for r in rows)
+    assert (run / "log.csv").read_text().startswith("phase,step,loss")
+    # The encoder stayed frozen in phases 2-3.
+    p1 = torch.load(run / "after_pretrain.pt", weights_only=False)["model"]
+    p3 = torch.load(run / "after_finetune.pt", weights_only=False)["model"]
+    assert torch.equal(p1["stem.0.0.weight"], p3["stem.0.0.weight"])
+    assert not torch.equal(p1["head.weight"], p3["head.weight"])
+    out = tmp_path / "w.pt"
+    code, text = cli("train", "export", run / "after_finetune.pt", "-o", out)
+    assert code == 0, text
+    loaded = load_model(str(out))
+    assert loaded.name == "cid-lite"
+    assert loaded.metadata["training"]["phases"] == ["pretrain", "adapt", "finetune"]
+    assert "psnr" in loaded.metadata["metrics"] and loaded.metadata["data"]["clean_frames"] > 0
+
+
+def test_stopped_training_resumes_to_the_same_weights(tiny_config, tmp_path):
+    from training.trainer import Trainer, load_train_config
+
+    cfg = load_train_config(tiny_config)
+    whole = Trainer(cfg, tmp_path / "whole", log=lambda m: None)
+    whole.run(["pretrain"])
+
+    class Stop(Exception):
+        pass
+
+    def kill_at_4(phase, step, total, loss):
+        if step == 4:
+            raise Stop  # as if the process died right after the step-4 checkpoint
+
+    cut = Trainer(cfg, tmp_path / "cut", log=lambda m: None)
+    with pytest.raises(Stop):
+        cut.run(["pretrain"], progress=kill_at_4)
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["step"] == 4
+    resumed = Trainer(cfg, tmp_path / "cut", log=lambda m: None)
+    resumed.run(["pretrain"], resume=True)
+    for k, v in whole.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[k], v, msg=k)
+
+
+def test_training_config_errors(cli, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {arch: cid-lite}\n")
+    code, text = cli("train", "pretrain", "--config", bad)
+    assert code == 2 and "lacks the 'data' section" in text
+    code, text = cli("train", "export", tmp_path / "none.pt", "-o", tmp_path / "w.pt")
+    assert code == 2 and "checkpoint not found" in text

@@ -1,0 +1,292 @@
+"""The three-phase runner: pretrain (semi-supervised), adapt (subspace alignment), finetune
+(invariant features), with checkpoints, resume, logs and validation."""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from cidstream.errors import ConfigError
+from cidstream.models import build, save_weights
+
+from . import losses as L
+from .datasets import load_frames, random_crop
+from .depth import DepthSource
+from .generate import degrade_batch, depth_source
+from .recipe import Recipe, load_recipe
+
+PHASES = ("pretrain", "adapt", "finetune")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_train_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"training config not found: {path}")
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for key in ("model", "data", "validation", "train", "phases"):
+        if key not in cfg:
+            raise ConfigError(f"training config {path} lacks the '{key}' section")
+    unknown = set(cfg["phases"]) - set(PHASES)
+    if unknown:
+        raise ConfigError(f"training config {path}: unknown phase(s) {', '.join(sorted(unknown))} "
+                          f"(known: {', '.join(PHASES)})")
+    return cfg
+
+
+def resolve(p: str) -> str:
+    q = Path(p)
+    return str(q if q.is_absolute() else (REPO / q))
+
+
+class PairSampler:
+    """Random crops of in-memory clean frames, degraded as a batch by the recipe (depth from the
+    whole frame, computed once per frame)."""
+
+    def __init__(self, frames: list[np.ndarray], recipe: Recipe, crop: int, device):
+        self.frames, self.recipe, self.crop, self.device = frames, recipe, crop, device
+        depth: DepthSource = depth_source(recipe)
+        self.depth = [depth(torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255.0)[0] for f in frames]
+
+    def batch(self, n: int, generator: torch.Generator):
+        cleans, depths = [], []
+        for _ in range(n):
+            i = int(torch.randint(len(self.frames), (1,), generator=generator))
+            img = torch.from_numpy(self.frames[i]).permute(2, 0, 1).float() / 255.0
+            c, d = random_crop([img, self.depth[i]], self.crop, generator)
+            cleans.append(c)
+            depths.append(d)
+        clean = torch.stack(cleans).to(self.device)
+        hazy, domains, _ = degrade_batch(self.recipe, clean, torch.stack(depths).to(self.device), generator)
+        return clean, hazy, domains
+
+
+class RealSampler:
+    def __init__(self, frames: list[np.ndarray], crop: int, device):
+        self.frames, self.crop, self.device = frames, crop, device
+
+    def batch(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        out = []
+        for _ in range(n):
+            i = int(torch.randint(len(self.frames), (1,), generator=generator))
+            img = torch.from_numpy(self.frames[i]).permute(2, 0, 1).float() / 255.0
+            out.append(random_crop([img], self.crop, generator)[0])
+        return torch.stack(out).to(self.device)
+
+
+@dataclass
+class Validation:
+    hazy: torch.Tensor
+    clean: torch.Tensor
+    real: torch.Tensor
+
+    @torch.no_grad()
+    def __call__(self, model) -> dict:
+        was_training = model.training
+        model.eval()
+        out = model(self.hazy).clamp(0, 1)
+        real = model(self.real).clamp(0, 1)
+        model.train(was_training)
+        return {"psnr": round(float(L.psnr(out, self.clean).mean()), 3),
+                "ssim": round(float(L.ssim(out, self.clean).mean()), 4),
+                "psnr_input": round(float(L.psnr(self.hazy, self.clean).mean()), 3),
+                "real_dark_channel": round(float(L.dark_channel_prior_loss(real)), 4),
+                "real_dark_channel_input": round(float(L.dark_channel_prior_loss(self.real)), 4),
+                "real_brightness": round(float(real.mean()), 4)}
+
+
+def validation_set(v: dict, clean: list[np.ndarray], target: list[np.ndarray], device="cpu") -> Validation:
+    """Held-apart pairs from a recipe not used for training (fixed seed) and fixed real hazy crops."""
+    recipe = load_recipe(resolve(v["recipe"]))
+    recipe.seed = int(v.get("seed", 123))
+    g = torch.Generator().manual_seed(recipe.seed)
+    sampler = PairSampler(clean[::max(1, len(clean) // int(v["pairs"]))][: int(v["pairs"])], recipe,
+                          int(v["crop"]), device)
+    c, h, _ = sampler.batch(int(v["pairs"]), g)
+    real = RealSampler(target, int(v["crop"]), device).batch(int(v["real"]), g)
+    return Validation(h, c, real)
+
+
+def load_data(cfg: dict) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    d = cfg["data"]
+    clean = load_frames([resolve(p) for p in d["clean"]], int(d.get("short_side", 360)),
+                        stride=int(d.get("clean_stride", 4)))
+    target = load_frames([resolve(p) for p in d["target"]], int(d.get("short_side", 360)),
+                         stride=int(d.get("target_stride", 2)), dedup=0.5)
+    return clean, target
+
+
+class Trainer:
+    def __init__(self, cfg: dict, run_dir: Path, device: str = "cpu", scale: float = 1.0, log=print):
+        self.cfg, self.run_dir, self.scale, self.log = cfg, Path(run_dir), scale, log
+        self.device = torch.device(device)
+        t = cfg["train"]
+        if t.get("threads"):
+            torch.set_num_threads(int(t["threads"]))
+        torch.manual_seed(int(t.get("seed", 0)))
+        self.model = build(cfg["model"]["arch"], **cfg["model"].get("config", {})).to(self.device)
+        d = cfg["data"]
+        self.recipe = load_recipe(resolve(d["recipe"]))
+        self.log("loading clean and real frames")
+        clean, target = load_data(cfg)
+        self.pairs = PairSampler(clean, self.recipe, int(t["crop"]), self.device)
+        self.real = RealSampler(target, int(t["crop"]), self.device)
+        self.validation = self._validation_set(clean, target)
+        self.data_summary = {"clean_frames": len(clean), "target_frames": len(target), "clean": d["clean"],
+                             "target": d["target"], "recipe": d["recipe"]}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def _validation_set(self, clean, target) -> Validation:
+        return validation_set(self.cfg["validation"], clean, target, self.device)
+
+    # ---- phases -------------------------------------------------------------------------------
+    def _freeze_encoder(self, frozen: bool) -> None:
+        for module in self.model.encoder_modules():
+            for p in module.parameters():
+                p.requires_grad_(not frozen)
+            module.train(not frozen)  # frozen BatchNorm statistics too
+
+    def _step_pretrain(self, p, clean, hazy, g):
+        out, _ = self.model.forward_with_map(hazy)
+        loss = L.restoration_loss(out, clean).mean()
+        real = self.real.batch(hazy.shape[0], g)
+        out_r, _ = self.model.forward_with_map(real)
+        unsup = (p.get("dark_channel_weight", 1.0) * L.dark_channel_prior_loss(out_r)
+                 + p.get("tv_weight", 0.5) * L.total_variation(out_r)
+                 + p.get("balance_weight", 1.0) * L.colour_balance(out_r, real))
+        return loss + p.get("unsupervised_weight", 0.1) * unsup, {"unsup": float(unsup.detach())}
+
+    def _step_adapt(self, p, clean, hazy, g):
+        out, mid_s = self.model.forward_with_map(hazy)
+        loss = L.restoration_loss(out, clean).mean()
+        _, mid_t = self.model.forward_with_map(self.real.batch(hazy.shape[0], g))
+        coral = L.coral_bounded(L.unit_scale(L.spatial_samples(mid_s)), L.unit_scale(L.spatial_samples(mid_t)))
+        return loss + p.get("coral_weight", 1.0) * coral, {"coral": float(coral.detach())}
+
+    def _step_finetune(self, p, clean, hazy, g):
+        out, mid = self.model.forward_with_map(hazy)
+        weights = self.learner(mid.mean(dim=(2, 3)))
+        loss = (weights.to(out) * L.restoration_loss(out, clean)).mean()
+        return loss, {"w_max": float(weights.max())}
+
+    def run(self, phases: list[str], resume: bool = False, progress=None) -> dict:
+        state = self._load() if resume else None
+        done = state["done"] if state else []
+        if state is not None:
+            self.model.load_state_dict(state["model"])
+            self.log(f"resuming {state['phase']} at step {state['step']} (done: {', '.join(done) or 'none'})")
+        for phase in phases:
+            if phase in done:
+                continue
+            p = self.cfg["phases"].get(phase)
+            if p is None:
+                raise ConfigError(f"the training config has no '{phase}' phase")
+            start = state["step"] if state and state["phase"] == phase else 0
+            self._run_phase(phase, p, start, state if start else None, progress)
+            done = done + [phase]
+            state = None
+            self._save(phase, int(p["steps"] * self.scale), done, None, final=True)
+        return self.summary()
+
+    def _run_phase(self, phase, p, start, state, progress):
+        steps = max(1, int(p["steps"] * self.scale))
+        t = self.cfg["train"]
+        self.model.train()
+        self._freeze_encoder(phase != "pretrain")
+        if phase == "finetune":
+            self.learner = L.SampleWeightLearner(self.model.widths[-1], k=int(p.get("rff", 2)),
+                                                 steps=int(p.get("learner_steps", 10)),
+                                                 penalty=float(p.get("penalty", 0.05)),
+                                                 memory=int(p.get("memory", 4)), seed=int(t.get("seed", 0)))
+        params = [q for q in self.model.parameters() if q.requires_grad]
+        opt = torch.optim.Adam(params, lr=float(p["lr"]))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=float(p["lr"]) * 0.05)
+        if state is not None:
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+        step_fn = getattr(self, f"_step_{phase}")
+        t0 = time.perf_counter()
+        for step in range(start, steps):
+            g = torch.Generator().manual_seed((int(t.get("seed", 0)) * 7919 + PHASES.index(phase)) * 1_000_003 + step)
+            clean, hazy, _ = self.pairs.batch(int(t["batch"]), g)
+            loss, extra = step_fn(p, clean, hazy, g)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            row = None
+            if (step + 1) % int(t.get("log_every", 25)) == 0 or step + 1 == steps:
+                row = {"phase": phase, "step": step + 1, "loss": round(float(loss.detach()), 5),
+                       "lr": round(sched.get_last_lr()[0], 7), "seconds": round(time.perf_counter() - t0, 1),
+                       **{k: round(v, 5) for k, v in extra.items()}}
+            if (step + 1) % int(t.get("validate_every", 250)) == 0 or step + 1 == steps:
+                row = (row or {"phase": phase, "step": step + 1}) | self.validation(self.model)
+            if row is not None:
+                self._append_log(row)
+            if (step + 1) % int(t.get("checkpoint_every", 100)) == 0 and step + 1 < steps:
+                self._save(phase, step + 1, [q for q in PHASES if q in self._done_before(phase)], (opt, sched))
+            if progress is not None:
+                progress(phase, step + 1, steps, float(loss.detach()))
+        self.phase_seconds = getattr(self, "phase_seconds", {}) | {phase: round(time.perf_counter() - t0, 1)}
+
+    def _done_before(self, phase):
+        return PHASES[:PHASES.index(phase)]
+
+    # ---- files --------------------------------------------------------------------------------
+    def _append_log(self, row: dict) -> None:
+        with (self.run_dir / "log.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+        path = self.run_dir / "log.csv"
+        fields = ["phase", "step", "loss", "lr", "seconds", "psnr", "ssim", "psnr_input", "real_dark_channel",
+                  "real_dark_channel_input", "real_brightness", "unsup", "coral", "w_max"]
+        new = not path.exists()
+        with path.open("a", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        self.log(" ".join(f"{k}={v}" for k, v in row.items()))
+
+    def _save(self, phase, step, done, opt_sched, final=False) -> None:
+        payload = {"phase": phase, "step": step, "done": done, "model": self.model.state_dict(),
+                   "config": self.cfg, "data": self.data_summary, "metrics": self.validation(self.model),
+                   "phase_seconds": getattr(self, "phase_seconds", {})}
+        if opt_sched is not None:
+            payload["optimizer"], payload["scheduler"] = opt_sched[0].state_dict(), opt_sched[1].state_dict()
+        tmp = self.run_dir / "checkpoint.pt.tmp"
+        torch.save(payload, tmp)
+        tmp.replace(self.run_dir / "checkpoint.pt")  # atomic: a kill never leaves half a checkpoint
+        if final:
+            torch.save(payload, self.run_dir / f"after_{phase}.pt")
+
+    def _load(self) -> dict | None:
+        path = self.run_dir / "checkpoint.pt"
+        if not path.exists():
+            self.log(f"no checkpoint in {self.run_dir}: starting fresh")
+            return None
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        self.phase_seconds = state.get("phase_seconds", {})
+        return state
+
+    def summary(self) -> dict:
+        return {"run_dir": str(self.run_dir), "metrics": self.validation(self.model),
+                "phase_seconds": getattr(self, "phase_seconds", {})}
+
+
+def export(checkpoint: str | Path, out: str | Path) -> Path:
+    """Runtime weights with metadata from a training checkpoint (checkpoint.pt or after_<phase>.pt)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    cfg = state["config"]
+    model = build(cfg["model"]["arch"], **cfg["model"].get("config", {}))
+    model.load_state_dict(state["model"])
+    phases = state["done"] or [state["phase"]]
+    return save_weights(model, out, training={"phases": phases, "config": cfg,
+                                              "phase_seconds": state.get("phase_seconds", {})},
+                        data=state.get("data", {}), metrics=state.get("metrics", {}))
