@@ -205,13 +205,14 @@ def cmd_run(args, console) -> int:
 
         detector = Detector.from_config(cfg.detect, dehazer.device)
     error = stats = outputs = None
-    with source_from_config(args.input, cfg.input, args.max_frames) as source:
+    device_type = dehazer.device.type
+    with source_from_config(args.input, cfg.input, args.max_frames, device_type) as source:
         if detecting:
             outputs = DetectionOutputs(Path(output), source, cfg, dehazer, detector, args.compare)
             sinks, stage = outputs.sinks, outputs.stage
         else:
             from .io import sink_from_config
-            sinks, stage = [sink_from_config(output, source.info, cfg.output)], None
+            sinks, stage = [sink_from_config(output, source.info, cfg.output, device_type=device_type)], None
         total = source.info.frame_count
         with _progress(console, args.no_progress) as progress:
             task = progress.add_task("run", total=total, fps=0.0)
@@ -246,11 +247,12 @@ class DetectionOutputs:
         self.input = info.source
         dehazed = folder / ("dehazed" if info.kind == "images" else "dehazed.mp4")
         self.collector = ReportCollector(detector.names, compare)
-        self.sinks = [sink_from_config(str(dehazed), info, cfg.output),
+        device_type = dehazer.device.type
+        self.sinks = [sink_from_config(str(dehazed), info, cfg.output, device_type=device_type),
                       ThreadedSink(DetectionLog(folder, detector.names, info, compare), cfg.output.queue_size),
                       ThreadedSink(self.collector, cfg.output.queue_size)]
         if compare:
-            self.sinks.append(ThreadedSink(SideBySideSink.create(folder, info, detector.names, cfg.output),
+            self.sinks.append(ThreadedSink(SideBySideSink.create(folder, info, detector.names, cfg.output, device_type),
                                            cfg.output.queue_size))
         self.stage = DetectStage(detector, compare=compare, track=cfg.detect.track,
                                  frame_rate=float(info.fps or 25))

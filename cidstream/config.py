@@ -50,11 +50,12 @@ class InputConfig:
     decode_threads: int = 0     # 0 lets FFmpeg choose
     image_fps: float = 25.0     # frame rate given to image folders written as video
     options: dict = field(default_factory=dict)  # extra FFmpeg/PyAV options (e.g. rtsp_transport)
+    hwaccel: str = "auto"       # auto: NVDEC when running on CUDA (software fallback); none: CPU decoding
 
 
 @dataclass
 class OutputConfig:
-    codec: str = "libx264"
+    codec: str = "auto"         # auto: h264_nvenc on CUDA machines that have it, else libx264; or any FFmpeg encoder
     crf: int = 20               # quality: lower is better and larger
     preset: str = "veryfast"    # x264 speed/size trade-off
     copy_audio: bool = True
@@ -149,6 +150,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"engine.precision must be auto, fp32, bf16 or fp16, got {e.precision!r}")
     if cfg.input.queue_size < 1 or cfg.output.queue_size < 1:
         raise ConfigError("input.queue_size and output.queue_size must be at least 1")
+    if cfg.input.hwaccel not in ("auto", "none"):
+        raise ConfigError(f"input.hwaccel must be auto or none, got {cfg.input.hwaccel!r}")
     if cfg.input.image_fps <= 0:
         raise ConfigError(f"input.image_fps must be positive, got {cfg.input.image_fps}")
     d = cfg.detect

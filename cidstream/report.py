@@ -61,7 +61,7 @@ def print_bench(console, r) -> None:
     table = Table(title=f"cidstream bench: {r.input} ({r.width}x{r.height}, {r.frames} frames)")
     table.add_column("stage")
     table.add_column("fps", justify="right")
-    rows = [("decode", r.decode_fps), ("model", r.model_fps)]
+    rows = [("decode", r.decode_fps), ("upload", r.upload_fps), ("model", r.model_fps)]
     if r.detect_fps is not None:
         rows.append(("detect", r.detect_fps))
     for name, fps in rows + [("encode", r.encode_fps), ("end to end", r.end_to_end_fps)]:
@@ -70,6 +70,8 @@ def print_bench(console, r) -> None:
     console.print(table)
     notes = f"; {', '.join(r.notes)}" if r.notes else ""
     console.print(f"model {r.model} on {r.device} ({r.precision}, batch {r.batch}), {r.machine}{notes}")
+    gpu = f", GPU memory peak {r.gpu_memory_mb} MB" if r.gpu_memory_mb is not None else ""
+    console.print(f"decode: {r.decode_path}; encode: {r.encode_path}{gpu}")
     if r.detector_share is not None:
         console.print(f"detector {r.detector}: {r.detector_share:.0%} of the end-to-end time")
     console.print(f"end to end / slowest stage = [bold]{r.ratio:.2f}[/] (median of {r.repeats} rounds); "

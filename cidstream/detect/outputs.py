@@ -87,12 +87,13 @@ class SideBySideSink(Sink):
         self.target, self.names, self.path = target, names, target.path
 
     @classmethod
-    def create(cls, folder: Path, info: StreamInfo, names: dict[int, str], output_cfg) -> "SideBySideSink":
+    def create(cls, folder: Path, info: StreamInfo, names: dict[int, str], output_cfg,
+               device_type: str = "cpu") -> "SideBySideSink":
         o = output_cfg
         if info.kind == "images":
             return cls(ImageFolderSink(Path(folder) / "side_by_side", o.jpeg_quality), names)
         return cls(VideoSink(Path(folder) / "side_by_side.mp4", info, codec=o.codec, crf=o.crf, preset=o.preset,
-                             copy_audio=False), names)
+                             copy_audio=False, device_type=device_type), names)
 
     def write_result(self, result: BatchResult) -> None:
         raw = result.raw_detections or [None] * len(result.dehazed)

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import OutputError
 from ..frames import BatchResult, Frame, FrameBatch, StreamInfo
+from .hwcodec import encoder_options, resolve_encoder
 from .images import IMAGE_SUFFIXES, write_image
 from .sources import ffmpeg_message
 
@@ -66,12 +67,12 @@ class VideoSink(Sink):
     """
 
     def __init__(self, path: str | Path, info: StreamInfo, codec: str = "libx264", crf: int = 20,
-                 preset: str = "veryfast", copy_audio: bool = True):
+                 preset: str = "veryfast", copy_audio: bool = True, device_type: str = "cpu"):
         self.path = Path(path)
         _prepare_output_file(self.path)
         self.fps = info.fps or Fraction(25)
         self.time_base = info.time_base or (1 / self.fps)
-        self.codec, self.crf, self.preset = codec, crf, preset
+        self.codec, self.crf, self.preset = resolve_encoder(codec, device_type), crf, preset
         self.expected_frames = info.frame_count
         try:
             self.container = av.open(str(self.path), mode="w")
@@ -109,8 +110,7 @@ class VideoSink(Sink):
         # Encoder and stream share the source's time base, so variable-rate timestamps survive exactly.
         stream.time_base = self.time_base
         stream.codec_context.time_base = self.time_base
-        if self.codec in ("libx264", "libx265"):
-            stream.options = {"crf": str(self.crf), "preset": self.preset}
+        stream.options = encoder_options(self.codec, self.crf, self.preset)
         self.stream = stream
 
     def _mux_audio_until(self, seconds: float | None) -> None:
@@ -278,20 +278,22 @@ def output_kind(spec: str) -> str:
 
 
 def open_sink(spec: str, info: StreamInfo, codec: str = "libx264", crf: int = 20, preset: str = "veryfast",
-              copy_audio: bool = True, jpeg_quality: int = 95) -> Sink:
+              copy_audio: bool = True, jpeg_quality: int = 95, device_type: str = "cpu") -> Sink:
     kind = output_kind(str(spec))
     if kind == "null":
         return NullSink()
     if kind == "video":
-        return VideoSink(spec, info, codec=codec, crf=crf, preset=preset, copy_audio=copy_audio)
+        return VideoSink(spec, info, codec=codec, crf=crf, preset=preset, copy_audio=copy_audio,
+                         device_type=device_type)
     if kind == "image":
         return ImageFileSink(spec, jpeg_quality)
     return ImageFolderSink(spec, jpeg_quality)
 
 
-def sink_from_config(spec: str, info: StreamInfo, output_cfg, threaded: bool = True) -> Sink:
-    """``open_sink`` with the settings of a config's ``output`` section, by default in a background thread."""
+def sink_from_config(spec: str, info: StreamInfo, output_cfg, threaded: bool = True, device_type: str = "cpu") -> Sink:
+    """``open_sink`` with the settings of a config's ``output`` section, by default in a background thread;
+    codec 'auto' becomes NVENC on CUDA machines that have it, else libx264."""
     o = output_cfg
     sink = open_sink(spec, info, codec=o.codec, crf=o.crf, preset=o.preset, copy_audio=o.copy_audio,
-                     jpeg_quality=o.jpeg_quality)
+                     jpeg_quality=o.jpeg_quality, device_type=device_type)
     return ThreadedSink(sink, o.queue_size) if threaded else sink

@@ -30,6 +30,7 @@ class Source:
 
     info: StreamInfo
     live = False
+    decode_path = "software"
 
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
@@ -48,7 +49,7 @@ class VideoSource(Source):
     """Decodes the first video stream of a file or URL with PyAV (FFmpeg threads on)."""
 
     def __init__(self, spec: str, options: dict | None = None, decode_threads: int = 0,
-                 max_frames: int | None = None):
+                 max_frames: int | None = None, hwaccel=None):
         self.spec = spec
         self.live = is_url(spec)
         self.max_frames = max_frames
@@ -61,8 +62,10 @@ class VideoSource(Source):
                 raise InputError(f"input not found: {spec}")
             if path.stat().st_size == 0:
                 raise InputError(f"input file is empty (0 bytes): {spec}")
+        self.decode_path = "NVDEC (CUDA)" if hwaccel is not None else "software"
         try:
-            self.container = av.open(spec, options=opts, timeout=(10.0, 10.0) if self.live else None)
+            kw = {"hwaccel": hwaccel} if hwaccel is not None else {}
+            self.container = av.open(spec, options=opts, timeout=(10.0, 10.0) if self.live else None, **kw)
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
             hint = "" if self.live else " (corrupt, truncated, or not a video file)"
             raise InputError(f"cannot open {spec} as video: {ffmpeg_message(exc)}{hint}") from exc
@@ -177,15 +180,18 @@ def is_image_input(spec: str) -> bool:
 
 
 def open_source(spec: str, options: dict | None = None, decode_threads: int = 0, max_frames: int | None = None,
-                image_fps: float = 25.0) -> Source:
+                image_fps: float = 25.0, hwaccel=None) -> Source:
     """Pick the source for ``spec``: a folder, glob or image file, else a video file or URL."""
     spec = str(spec)
     if is_image_input(spec):
         return ImageFolderSource(spec, max_frames=max_frames, fps=image_fps)
-    return VideoSource(spec, options=options, decode_threads=decode_threads, max_frames=max_frames)
+    return VideoSource(spec, options=options, decode_threads=decode_threads, max_frames=max_frames, hwaccel=hwaccel)
 
 
-def source_from_config(spec: str, input_cfg, max_frames: int | None = None) -> Source:
-    """``open_source`` with the settings of a config's ``input`` section."""
+def source_from_config(spec: str, input_cfg, max_frames: int | None = None, device_type: str = "cpu") -> Source:
+    """``open_source`` with the settings of a config's ``input`` section (NVDEC on CUDA when asked)."""
+    from .hwcodec import decode_hwaccel
+
+    hwaccel = decode_hwaccel(device_type) if input_cfg.hwaccel == "auto" else None
     return open_source(spec, options=input_cfg.options, decode_threads=input_cfg.decode_threads,
-                       max_frames=max_frames, image_fps=input_cfg.image_fps)
+                       max_frames=max_frames, image_fps=input_cfg.image_fps, hwaccel=hwaccel)
