@@ -1,6 +1,6 @@
-"""Render docs/images/comparison.png: raw | dcp | cid-lite on frames of our own synthetic sample.
+"""Render a comparison sheet (raw | each model) on frames of our own synthetic sample.
 
-    python samples/make_comparison.py [--frames 10 60] [--out docs/images/comparison.png]
+    python samples/make_comparison.py --models dcp runs/cid_lite/weights.pt [--frames 10 60] [--out sheet.png]
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--video", default=str(HERE / "hazy_traffic.mp4"))
     parser.add_argument("--frames", type=int, nargs="+", default=[10, 60])
-    parser.add_argument("--models", nargs="+", default=["dcp", "cid-lite"])
-    parser.add_argument("--out", default=str(HERE.parent / "docs" / "images" / "comparison.png"))
+    parser.add_argument("--models", nargs="+", default=["dcp"], help="model names or weights files")
+    parser.add_argument("--out", default="comparison.png")
     args = parser.parse_args()
     with av.open(args.video) as c:
         frames = {i: f.to_ndarray(format="rgb24") for i, f in enumerate(c.decode(video=0)) if i in args.frames}

@@ -178,6 +178,7 @@ class Trainer:
     def run(self, phases: list[str], resume: bool = False, progress=None) -> dict:
         state = self._load() if resume else None
         done = state["done"] if state else []
+        self.done = list(done)
         if state is not None:
             self.model.load_state_dict(state["model"])
             self.log(f"resuming {state['phase']} at step {state['step']} (done: {', '.join(done) or 'none'})")
@@ -190,6 +191,7 @@ class Trainer:
             start = state["step"] if state and state["phase"] == phase else 0
             self._run_phase(phase, p, start, state if start else None, progress)
             done = done + [phase]
+            self.done = list(done)
             state = None
             self._save(phase, int(p["steps"] * self.scale), done, None, final=True)
         return self.summary()
@@ -231,13 +233,10 @@ class Trainer:
             if row is not None:
                 self._append_log(row)
             if (step + 1) % int(t.get("checkpoint_every", 100)) == 0 and step + 1 < steps:
-                self._save(phase, step + 1, [q for q in PHASES if q in self._done_before(phase)], (opt, sched))
+                self._save(phase, step + 1, self.done, (opt, sched))
             if progress is not None:
                 progress(phase, step + 1, steps, float(loss.detach()))
         self.phase_seconds = getattr(self, "phase_seconds", {}) | {phase: round(time.perf_counter() - t0, 1)}
-
-    def _done_before(self, phase):
-        return PHASES[:PHASES.index(phase)]
 
     # ---- files --------------------------------------------------------------------------------
     def _append_log(self, row: dict) -> None:
