@@ -27,12 +27,21 @@ def restoration_loss(out: torch.Tensor, clean: torch.Tensor, ssim_weight: float 
     return (out - clean).abs().mean(dim=(1, 2, 3)) + ssim_weight * (1 - ssim(out, clean))
 
 
-def dark_channel_prior_loss(out: torch.Tensor, patch: int = 9) -> torch.Tensor:
+def dark_channel_prior_loss(out: torch.Tensor, patch: int = 9, inp: torch.Tensor | None = None,
+                            sky_tolerance: float = 0.1) -> torch.Tensor:
     """Haze-free outdoor images have a near-zero dark channel: penalise what is left of it.
 
-    Measured on the output clamped to [0, 1]: unclamped, a network lowers it by going negative."""
+    Measured on the output clamped to [0, 1]: unclamped, a network lowers it by going negative.
+    With the input given, pixels within ``sky_tolerance`` of its airlight (sky, where the prior
+    does not hold) are left out, as the runtime's DCP does."""
     dark = -F.max_pool2d(-out.clamp(0, 1).amin(dim=1, keepdim=True), patch, 1, patch // 2)
-    return dark.mean()
+    if inp is None:
+        return dark.mean()
+    from cidstream.models.dcp import dark_channel, estimate_airlight
+
+    airlight = estimate_airlight(inp, dark_channel(inp, patch), 0.001)
+    keep = ((inp - airlight).abs().mean(dim=1, keepdim=True) > sky_tolerance).float()
+    return (dark * keep).sum() / keep.sum().clamp(min=1.0)
 
 
 def total_variation(out: torch.Tensor) -> torch.Tensor:

@@ -157,7 +157,7 @@ class Trainer:
         loss = L.restoration_loss(out, clean).mean()
         real = self.real.batch(hazy.shape[0], g)
         out_r, _ = self.model.forward_with_map(real)
-        unsup = (p.get("dark_channel_weight", 1.0) * L.dark_channel_prior_loss(out_r)
+        unsup = (p.get("dark_channel_weight", 1.0) * L.dark_channel_prior_loss(out_r, inp=real)
                  + p.get("tv_weight", 0.5) * L.total_variation(out_r)
                  + p.get("balance_weight", 1.0) * L.colour_balance(out_r, real))
         return loss + p.get("unsupervised_weight", 0.1) * unsup, {"unsup": float(unsup.detach())}

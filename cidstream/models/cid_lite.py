@@ -15,6 +15,7 @@ from torch import nn
 
 from .base import DehazeModel, Normalization
 from .blocks import AttentionBlock
+from .dcp import box_filter
 
 
 def conv_bn_act(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, groups: int = 1, act: bool = True):
@@ -40,6 +41,24 @@ class InvertedResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.block(x)
         return x + y if self.use_res else y
+
+
+def guided_upsample(coeffs: torch.Tensor, work: torch.Tensor, full: torch.Tensor, radius: int = 2,
+                    eps: float = 1e-3) -> torch.Tensor:
+    """Upsample low-resolution coefficient maps so their edges follow the full-resolution image
+    (fast guided filter, grey guide): no halos where depth jumps, e.g. at the horizon."""
+    low = coeffs.shape[-2:]
+    guide_low = F.adaptive_avg_pool2d(work.float().mean(dim=1, keepdim=True), low)
+    mean_g = box_filter(guide_low, radius)
+    var_g = box_filter(guide_low * guide_low, radius) - mean_g * mean_g
+    mean_p = box_filter(coeffs, radius)
+    cov = box_filter(guide_low * coeffs, radius) - mean_g * mean_p
+    a = cov / (var_g + eps)
+    b = mean_p - a * mean_g
+    size = full.shape[-2:]
+    a = F.interpolate(box_filter(a, radius), size=size, mode="bilinear", align_corners=False)
+    b = F.interpolate(box_filter(b, radius), size=size, mode="bilinear", align_corners=False)
+    return a * full.float().mean(dim=1, keepdim=True) + b
 
 
 class CIDLite(DehazeModel):
@@ -87,7 +106,7 @@ class CIDLite(DehazeModel):
         # Bound the coefficients at low resolution, then upsample: full-resolution work stays two ops.
         gain = torch.exp(coeffs[:, :3].clamp(-2.0, 2.0))   # a = 1 / t, in [0.14, 7.4]
         offset = torch.tanh(coeffs[:, 3:])                 # b = A (1 - 1 / t), in [-1, 1]
-        ab = F.interpolate(torch.cat((gain, offset), 1), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        ab = guided_upsample(torch.cat((gain, offset), 1), work, x)
         image = torch.addcmul(ab[:, 3:], ab[:, :3], x.float())
         return image, mid
 
