@@ -187,7 +187,7 @@ def _progress(console, disable: bool):
 def cmd_run(args, console) -> int:
     from .engine import Dehazer, run_pipeline
     from .io import output_kind, source_from_config
-    from .report import print_run_summary
+    from .summary import print_run_summary
 
     cfg = make_config(args)
     if args.max_frames is not None and args.max_frames < 1:
@@ -208,6 +208,8 @@ def cmd_run(args, console) -> int:
     device_type = dehazer.device.type
     with source_from_config(args.input, cfg.input, args.max_frames, device_type) as source:
         if detecting:
+            from .detect.outputs import DetectionOutputs
+
             outputs = DetectionOutputs(Path(output), source, cfg, dehazer, detector, args.compare)
             sinks, stage = outputs.sinks, outputs.stage
         else:
@@ -233,42 +235,6 @@ def cmd_run(args, console) -> int:
     return 130 if stats.interrupted else 0
 
 
-class DetectionOutputs:
-    """The sinks of a detection run and the report written at the end."""
-
-    def __init__(self, folder: Path, source, cfg, dehazer, detector, compare: bool):
-        from .detect.outputs import DetectionLog, SideBySideSink
-        from .detect.report import ReportCollector
-        from .detect.stage import DetectStage
-        from .io import ThreadedSink, sink_from_config
-
-        info = source.info
-        self.folder, self.detector, self.compare, self.dehazer, self.cfg = folder, detector, compare, dehazer, cfg
-        self.input = info.source
-        dehazed = folder / ("dehazed" if info.kind == "images" else "dehazed.mp4")
-        self.collector = ReportCollector(detector.names, compare)
-        device_type = dehazer.device.type
-        self.sinks = [sink_from_config(str(dehazed), info, cfg.output, device_type=device_type),
-                      ThreadedSink(DetectionLog(folder, detector.names, info, compare), cfg.output.queue_size),
-                      ThreadedSink(self.collector, cfg.output.queue_size)]
-        if compare:
-            self.sinks.append(ThreadedSink(SideBySideSink.create(folder, info, detector.names, cfg.output, device_type),
-                                           cfg.output.queue_size))
-        self.stage = DetectStage(detector, compare=compare, track=cfg.detect.track,
-                                 frame_rate=float(info.fps or 25))
-        self.report = None
-
-    def finish(self, stats) -> None:
-        from .detect.report import build_report, write_report
-
-        meta = {"input": self.input, "model": self.dehazer.name, "device": str(self.dehazer.device),
-                "detector": self.detector.label, "classes": [self.detector.names[i] for i in
-                                                             (self.detector.class_ids or self.detector.names)],
-                "conf": self.cfg.detect.conf, "iou": self.cfg.detect.iou, "imgsz": self.cfg.detect.imgsz}
-        self.report = build_report(self.collector, meta, stats, self.stage.unique_counts())
-        write_report(self.folder, self.report)
-
-
 class _Reported(Exception):
     """An error already shown in the run summary; only the exit code is left to give."""
 
@@ -279,7 +245,7 @@ class _Reported(Exception):
 
 def cmd_bench(args, console) -> int:
     from .bench import run_bench
-    from .report import print_bench
+    from .summary import print_bench
 
     cfg = make_config(args)
     if args.frames < 1 or args.repeats < 1:

@@ -14,7 +14,7 @@ import numpy as np
 from .. import __version__
 from ..errors import InputError
 from ..io.images import read_image
-from ..io.sources import ImageFolderSource
+from ..io.sources import list_images
 from .ap import GroundTruth, average_precision
 from .detections import Detections
 from .draw import draw_detections
@@ -35,7 +35,7 @@ def _truth_for(boxes, classes) -> dict[str, GroundTruth]:
 def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_format: str = "auto",
              yolo_id_offset: int = 0, max_images: int | None = None, examples: int = 4, progress=None) -> dict:
     """``dehazers``: name -> Dehazer. Returns the JSON-ready result (example images base64 under 'examples')."""
-    images = ImageFolderSource._list(images_spec)
+    images = list_images(images_spec)
     if max_images:
         images = images[:max_images]
     labels = Path(labels_dir)

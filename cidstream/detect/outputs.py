@@ -6,9 +6,11 @@ from pathlib import Path
 
 from ..errors import OutputError
 from ..frames import BatchResult, StreamInfo
-from ..io.sinks import ImageFolderSink, Sink, VideoSink
+from ..io.sinks import ImageFolderSink, Sink, ThreadedSink, VideoSink, sink_from_config
 from .detections import Detections
 from .draw import side_by_side
+from .report import ReportCollector, build_report, write_report
+from .stage import DetectStage
 
 STREAMS = ("dehazed", "raw")
 
@@ -104,3 +106,33 @@ class SideBySideSink(Sink):
 
     def close(self) -> None:
         self.target.close()
+
+
+class DetectionOutputs:
+    """The sinks of a detection run (dehazed frames, log and exports, report collector, side by side)
+    and the report written at the end."""
+
+    def __init__(self, folder: Path, source, cfg, dehazer, detector, compare: bool):
+        info = source.info
+        self.folder, self.detector, self.dehazer, self.cfg = folder, detector, dehazer, cfg
+        self.input = info.source
+        dehazed = folder / ("dehazed" if info.kind == "images" else "dehazed.mp4")
+        self.collector = ReportCollector(detector.names, compare)
+        device_type = dehazer.device.type
+        self.sinks = [sink_from_config(str(dehazed), info, cfg.output, device_type=device_type),
+                      ThreadedSink(DetectionLog(folder, detector.names, info, compare), cfg.output.queue_size),
+                      ThreadedSink(self.collector, cfg.output.queue_size)]
+        if compare:
+            self.sinks.append(ThreadedSink(SideBySideSink.create(folder, info, detector.names, cfg.output, device_type),
+                                           cfg.output.queue_size))
+        self.stage = DetectStage(detector, compare=compare, track=cfg.detect.track,
+                                 frame_rate=float(info.fps or 25))
+        self.report = None
+
+    def finish(self, stats) -> None:
+        meta = {"input": self.input, "model": self.dehazer.name, "device": str(self.dehazer.device),
+                "detector": self.detector.label, "classes": [self.detector.names[i] for i in
+                                                             (self.detector.class_ids or self.detector.names)],
+                "conf": self.cfg.detect.conf, "iou": self.cfg.detect.iou, "imgsz": self.cfg.detect.imgsz}
+        self.report = build_report(self.collector, meta, stats, self.stage.unique_counts())
+        write_report(self.folder, self.report)

@@ -132,36 +132,37 @@ class VideoSource(Source):
         self.container.close()
 
 
+def list_images(spec: str) -> list[Path]:
+    """Image files of a folder (natural sort), a glob pattern, or one image file."""
+    if any(c in spec for c in "*?["):
+        paths = [Path(p) for p in _glob.glob(spec, recursive=True)]
+        paths = sorted((p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), key=natural_key)
+        if not paths:
+            raise InputError(f"no images match {spec} (looked for {', '.join(IMAGE_SUFFIXES)})")
+        return paths
+    path = Path(spec)
+    if not path.exists():
+        raise InputError(f"input not found: {spec}")
+    if path.is_file():
+        return [path]
+    paths = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+                   key=natural_key)
+    if not paths:
+        raise InputError(f"no images in folder {spec} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return paths
+
+
 class ImageFolderSource(Source):
     """Images of a folder (natural sort), a glob pattern, or a single image file."""
 
     def __init__(self, spec: str, max_frames: int | None = None, fps: float = 25.0):
         self.spec = spec
-        self.paths = self._list(spec)
+        self.paths = list_images(spec)
         if max_frames is not None:
             self.paths = self.paths[:max_frames]
         first, _ = read_image(self.paths[0])
         self.info = StreamInfo(source=spec, kind="images", width=first.shape[1], height=first.shape[0],
                                fps=Fraction(fps).limit_denominator(1001), frame_count=len(self.paths))
-
-    @staticmethod
-    def _list(spec: str) -> list[Path]:
-        if any(c in spec for c in "*?["):
-            paths = [Path(p) for p in _glob.glob(spec, recursive=True)]
-            paths = sorted((p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), key=natural_key)
-            if not paths:
-                raise InputError(f"no images match {spec} (looked for {', '.join(IMAGE_SUFFIXES)})")
-            return paths
-        path = Path(spec)
-        if not path.exists():
-            raise InputError(f"input not found: {spec}")
-        if path.is_file():
-            return [path]
-        paths = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
-                       key=natural_key)
-        if not paths:
-            raise InputError(f"no images in folder {spec} (looked for {', '.join(IMAGE_SUFFIXES)})")
-        return paths
 
     def __iter__(self) -> Iterator[Frame]:
         for i, path in enumerate(self.paths):
