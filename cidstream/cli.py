@@ -19,6 +19,13 @@ EXAMPLES_RUN = """examples:
   cidstream run in.mp4 --set model.dcp.omega=0.9 --set output.crf=18
 """
 
+EXAMPLES_BATCH = """examples:
+  cidstream batch archive/ -o out/                          # every video under archive/, 1 worker
+  cidstream batch "archive/**/*.mp4" -o out/ --workers 2 --compare
+  cidstream batch manifest.csv -o out/ --retry-failed       # columns: path[,output,max_frames,model,...]
+  cidstream batch archive/ -o out/ --engine ray --address auto   # on the Ray cluster this machine is part of
+"""
+
 
 def _detector_args(p) -> None:
     p.add_argument("--detector", help="Ultralytics detection model file or name (default: $CIDSTREAM_DETECTOR, "
@@ -107,6 +114,36 @@ def build_parser() -> argparse.ArgumentParser:
     _detector_args(ev)
     _common(ev, repeat_model=True)
 
+    batch = sub.add_parser("batch", help="process many video files: resumable, parallel, on Ray if you like",
+                           description="Dehaze (and with --detect/--compare, detect on) every video of INPUTS into "
+                                       "OUT_DIR. OUT_DIR/ledger.json records each file's state: a rerun skips files "
+                                       "done with the same settings, redoes changed ones, and (with --retry-failed) "
+                                       "retries failures. Outputs appear under their final names only when "
+                                       "complete. Exit code 0 when every file is done, 1 when some failed, "
+                                       "130 when interrupted, 2 for a usage or settings error.",
+                           epilog=EXAMPLES_BATCH, formatter_class=argparse.RawDescriptionHelpFormatter)
+    batch.add_argument("inputs", nargs="+", metavar="INPUT",
+                       help="folder (searched recursively for videos), glob pattern (quote it), video file, or "
+                            "manifest (.csv with a 'path' column, or .jsonl); manifest columns other than path, "
+                            "output, max_frames, detect, compare are config keys (model, engine.batch, ...)")
+    batch.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="output folder (created)")
+    batch.add_argument("--detect", action="store_true", help="run the vehicle detector on the dehazed frames; "
+                                                             "each file gets a folder with detections and a report")
+    batch.add_argument("--compare", action="store_true", help="detect on raw and dehazed frames (implies --detect)")
+    _detector_args(batch)
+    batch.add_argument("--workers", "-w", type=int, help="files processed at once [batch.workers]")
+    batch.add_argument("--engine", choices=["local", "ray"], help="local worker processes/threads, or Ray tasks "
+                                                                   "[batch.engine]")
+    batch.add_argument("--address", help="Ray cluster address ('auto' joins the cluster this machine belongs to; "
+                                         "default: start Ray here) [batch.address]")
+    batch.add_argument("--retry-failed", action="store_true", help="try files that failed before again")
+    batch.add_argument("--verify", action="store_true",
+                       help="check finished outputs against their recorded checksums before skipping them")
+    batch.add_argument("--max-frames", type=int, help="process at most this many frames of each file")
+    batch.add_argument("--dry-run", action="store_true", help="show what would be done and stop")
+    batch.add_argument("--no-progress", action="store_true", help="no progress bars (still prints the summary)")
+    _common(batch)
+
     sub.add_parser("models", help="list the available models and whether they have weights")
     _load_plugins(sub)
     return parser
@@ -134,6 +171,9 @@ def make_config(args):
     for key in ("device", "precision", "batch"):
         if getattr(args, key, None) is not None:
             flags.setdefault("engine", {})[key] = getattr(args, key)
+    for key in ("workers", "engine", "address"):
+        if getattr(args, key, None) is not None:
+            flags.setdefault("batch", {})[key] = getattr(args, key)
     detect = {}
     if getattr(args, "detector", None):
         detect["detector"] = args.detector
@@ -185,8 +225,9 @@ def _progress(console, disable: bool):
 
 
 def cmd_run(args, console) -> int:
-    from .engine import Dehazer, run_pipeline
-    from .io import output_kind, source_from_config
+    from .engine import Dehazer
+    from .io import output_kind
+    from .process import process_input
     from .summary import print_run_summary
 
     cfg = make_config(args)
@@ -204,35 +245,17 @@ def cmd_run(args, console) -> int:
         from .detect import Detector
 
         detector = Detector.from_config(cfg.detect, dehazer.device)
-    error = stats = outputs = None
-    device_type = dehazer.device.type
-    with source_from_config(args.input, cfg.input, args.max_frames, device_type) as source:
-        if detecting:
-            from .detect.outputs import DetectionOutputs
-
-            outputs = DetectionOutputs(Path(output), source, cfg, dehazer, detector, args.compare)
-            sinks, stage = outputs.sinks, outputs.stage
-        else:
-            from .io import sink_from_config
-            sinks, stage = [sink_from_config(output, source.info, cfg.output, device_type=device_type)], None
-        total = source.info.frame_count
-        with _progress(console, args.no_progress) as progress:
-            task = progress.add_task("run", total=total, fps=0.0)
-            try:
-                stats = run_pipeline(source, dehazer, sinks, batch=cfg.engine.batch,
-                                     max_latency_ms=cfg.engine.max_latency_ms, queue_size=cfg.input.queue_size,
-                                     detect=stage,
-                                     on_batch=lambda s: progress.update(task, completed=s.frames, fps=s.fps))
-            except CidstreamError as exc:
-                error = exc
-            finally:
-                if outputs is not None:  # the report covers whatever was processed, even after an error
-                    outputs.finish(stats)
-    print_run_summary(console, args.input, sinks[0], dehazer, stats, total, error,
-                      outputs.report if outputs else None, outputs.folder if outputs else None)
-    if error is not None:
-        raise _Reported(error)
-    return 130 if stats.interrupted else 0
+    with _progress(console, args.no_progress) as progress:
+        task = progress.add_task("run", total=None, fps=0.0)
+        result = process_input(args.input, output, cfg, dehazer, detector, compare=args.compare,
+                               max_frames=args.max_frames,
+                               on_start=lambda info: progress.update(task, total=info.frame_count),
+                               on_batch=lambda s: progress.update(task, completed=s.frames, fps=s.fps))
+    print_run_summary(console, args.input, result.sink, dehazer, result.stats, result.total, result.error,
+                      result.report, result.folder)
+    if result.error is not None:
+        raise _Reported(result.error)
+    return 130 if result.stats.interrupted else 0
 
 
 class _Reported(Exception):
@@ -323,7 +346,18 @@ def cmd_eval(args, console) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "bench": cmd_bench, "eval": cmd_eval, "models": cmd_models}
+def cmd_batch(args, console) -> int:
+    from .batch import run_batch
+
+    cfg = make_config(args)
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError("--max-frames must be at least 1")
+    return run_batch(args.inputs, Path(args.output), cfg, console, detect=args.detect or args.compare,
+                     compare=args.compare, max_frames=args.max_frames, retry_failed=args.retry_failed,
+                     verify=args.verify, dry_run=args.dry_run, show_progress=not args.no_progress)
+
+
+COMMANDS = {"run": cmd_run, "bench": cmd_bench, "eval": cmd_eval, "batch": cmd_batch, "models": cmd_models}
 
 
 def _terminate(signum, frame):

@@ -73,6 +73,22 @@ class DetectConfig:
     track: bool = False         # ByteTrack ids and unique-vehicle counts
 
 
+VIDEO_SUFFIXES = [".mp4", ".mkv", ".mov", ".avi", ".ts", ".m2ts", ".mts", ".m4v", ".webm", ".mpg", ".mpeg", ".flv",
+                  ".wmv", ".3gp"]
+
+
+@dataclass
+class BatchConfig:
+    engine: str = "local"       # local (worker processes or threads here) | ray (a Ray cluster)
+    workers: int = 1            # files processed at once (ray: 0 = as many as the cluster has CPUs/GPUs for)
+    local_workers: str = "auto"  # auto: threads sharing one model on CUDA, processes on CPU | processes | threads
+    address: str = ""           # ray: cluster address; "" starts a Ray instance on this machine, "auto" joins one
+    cpus_per_task: float = 1.0  # ray: CPUs reserved per file
+    gpus_per_task: float = 1.0  # ray: GPUs reserved per file when running on CUDA (0.5 packs two per GPU)
+    max_attempts: int = 2       # tries per file when its worker process dies (not for files that fail to decode)
+    video_suffixes: list = field(default_factory=lambda: list(VIDEO_SUFFIXES))  # what a folder or glob picks up
+
+
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -80,6 +96,7 @@ class Config:
     input: InputConfig = field(default_factory=InputConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -161,6 +178,16 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"detect.imgsz must be at least 32, got {d.imgsz}")
     if not 0 <= cfg.output.crf <= 51:
         raise ConfigError(f"output.crf must be within 0..51, got {cfg.output.crf}")
+    b = cfg.batch
+    if b.engine not in ("local", "ray"):
+        raise ConfigError(f"batch.engine must be local or ray, got {b.engine!r}")
+    if b.local_workers not in ("auto", "processes", "threads"):
+        raise ConfigError(f"batch.local_workers must be auto, processes or threads, got {b.local_workers!r}")
+    if b.workers < 0 or (b.workers == 0 and b.engine == "local"):
+        raise ConfigError(f"batch.workers must be at least 1 (0 only with the ray engine), got {b.workers}")
+    if b.cpus_per_task <= 0 or b.gpus_per_task < 0 or b.max_attempts < 1:
+        raise ConfigError("batch.cpus_per_task must be positive, batch.gpus_per_task not negative, "
+                          "batch.max_attempts at least 1")
     return cfg
 
 

@@ -1,6 +1,7 @@
 """source -> batcher -> dehazer -> sink, with decode and encode in their own threads."""
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -78,11 +79,13 @@ def _process(fb: FrameBatch, dehazer: Dehazer, detect, stats: RunStats) -> Batch
 
 def run_pipeline(source: Source, dehazer: Dehazer, sinks: Sink | list[Sink], batch: int = 4,
                  max_latency_ms: float = 100.0, queue_size: int = 32, detect=None,
-                 on_batch: Callable[[RunStats], None] | None = None) -> RunStats:
+                 on_batch: Callable[[RunStats], None] | None = None, model_lock=None) -> RunStats:
     """Dehaze (and, with a ``detect`` stage, detect on) a whole source into sinks.
 
     Ctrl-C stops reading and keeps every processed frame: every sink is always closed
-    (finalized); the interruption is recorded in the stats, errors propagate after closing."""
+    (finalized); the interruption is recorded in the stats, errors propagate after closing.
+    ``on_batch`` may raise KeyboardInterrupt to stop the run the same way; ``model_lock`` makes
+    threads that share one model take turns on it."""
     sinks = sinks if isinstance(sinks, list) else [sinks]
     stats = RunStats()
     reader = _reader_for(source, queue_size)
@@ -90,7 +93,8 @@ def run_pipeline(source: Source, dehazer: Dehazer, sinks: Sink | list[Sink], bat
     try:
         latency = max_latency_ms if source.live else None
         for fb in iter_batches(reader, batch, latency, source.info.source):
-            result = _process(fb, dehazer, detect, stats)
+            with model_lock or contextlib.nullcontext():
+                result = _process(fb, dehazer, detect, stats)
             now = time.monotonic()
             for sink in sinks:
                 sink.write_result(result)

@@ -1,0 +1,234 @@
+"""What a batch has to do: one job per input file, from folders, globs and manifests."""
+from __future__ import annotations
+
+import copy
+import csv
+import glob as _glob
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Config, merge, parse_assignment, validate
+from ..errors import ConfigError, InputError
+from ..io.images import natural_key
+from ..io.sources import is_image_input
+from ..models.registry import bundled_weights
+
+MANIFEST_SUFFIXES = (".csv", ".jsonl")
+# Keys of a manifest line that are not config keys.
+JOB_KEYS = ("path", "output", "max_frames", "detect", "compare")
+# Settings that change speed, not the output: a rerun with other values still counts as "same settings".
+RUNTIME_ONLY = {"engine": ("device", "batch", "max_latency_ms", "channels_last"),
+                "input": ("queue_size", "decode_threads", "hwaccel"), "output": ("queue_size",)}
+
+
+@dataclass
+class Job:
+    key: str                # the ledger's name for this file: its absolute path
+    input: str
+    output: str             # relative to the batch's output folder
+    cfg: Config
+    detect: bool = False
+    compare: bool = False
+    max_frames: int | None = None
+    fingerprint: str = ""
+    attempts: int = 0
+    frames_hint: int | None = None  # frame count from the header, for the progress view
+
+    def settings(self) -> dict:
+        """What decides the output's content (the fingerprint's ingredients, shown in the ledger)."""
+        cfg = self.cfg.to_dict()
+        cfg.pop("batch")
+        for section, keys in RUNTIME_ONLY.items():
+            for key in keys:
+                cfg[section].pop(key)
+        if not (self.detect or self.compare):
+            cfg.pop("detect")
+        return {"config": cfg, "detect": self.detect, "compare": self.compare, "max_frames": self.max_frames,
+                "output": self.output}
+
+
+def _file_stamp(path: str | Path) -> dict | None:
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def fingerprint(job: Job) -> str:
+    """Same settings, same input file and same model weights -> same fingerprint."""
+    weights = bundled_weights(job.cfg.model.name) or Path(job.cfg.model.name)
+    payload = {**job.settings(), "input": _file_stamp(job.input),
+               "weights": _file_stamp(weights) if weights.suffix else None}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _is_glob(spec: str) -> bool:
+    return any(c in spec for c in "*?[")
+
+
+def _glob_root(pattern: str) -> Path:
+    parts = []
+    for part in Path(pattern).parts:
+        if _is_glob(part):
+            break
+        parts.append(part)
+    return Path(*parts) if parts else Path(".")
+
+
+def _path_key(path: Path):
+    """Natural order, folder by folder (cam2/ before cam10/)."""
+    return [natural_key(Path(part)) for part in path.parts]
+
+
+def _videos_under(folder: Path, suffixes: set[str]) -> list[Path]:
+    return sorted((p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes), key=_path_key)
+
+
+def _manifest_rows(path: Path) -> list[tuple[str, dict]]:
+    """(where, row) per manifest line; rows are plain mappings with at least ``path``."""
+    rows = []
+    try:
+        if path.suffix.lower() == ".csv":
+            with path.open(newline="", encoding="utf-8") as fh:
+                reader = csv.DictReader(fh)
+                if not reader.fieldnames or "path" not in reader.fieldnames:
+                    raise ConfigError(f"manifest {path}: the first line must name the columns, one of them 'path'")
+                for n, row in enumerate(reader, start=2):
+                    rows.append((f"{path}:{n}", {k: v for k, v in row.items() if k and v not in (None, "")}))
+        else:
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+                if not line.strip() or line.lstrip().startswith("#"):
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(f"manifest {path}:{n} is not valid JSON: {exc.msg}") from None
+                if isinstance(row, str):
+                    row = {"path": row}
+                if not isinstance(row, dict):
+                    raise ConfigError(f"manifest {path}:{n}: expected an object with a 'path' or a string")
+                rows.append((f"{path}:{n}", row))
+    except OSError as exc:
+        raise InputError(f"cannot read manifest {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError:
+        raise InputError(f"manifest {path} is not UTF-8 text") from None
+    for where, row in rows:
+        if not row.get("path"):
+            raise ConfigError(f"manifest {where}: no 'path'")
+    return rows
+
+
+def _yaml_value(text):
+    return parse_assignment(f"x={text}")["x"] if isinstance(text, str) else text
+
+
+def _with_options(base: Config, row: dict, where: str) -> tuple[Config, dict]:
+    """The job's own config (base plus the row's config keys) and its job keys."""
+    cfg = copy.deepcopy(base)
+    job_opts = {}
+    for key, value in row.items():
+        if key in JOB_KEYS:
+            job_opts[key] = value
+            continue
+        if key == "model":
+            key = "model.name"
+        if "." not in key:
+            raise ConfigError(f"manifest {where}: unknown column '{key}' (use {', '.join(JOB_KEYS)}, 'model' "
+                              "or a config key such as engine.batch or model.dcp.omega)")
+        data: dict = {}
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = _yaml_value(value)
+        try:
+            merge(cfg, data)
+        except ConfigError as exc:
+            raise ConfigError(f"manifest {where}: {exc}") from None
+    try:
+        validate(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"manifest {where}: {exc}") from None
+    return cfg, job_opts
+
+
+def _as_bool(value, where: str) -> bool:
+    value = _yaml_value(value)
+    if not isinstance(value, bool):
+        raise ConfigError(f"manifest {where}: expected true or false, got {value!r}")
+    return value
+
+
+def collect_jobs(inputs: list[str], cfg: Config, detect: bool = False, compare: bool = False,
+                 max_frames: int | None = None) -> list[Job]:
+    """Expand INPUTS (folders recursively, globs, manifests, single files) into jobs with unique outputs."""
+    suffixes = {s.lower() for s in cfg.batch.video_suffixes}
+    entries: list[tuple[Path, str, Config, dict]] = []   # (input, output stem, config, job options)
+    for spec in inputs:
+        path = Path(spec)
+        if _is_glob(spec):
+            root = _glob_root(spec)
+            found = sorted((Path(p) for p in _glob.glob(spec, recursive=True)), key=_path_key)
+            found = [p for p in found if p.is_file() and p.suffix.lower() in suffixes]
+            if not found:
+                raise InputError(f"no video files match {spec} (looked for {', '.join(sorted(suffixes))})")
+            entries += [(p, str(p.relative_to(root).with_suffix("")), cfg, {}) for p in found]
+        elif path.is_dir():
+            found = _videos_under(path, suffixes)
+            if not found:
+                raise InputError(f"no video files under {spec} (looked for {', '.join(sorted(suffixes))})")
+            entries += [(p, str(p.relative_to(path).with_suffix("")), cfg, {}) for p in found]
+        elif path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
+            for where, row in _manifest_rows(path):
+                job_cfg, opts = _with_options(cfg, row, where)
+                item = Path(row["path"]).expanduser()
+                item = item if item.is_absolute() else path.parent / item
+                if opts.get("output"):
+                    stem = str(opts["output"])
+                else:
+                    try:
+                        stem = str(item.relative_to(path.parent).with_suffix(""))
+                    except ValueError:
+                        stem = item.stem
+                entries.append((item, stem, job_cfg, {**opts, "where": where}))
+        elif path.is_file():
+            entries.append((path, path.stem, cfg, {}))
+        else:
+            raise InputError(f"input not found: {spec}")
+    return _make_jobs(entries, detect, compare, max_frames)
+
+
+def _make_jobs(entries, detect: bool, compare: bool, max_frames: int | None) -> list[Job]:
+    jobs, seen_inputs, used = [], set(), set()
+    for item, stem, cfg, opts in entries:
+        key = str(item.resolve())
+        if key in seen_inputs:  # the same file named twice (e.g. a folder and a glob over it)
+            continue
+        seen_inputs.add(key)
+        where = opts.get("where", str(item))
+        job_detect = _as_bool(opts["detect"], where) if "detect" in opts else detect
+        job_compare = _as_bool(opts["compare"], where) if "compare" in opts else compare
+        job_detect = job_detect or job_compare
+        frames = _yaml_value(opts["max_frames"]) if "max_frames" in opts else max_frames
+        if frames is not None and (not isinstance(frames, int) or frames < 1):
+            raise ConfigError(f"{where}: max_frames must be a positive integer, got {frames!r}")
+        folder_out = job_detect or is_image_input(str(item))
+        stem = stem.strip("/") or item.stem
+        if Path(stem).is_absolute() or ".." in Path(stem).parts:
+            raise ConfigError(f"{where}: output '{stem}' must stay inside the output folder")
+        output = stem if folder_out else f"{stem}.mp4"
+        if output in used:  # a.mp4 and a.mkv side by side
+            stem = f"{stem}_{item.suffix.lstrip('.').lower() or 'file'}"
+            output = stem if folder_out else f"{stem}.mp4"
+        n = 2
+        while output in used:
+            output = f"{stem}_{n}" if folder_out else f"{stem}_{n}.mp4"
+            n += 1
+        used.add(output)
+        job = Job(key, str(item.absolute()), output, cfg, job_detect, job_compare, frames)
+        job.fingerprint = fingerprint(job)
+        jobs.append(job)
+    return jobs

@@ -1,0 +1,105 @@
+"""The terminal view of a batch: bars over files and frames, a line per file in flight, and the summary."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .jobs import Job
+from .runner import BatchResult, Callbacks, Plan
+
+
+class BatchProgress(Callbacks):
+    def __init__(self, console, jobs: list[Job], disable: bool = False):
+        self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[note]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                                 TimeRemainingColumn(), console=console, disable=disable, transient=True)
+        known = [j.frames_hint for j in jobs if j.frames_hint]
+        self.files = self.bars.add_task("[bold]files[/]", total=len(jobs), note="")
+        self.frames = self.bars.add_task("[bold]frames[/]", total=sum(known) if known else None, note="")
+        self._tasks: dict[str, int] = {}
+        self._frames_by_file: dict[str, int] = {}
+        self.done = self.failed = 0
+
+    def __enter__(self):
+        self.bars.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.bars.__exit__(*exc)
+
+    def started(self, job: Job) -> None:
+        self._tasks[job.key] = self.bars.add_task(f"  {Path(job.input).name}", total=job.frames_hint, note="")
+
+    def progress_update(self, key: str, frames: int) -> None:
+        self._frames_by_file[key] = frames
+        t = self.bars.tasks[self.frames]
+        total_done = sum(self._frames_by_file.values())
+        fps = total_done / t.elapsed if t.elapsed else 0.0
+        self.bars.update(self.frames, completed=total_done, note=f"{fps:.1f} fps")
+
+    def progress(self, key: str, frames: int, total: int | None) -> None:
+        if key in self._tasks:
+            self.bars.update(self._tasks[key], completed=frames, total=total)
+        self.progress_update(key, frames)
+
+    def finished(self, job: Job, result: dict) -> None:
+        task = self._tasks.pop(job.key, None)
+        if task is not None:
+            self.bars.remove_task(task)
+        state = result["state"]
+        if state == "done":
+            self.done += 1
+            self.progress_update(job.key, result["frames"])
+        elif state == "failed":
+            self.failed += 1
+            self.bars.console.print(f"[red]failed[/] {job.input}: {result['error']}", highlight=False,
+                                        soft_wrap=True)
+        if state in ("done", "failed"):
+            self.bars.update(self.files, advance=1, note=f"{self.done} done, {self.failed} failed")
+
+
+def print_plan(console, plan: Plan, total: int) -> None:
+    parts = [f"{total} file{'s' if total != 1 else ''}", f"{len(plan.todo)} to do"]
+    if plan.redo:
+        parts.append(f"{len(plan.redo)} of them redone (settings, input or outputs changed)")
+    if plan.skipped:
+        parts.append(f"{len(plan.skipped)} already done (skipped)")
+    if plan.failed_before:
+        parts.append(f"{len(plan.failed_before)} failed earlier (--retry-failed to try again)")
+    console.print(", ".join(parts), highlight=False)
+
+
+def print_batch_summary(console, report: dict, result: BatchResult, report_paths, ledger_path) -> None:
+    t, r = report["totals"], report["this_run"]
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    if result.fatal:
+        status = f"[red]stopped[/]: {result.fatal}"
+    elif result.interrupted:
+        status = "[yellow]interrupted[/] (files in flight stay pending; run again to finish)"
+    elif t["failed"]:
+        status = f"[red]{t['failed']} file(s) failed[/]"
+    elif t["pending"]:
+        status = f"[yellow]{t['pending']} file(s) pending[/]"
+    else:
+        status = "[green]all done[/]"
+    table.add_row("status", status)
+    table.add_row("files", f"{t['done']} done, {t['failed']} failed, {t['pending']} pending of {t['files']}")
+    table.add_row("this run", f"{r['files_done']} done, {r['files_failed']} failed, {r['frames']} frames in "
+                              f"{r['seconds']:.1f} s ({r['fps']:.1f} fps over the batch)"
+                  + (f", {r['worker_retries']} retried after a worker died" if r["worker_retries"] else ""))
+    table.add_row("engine", report["engine"])
+    v = t["vehicles"]
+    if v and "raw" in v:
+        table.add_row("vehicles", f"raw {v['raw']}, dehazed {v['dehazed']} ({v['difference']:+d})")
+    elif v:
+        table.add_row("vehicles", f"{v['dehazed']} detections (dehazed)")
+    for f in report["files"]:
+        if f["state"] == "failed":
+            table.add_row("[red]failed[/]", f"{f['input']}: {f['error']}")
+    table.add_row("ledger", str(ledger_path))
+    table.add_row("report", f"{report_paths[0]} and {report_paths[1].name}")
+    console.print(table)
