@@ -3,7 +3,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench sample clean
+.PHONY: install system-deps demo test bench sample clean
+
+# The RTSP tests start a real GStreamer RTSP server with the system Python (python3-gi).
+RTSP_APT := gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+	gstreamer1.0-plugins-ugly python3-gi
+GST_PROBE := import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import Gst, GstRtspServer; \
+	Gst.init(None); assert Gst.ElementFactory.find('x264enc') and Gst.ElementFactory.find('rtph264pay')
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -17,7 +23,14 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/cidstream run samples/hazy_traffic.mp4 -o out/hazy_traffic_dehazed.mp4
 
-test: install
+# Installs the apt packages above when they are missing (as root, or with sudo).
+system-deps:
+	@if /usr/bin/python3 -c "$(GST_PROBE)" >/dev/null 2>&1; then echo "GStreamer RTSP server: present"; else \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends $(RTSP_APT); \
+	fi
+
+test: install system-deps
 	$(PY) -m pytest -q
 
 # Stage speeds on the sample for every model (see docs/benchmarking.md for the full set).

@@ -26,6 +26,12 @@ EXAMPLES_BATCH = """examples:
   cidstream batch archive/ -o out/ --engine ray --address auto   # on the Ray cluster this machine is part of
 """
 
+EXAMPLES_LIVE = """examples:
+  cidstream live configs/cameras.yaml                       # until Ctrl-C
+  cidstream live configs/cameras.yaml -o /data/live --detect --duration 3600
+  cidstream live cams.yaml --set live.segment_s=600 --set live.watchdog_s=10
+"""
+
 
 def _detector_args(p) -> None:
     p.add_argument("--detector", help="Ultralytics detection model file or name (default: $CIDSTREAM_DETECTOR, "
@@ -143,6 +149,25 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--dry-run", action="store_true", help="show what would be done and stop")
     batch.add_argument("--no-progress", action="store_true", help="no progress bars (still prints the summary)")
     _common(batch)
+
+    live = sub.add_parser("live", help="dehaze several camera streams at once, for days",
+                          description="Read every camera of CAMERAS (a YAML file like configs/cameras.yaml) in one "
+                                      "process, batch their frames together on one device, and write per camera: "
+                                      "video segments (one file every live.segment_s seconds, each playable), "
+                                      "detections.jsonl with --detect; OUTPUT/stats.json holds live counters. "
+                                      "Cameras reconnect with backoff (forever by default) and a watchdog drops "
+                                      "connections that stop sending frames. Ctrl-C or SIGTERM stops reading, "
+                                      "finishes the frames in flight, closes every file and exits 0.",
+                          epilog=EXAMPLES_LIVE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    live.add_argument("cameras", metavar="CAMERAS", help="cameras YAML (name, url, options, output per camera)")
+    live.add_argument("-o", "--output", help="output folder (default: 'output' in CAMERAS, else live_out)")
+    live.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    live.add_argument("--max-frames", type=int, help="stop each camera after this many frames")
+    live.add_argument("--detect", action="store_true", help="run the vehicle detector on the dehazed frames")
+    _detector_args(live)
+    live.add_argument("--track", action="store_true", help="ByteTrack ids per camera [detect.track]")
+    live.add_argument("--no-status", action="store_true", help="no status table or lines (stats.json is still written)")
+    _common(live)
 
     sub.add_parser("models", help="list the available models and whether they have weights")
     _load_plugins(sub)
@@ -357,7 +382,60 @@ def cmd_batch(args, console) -> int:
                      verify=args.verify, dry_run=args.dry_run, show_progress=not args.no_progress)
 
 
-COMMANDS = {"run": cmd_run, "bench": cmd_bench, "eval": cmd_eval, "batch": cmd_batch, "models": cmd_models}
+def cmd_live(args, console) -> int:
+    import logging
+
+    from .engine import Dehazer
+    from .live.cameras import load_cameras
+    from .live.hub import LiveHub
+    from .live.view import status_line, status_table
+
+    cameras = load_cameras(args.cameras)
+    args.set = [*(f"{k}={json.dumps(v)}" for k, v in _flatten(cameras.settings)), *args.set]
+    cfg = make_config(args)
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError("--max-frames must be at least 1")
+    if args.duration is not None and args.duration <= 0:
+        raise ConfigError("--duration must be positive")
+    root = Path(args.output or cameras.output)
+    dehazer = Dehazer.from_config(cfg)
+    detector = None
+    if args.detect or args.track:
+        from .detect import Detector
+
+        detector = Detector.from_config(cfg.detect, dehazer.device)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    hub = LiveHub(cameras, cfg, root, dehazer, detector, args.max_frames)
+    console.print(f"{len(hub.cameras)} camera(s) -> {root}/ (model {dehazer.name} on {dehazer.device}); "
+                  "Ctrl-C stops", highlight=False)
+    signal.signal(signal.SIGTERM, lambda *_: hub.stop_requested.set())
+    signal.signal(signal.SIGINT, lambda *_: hub.stop_requested.set())
+    if args.no_status:
+        result = hub.run(args.duration)
+    elif console.is_terminal:
+        from rich.live import Live
+
+        with Live(status_table([c.status() for c in hub.cameras]), console=console, refresh_per_second=2) as view:
+            result = hub.run(args.duration, on_status=lambda cams: view.update(status_table(cams)))
+    else:
+        result = hub.run(args.duration, on_status=lambda cams: [console.print(status_line(c), highlight=False)
+                                                                 for c in cams])
+    console.print(status_table(result.cameras, title=f"stopped ({result.reason}) after {result.seconds:.0f} s"))
+    console.print(f"stats: {hub.stats_path}")
+    failed = [c for c in result.cameras if c["state"] == "failed"]
+    return 1 if failed and result.reason != "interrupted" else 0
+
+
+def _flatten(data: dict, prefix: str = ""):
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+COMMANDS = {"run": cmd_run, "bench": cmd_bench, "eval": cmd_eval, "batch": cmd_batch, "live": cmd_live,
+            "models": cmd_models}
 
 
 def _terminate(signum, frame):

@@ -73,6 +73,22 @@ class DetectConfig:
     track: bool = False         # ByteTrack ids and unique-vehicle counts
 
 
+@dataclass
+class LiveConfig:
+    transport: str = "tcp"          # RTSP transport: tcp (default; survives NAT and loss) | udp
+    open_timeout_s: float = 10.0    # PyAV: give up opening a stream after this long
+    read_timeout_s: float = 10.0    # PyAV: give up a read that returns nothing for this long
+    watchdog_s: float = 5.0         # no new frame for this long: drop the connection and reconnect
+    reconnect: bool = True
+    max_reconnects: int = 0         # 0 = forever
+    backoff_initial_s: float = 0.5  # first wait before reconnecting; doubles per failed attempt
+    backoff_max_s: float = 30.0
+    backoff_jitter: float = 0.3     # +-30% random spread, so many cameras do not reconnect in lockstep
+    queue_size: int = 4             # frames buffered per camera; older ones are dropped when processing lags
+    segment_s: float = 300.0        # cidstream live: a new video file every this many seconds (0 = one file)
+    status_every_s: float = 2.0     # cidstream live: terminal status and stats.json refresh
+
+
 VIDEO_SUFFIXES = [".mp4", ".mkv", ".mov", ".avi", ".ts", ".m2ts", ".mts", ".m4v", ".webm", ".mpg", ".mpeg", ".flv",
                   ".wmv", ".3gp"]
 
@@ -97,6 +113,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -178,6 +195,15 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"detect.imgsz must be at least 32, got {d.imgsz}")
     if not 0 <= cfg.output.crf <= 51:
         raise ConfigError(f"output.crf must be within 0..51, got {cfg.output.crf}")
+    lv = cfg.live
+    if lv.transport not in ("tcp", "udp"):
+        raise ConfigError(f"live.transport must be tcp or udp, got {lv.transport!r}")
+    if min(lv.open_timeout_s, lv.read_timeout_s, lv.watchdog_s, lv.backoff_initial_s, lv.status_every_s) <= 0:
+        raise ConfigError("live timeouts, watchdog_s, backoff_initial_s and status_every_s must be positive")
+    if lv.backoff_max_s < lv.backoff_initial_s or not 0 <= lv.backoff_jitter < 1:
+        raise ConfigError("live.backoff_max_s must be at least backoff_initial_s, live.backoff_jitter in [0, 1)")
+    if lv.queue_size < 1 or lv.segment_s < 0 or lv.max_reconnects < 0:
+        raise ConfigError("live.queue_size must be at least 1, live.segment_s and live.max_reconnects >= 0")
     b = cfg.batch
     if b.engine not in ("local", "ray"):
         raise ConfigError(f"batch.engine must be local or ray, got {b.engine!r}")

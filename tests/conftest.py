@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -79,3 +80,104 @@ def highway_frames(shared_data):
 
     with av.open(str(shared_data / "videos" / "highway_720p.mp4")) as c:
         return np.stack([f.to_ndarray(format="rgb24") for _, f in zip(range(6), c.decode(video=0))])
+
+
+def cut_clip(src: Path, dst: Path, frames: int, width: int = 320) -> None:
+    """The first ``frames`` frames of ``src``, scaled to ``width``, as a fresh H.264 file."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        s = inp.streams.video[0]
+        h = round(s.codec_context.height * width / s.codec_context.width / 2) * 2
+        o = out.add_stream("libx264", rate=25)
+        o.width, o.height, o.pix_fmt = width, h, "yuv420p"
+        for i, f in enumerate(inp.decode(s)):
+            if i >= frames:
+                break
+            nf = av.VideoFrame.from_ndarray(f.to_ndarray(format="rgb24", width=width, height=h), format="rgb24")
+            nf.pts = i
+            out.mux(o.encode(nf))
+        out.mux(o.encode())
+
+
+def frame_count(path: Path) -> int:
+    with av.open(str(path)) as c:
+        return sum(1 for _ in c.decode(video=0))
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"   # has python3-gi; the venv does not
+RTSP_SERVER = REPO / "tests" / "rtsp_server.py"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RtspServer:
+    """A real GStreamer RTSP server in its own process (tests/rtsp_server.py)."""
+
+    def __init__(self, port: int, args: list[str], mount: str = "/cam"):
+        self.port, self.args, self.mount = port, args, mount
+        self.url = f"rtsp://127.0.0.1:{port}{mount}"
+        self.proc = None
+
+    def start(self) -> "RtspServer":
+        import time
+
+        self.proc = subprocess.Popen([SYSTEM_PYTHON, str(RTSP_SERVER), "--port", str(self.port), "--mount",
+                                      self.mount, *self.args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("READY"):
+            err = self.proc.stderr.read() if self.proc.poll() is not None else ""
+            raise RuntimeError(f"RTSP server did not start: {line!r} {err[-500:]}")
+        self.started_at = time.time()
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="session")
+def gst_rtsp():
+    """The GStreamer RTSP server packages; CI installs them (.ci/run), so there their absence fails."""
+    probe = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
+             "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
+             "assert Gst.ElementFactory.find('x264enc') and Gst.ElementFactory.find('rtph264pay')")
+    ok = Path(SYSTEM_PYTHON).exists() and subprocess.run([SYSTEM_PYTHON, "-c", probe],
+                                                          capture_output=True).returncode == 0
+    if not ok:
+        message = ("GStreamer RTSP server not available (apt packages gir1.2-gst-rtsp-server-1.0 "
+                   "gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly python3-gi)")
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return True
+
+
+@pytest.fixture
+def rtsp_server(gst_rtsp):
+    """``rtsp_server(*args, port=None)`` starts a server (e.g. "--testsrc" or "--file", path); all stop at the end."""
+    servers = []
+
+    def start(*args, port: int | None = None) -> RtspServer:
+        server = RtspServer(port or free_port(), [str(a) for a in args]).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for s in servers:
+        s.stop()

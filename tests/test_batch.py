@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import av
 import psutil
 import pytest
 
@@ -17,32 +16,10 @@ from cidstream.batch.outputs import TMP_DIR, publish, sha256_file
 from cidstream.config import load_config
 from cidstream.errors import ConfigError
 
-from .conftest import run_cli_subprocess
+from .conftest import cut_clip, frame_count, run_cli_subprocess
 
 CLIPS = {"highway.mp4": "highway_720p.mp4", "cam1/traffic.mp4": "traffic_cam_640x360.mp4",
          "cam1/foggy.mkv": "foggy_road_real.mp4"}
-
-
-def cut_clip(src: Path, dst: Path, frames: int, width: int = 320) -> None:
-    """The first ``frames`` frames of ``src``, scaled to ``width``, as a fresh H.264 file."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        s = inp.streams.video[0]
-        h = round(s.codec_context.height * width / s.codec_context.width / 2) * 2
-        o = out.add_stream("libx264", rate=25)
-        o.width, o.height, o.pix_fmt = width, h, "yuv420p"
-        for i, f in enumerate(inp.decode(s)):
-            if i >= frames:
-                break
-            nf = av.VideoFrame.from_ndarray(f.to_ndarray(format="rgb24", width=width, height=h), format="rgb24")
-            nf.pts = i
-            out.mux(o.encode(nf))
-        out.mux(o.encode())
-
-
-def frame_count(path: Path) -> int:
-    with av.open(str(path)) as c:
-        return sum(1 for _ in c.decode(video=0))
 
 
 @pytest.fixture(scope="session")

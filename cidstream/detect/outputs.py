@@ -22,19 +22,20 @@ class DetectionLog(Sink):
     (``raw`` only in compare mode); a box is {"box": [x1, y1, x2, y2], "class", "class_id",
     "confidence"[, "track_id"]} in pixels of the original frame."""
 
-    def __init__(self, folder: Path, names: dict[int, str], info: StreamInfo, compare: bool):
+    def __init__(self, folder: Path, names: dict[int, str], info: StreamInfo, compare: bool, exports: bool = True):
         self.folder = Path(folder)
         self.path = self.folder / "detections.jsonl"
         self.names, self.info, self.compare = names, info, compare
         self.streams = STREAMS if compare else STREAMS[:1]
+        self.exports = exports  # COCO and MOT files; off for live streams (COCO is kept in memory until close)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self._jsonl = self.path.open("w", encoding="utf-8")
+            self._jsonl = self.path.open("a" if not exports else "w", encoding="utf-8")
             self._mot = {s: (self.folder / self._stem(s, "mot.txt")).open("w", encoding="utf-8")
-                         for s in self.streams}
+                         for s in self.streams} if exports else {}
         except OSError as exc:
             raise OutputError(f"cannot write detections into {self.folder}: {exc.strerror or exc}") from exc
-        self._coco = {s: {"images": [], "annotations": []} for s in self.streams}
+        self._coco = {s: {"images": [], "annotations": []} for s in self.streams} if exports else {}
 
     @staticmethod
     def _stem(stream: str, suffix: str) -> str:
@@ -49,9 +50,11 @@ class DetectionLog(Sink):
             for stream in self.streams:
                 det: Detections = per_stream[stream][i]
                 line[stream] = det.to_records(self.names)
-                self._export(stream, frame, det, w, h)
+                if self.exports:
+                    self._export(stream, frame, det, w, h)
             self._jsonl.write(json.dumps(line) + "\n")
             self.written += 1
+        self._jsonl.flush()
 
     def _export(self, stream: str, frame, det: Detections, w: int, h: int) -> None:
         coco = self._coco[stream]

@@ -109,7 +109,7 @@ def run_pipeline(source: Source, dehazer: Dehazer, sinks: Sink | list[Sink], bat
         stats.interrupted = True
     finally:
         reader.stop()
-        stats.dropped = reader.dropped
+        stats.dropped = reader.dropped + getattr(getattr(source, "stats", None), "dropped", 0)
         stats.stage_seconds["decode"] = reader.busy_seconds
         try:
             _close_all(sinks)

@@ -67,7 +67,8 @@ class VideoSink(Sink):
     """
 
     def __init__(self, path: str | Path, info: StreamInfo, codec: str = "libx264", crf: int = 20,
-                 preset: str = "veryfast", copy_audio: bool = True, device_type: str = "cpu"):
+                 preset: str = "veryfast", copy_audio: bool = True, device_type: str = "cpu",
+                 container_options: dict | None = None):
         self.path = Path(path)
         _prepare_output_file(self.path)
         self.fps = info.fps or Fraction(25)
@@ -75,7 +76,7 @@ class VideoSink(Sink):
         self.codec, self.crf, self.preset = resolve_encoder(codec, device_type), crf, preset
         self.expected_frames = info.frame_count
         try:
-            self.container = av.open(str(self.path), mode="w")
+            self.container = av.open(str(self.path), mode="w", options=container_options or {})
         except (av.error.FFmpegError, OSError) as exc:
             raise OutputError(f"cannot write video {self.path}: {ffmpeg_message(exc)}") from exc
         self.stream = None

@@ -46,29 +46,25 @@ class Source:
 
 
 class VideoSource(Source):
-    """Decodes the first video stream of a file or URL with PyAV (FFmpeg threads on)."""
+    """Decodes the first video stream of a file with PyAV (FFmpeg threads on); streams use ``LiveSource``."""
 
     def __init__(self, spec: str, options: dict | None = None, decode_threads: int = 0,
                  max_frames: int | None = None, hwaccel=None):
         self.spec = spec
-        self.live = is_url(spec)
         self.max_frames = max_frames
         opts = {str(k): str(v) for k, v in (options or {}).items()}
-        if spec.lower().startswith(("rtsp://", "rtsps://")):
-            opts.setdefault("rtsp_transport", "tcp")
-        if not self.live:
-            path = Path(spec)
-            if not path.exists():
-                raise InputError(f"input not found: {spec}")
-            if path.stat().st_size == 0:
-                raise InputError(f"input file is empty (0 bytes): {spec}")
+        path = Path(spec)
+        if not path.exists():
+            raise InputError(f"input not found: {spec}")
+        if path.stat().st_size == 0:
+            raise InputError(f"input file is empty (0 bytes): {spec}")
         self.decode_path = "NVDEC (CUDA)" if hwaccel is not None else "software"
         try:
             kw = {"hwaccel": hwaccel} if hwaccel is not None else {}
-            self.container = av.open(spec, options=opts, timeout=(10.0, 10.0) if self.live else None, **kw)
+            self.container = av.open(spec, options=opts, **kw)
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
-            hint = "" if self.live else " (corrupt, truncated, or not a video file)"
-            raise InputError(f"cannot open {spec} as video: {ffmpeg_message(exc)}{hint}") from exc
+            raise InputError(f"cannot open {spec} as video: {ffmpeg_message(exc)} "
+                             "(corrupt, truncated, or not a video file)") from exc
         if not self.container.streams.video:
             self.container.close()
             raise InputError(f"{spec} has no video stream")
@@ -83,18 +79,18 @@ class VideoSource(Source):
         fps = self.stream.average_rate or self.stream.guessed_rate
         self.info = StreamInfo(
             source=spec,
-            kind="live" if self.live else "video",
+            kind="video",
             width=ctx.width,
             height=ctx.height,
             fps=Fraction(fps) if fps else None,
             time_base=Fraction(self.stream.time_base) if self.stream.time_base else None,
-            frame_count=(self.stream.frames or None) if not self.live else None,
+            frame_count=self.stream.frames or None,
             codec=ctx.name,
             has_audio=bool(self.container.streams.audio),
         )
         if max_frames is not None and self.info.frame_count:
             self.info.frame_count = min(self.info.frame_count, max_frames)
-        elif max_frames is not None and not self.live:
+        elif max_frames is not None:
             self.info.frame_count = None
 
     def __iter__(self) -> Iterator[Frame]:
@@ -120,7 +116,7 @@ class VideoSource(Source):
     def _check_complete(self, count: int, last: float | None) -> None:
         """Frame counts in headers include frames an edit list hides, so compare times instead."""
         s = self.stream
-        if self.live or self.max_frames is not None or last is None or not s.duration or not s.time_base:
+        if self.max_frames is not None or last is None or not s.duration or not s.time_base:
             return
         end = float(((s.start_time or 0) + s.duration) * s.time_base)
         slack = max(1.0, 3.0 / float(self.info.fps or 25))
@@ -181,18 +177,25 @@ def is_image_input(spec: str) -> bool:
 
 
 def open_source(spec: str, options: dict | None = None, decode_threads: int = 0, max_frames: int | None = None,
-                image_fps: float = 25.0, hwaccel=None) -> Source:
-    """Pick the source for ``spec``: a folder, glob or image file, else a video file or URL."""
+                image_fps: float = 25.0, hwaccel=None, live_cfg=None) -> Source:
+    """Pick the source for ``spec``: a folder, glob or image file; a stream URL or capture device
+    (reconnecting ``LiveSource``); else a video file."""
     spec = str(spec)
     if is_image_input(spec):
         return ImageFolderSource(spec, max_frames=max_frames, fps=image_fps)
+    if is_url(spec) or spec.startswith("/dev/video"):
+        from ..config import LiveConfig
+        from .live import LiveSource
+
+        return LiveSource.from_config(spec, live_cfg or LiveConfig(), options=options, max_frames=max_frames)
     return VideoSource(spec, options=options, decode_threads=decode_threads, max_frames=max_frames, hwaccel=hwaccel)
 
 
-def source_from_config(spec: str, input_cfg, max_frames: int | None = None, device_type: str = "cpu") -> Source:
-    """``open_source`` with the settings of a config's ``input`` section (NVDEC on CUDA when asked)."""
+def source_from_config(spec: str, input_cfg, max_frames: int | None = None, device_type: str = "cpu",
+                       live_cfg=None) -> Source:
+    """``open_source`` with the settings of a config's ``input`` (and ``live``) sections (NVDEC on CUDA when asked)."""
     from .hwcodec import decode_hwaccel
 
     hwaccel = decode_hwaccel(device_type) if input_cfg.hwaccel == "auto" else None
     return open_source(spec, options=input_cfg.options, decode_threads=input_cfg.decode_threads,
-                       max_frames=max_frames, image_fps=input_cfg.image_fps, hwaccel=hwaccel)
+                       max_frames=max_frames, image_fps=input_cfg.image_fps, hwaccel=hwaccel, live_cfg=live_cfg)

@@ -1,0 +1,273 @@
+"""Live sources (RTSP, HTTP MJPEG/HLS, capture devices) that survive the real world.
+
+A supervisor thread owns the connection: it opens the stream with PyAV, decodes in a connection
+thread, and watches the age of the newest frame. PyAV's own timeouts cover a dead socket, not a
+camera that keeps the connection alive without sending pictures, so when no frame has arrived for
+``watchdog_s`` the connection is abandoned (its thread exits at its next read or timeout and closes
+its own container) and a new one is opened after an exponential backoff with jitter. Frames go into
+a small drop-oldest queue: whoever consumes them always gets fresh ones and latency stays bounded.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Iterator
+
+import av
+
+from ..errors import InputError
+from ..frames import Frame, StreamInfo
+from .sources import Source, ffmpeg_message
+
+log = logging.getLogger("cidstream.live")
+
+# Live timestamps are wall-clock milliseconds since the source started, so they stay monotonic
+# across reconnects and show the real timing of a stream with dropped frames.
+LIVE_TIME_BASE = Fraction(1, 1000)
+
+
+def is_capture_device(spec: str) -> bool:
+    return spec.startswith("/dev/video")
+
+
+@dataclass
+class LiveStats:
+    received: int = 0          # frames decoded from the camera
+    dropped: int = 0           # frames dropped because the consumer was busy (drop-oldest)
+    reconnects: int = 0        # connections opened after the first
+    watchdog_fires: int = 0    # connections abandoned because no frame came for watchdog_s
+    state: str = "starting"    # connecting | streaming | waiting | stopped | failed
+    last_error: str | None = None
+    connected_at: float | None = None   # monotonic time of the newest connection's first frame
+    events: deque = field(default_factory=lambda: deque(maxlen=50), repr=False)  # (wall time, text)
+
+    def event(self, text: str) -> None:
+        self.events.append((time.time(), text))
+
+
+class _Connection:
+    """One attempt: opens the stream and decodes into the source's queue until told to stop."""
+
+    def __init__(self, source: "LiveSource", attempt: int):
+        self.source, self.attempt = source, attempt
+        self.stop = threading.Event()
+        self.started = time.monotonic()
+        self.last_frame = None          # monotonic time of the newest frame
+        self.error: str | None = None
+        self.ended = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"live-{source.name}-{attempt}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        src = self.source
+        container = None
+        try:
+            container = av.open(src.url, options=src.av_options(), timeout=(src.open_timeout_s, src.read_timeout_s),
+                                **({"format": "v4l2"} if is_capture_device(src.url) else {}))
+            if not container.streams.video:
+                raise InputError("the stream has no video")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            rate = stream.average_rate or stream.guessed_rate
+            if rate:
+                src.info.fps = Fraction(rate)
+            for vf in container.decode(stream):
+                if self.stop.is_set():
+                    return
+                now = time.monotonic()
+                self.last_frame = now
+                src._deliver(vf.to_ndarray(format="rgb24"), now, self)
+            self.error = "the stream ended"
+        except InputError as exc:
+            self.error = str(exc)
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            self.error = ffmpeg_message(exc)
+        except Exception as exc:  # anything else from the decoder: this connection is over, try another
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            if container is not None:
+                try:
+                    container.close()
+                except Exception:  # closing a broken connection may fail too; nothing left to save
+                    pass
+            self.ended.set()
+
+
+class LiveSource(Source):
+    """A reconnecting live stream; iterate it, or ``start()`` it and ``take()`` frames without blocking."""
+
+    live = True
+
+    def __init__(self, url: str, name: str | None = None, options: dict | None = None, transport: str = "tcp",
+                 open_timeout_s: float = 10.0, read_timeout_s: float = 10.0, watchdog_s: float = 5.0,
+                 reconnect: bool = True, max_reconnects: int = 0, backoff_initial_s: float = 0.5,
+                 backoff_max_s: float = 30.0, backoff_jitter: float = 0.3, queue_size: int = 4,
+                 max_frames: int | None = None, notify: threading.Event | None = None):
+        self.url, self.name = url, name or url
+        self.options = {str(k): str(v) for k, v in (options or {}).items()}
+        self.transport = transport
+        self.open_timeout_s, self.read_timeout_s, self.watchdog_s = open_timeout_s, read_timeout_s, watchdog_s
+        self.reconnect, self.max_reconnects = reconnect, max_reconnects
+        self.backoff_initial_s, self.backoff_max_s, self.backoff_jitter = backoff_initial_s, backoff_max_s, backoff_jitter
+        self.max_frames = max_frames
+        self.frames: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
+        self.notify = notify
+        self.stats = LiveStats()
+        self.info = StreamInfo(source=url, kind="live", fps=Fraction(25), time_base=LIVE_TIME_BASE)
+        self._stop = threading.Event()
+        self._t0 = None
+        self._index = 0
+        self._lock = threading.Lock()
+        self._supervisor: threading.Thread | None = None
+        self._current: _Connection | None = None
+        self.failure: InputError | None = None
+
+    @classmethod
+    def from_config(cls, url: str, live_cfg, options: dict | None = None, name: str | None = None,
+                    max_frames: int | None = None, notify=None) -> "LiveSource":
+        c = live_cfg
+        return cls(url, name=name, options=options, transport=c.transport, open_timeout_s=c.open_timeout_s,
+                   read_timeout_s=c.read_timeout_s, watchdog_s=c.watchdog_s, reconnect=c.reconnect,
+                   max_reconnects=c.max_reconnects, backoff_initial_s=c.backoff_initial_s,
+                   backoff_max_s=c.backoff_max_s, backoff_jitter=c.backoff_jitter, queue_size=c.queue_size,
+                   max_frames=max_frames, notify=notify)
+
+    def av_options(self) -> dict:
+        opts = dict(self.options)
+        if self.url.lower().startswith(("rtsp://", "rtsps://")):
+            opts.setdefault("rtsp_transport", self.transport)
+        return opts
+
+    # -- producer side (connection threads) --------------------------------------------------------
+    def _deliver(self, image, now: float, conn: _Connection) -> None:
+        with self._lock:
+            if conn is not self._current or self._stop.is_set():
+                return  # an abandoned connection still decoding: ignore it
+            if self.max_frames is not None and self._index >= self.max_frames:
+                self._stop.set()
+                return
+            if self._t0 is None:
+                self._t0 = now
+            if self.stats.connected_at is None or self.stats.state != "streaming":
+                self.stats.connected_at = now
+                self.stats.state = "streaming"
+                self.stats.event(f"streaming ({image.shape[1]}x{image.shape[0]})")
+                if self.info.width is None:
+                    self.info.height, self.info.width = image.shape[:2]
+            t = now - self._t0
+            frame = Frame(image, self._index, pts=round(t / LIVE_TIME_BASE), time=t, captured_at=now)
+            self._index += 1
+            self.stats.received += 1
+        while True:
+            try:
+                self.frames.put_nowait(frame)
+                break
+            except queue.Full:
+                try:
+                    self.frames.get_nowait()
+                    self.stats.dropped += 1
+                except queue.Empty:
+                    pass
+        if self.notify is not None:
+            self.notify.set()
+
+    # -- supervisor -----------------------------------------------------------------------------
+    def start(self) -> "LiveSource":
+        if self._supervisor is None:
+            self._supervisor = threading.Thread(target=self._supervise, name=f"live-{self.name}", daemon=True)
+            self._supervisor.start()
+        return self
+
+    def _backoff(self, failures: int) -> float:
+        delay = min(self.backoff_max_s, self.backoff_initial_s * (2 ** max(0, failures - 1)))
+        return delay * (1 + self.backoff_jitter * (2 * random.random() - 1))
+
+    def _supervise(self) -> None:
+        failures = 0   # consecutive connections that delivered no frame
+        attempt = 0
+        while not self._stop.is_set():
+            attempt += 1
+            if attempt > 1:
+                self.stats.reconnects += 1
+            self.stats.state = "connecting"
+            with self._lock:
+                self._current = conn = _Connection(self, attempt)
+            reason = self._watch(conn)
+            with self._lock:
+                self._current = None
+            conn.stop.set()
+            if self._stop.is_set():
+                break
+            if conn.last_frame is not None:
+                failures = 0  # it worked for a while: start the backoff from the beginning
+            failures += 1
+            self.stats.last_error = reason
+            if not self.reconnect or (self.max_reconnects and self.stats.reconnects >= self.max_reconnects):
+                self.failure = InputError(f"camera {self.name}: {reason}; "
+                                          + ("reconnecting is off" if not self.reconnect else
+                                             f"gave up after {self.stats.reconnects} reconnects"))
+                self.stats.state = "failed"
+                self.stats.event(str(self.failure))
+                log.error("%s", self.failure)
+                break
+            delay = self._backoff(failures)
+            self.stats.state = "waiting"
+            self.stats.event(f"{reason}; reconnecting in {delay:.1f} s")
+            log.warning("camera %s: %s; reconnect %d in %.1f s", self.name, reason, self.stats.reconnects + 1,
+                        delay)
+            self._stop.wait(delay)
+        if self.stats.state != "failed":
+            self.stats.state = "stopped"
+        if self.notify is not None:
+            self.notify.set()
+
+    def _watch(self, conn: _Connection) -> str:
+        """Wait until the connection ends or goes silent; returns why it is over."""
+        while not self._stop.is_set():
+            if conn.ended.wait(0.05):
+                return conn.error or "the connection closed"
+            newest = conn.last_frame or conn.started
+            if time.monotonic() - newest > self.watchdog_s:
+                self.stats.watchdog_fires += 1
+                what = "no frame" if conn.last_frame is not None else "no first frame"
+                return f"watchdog: {what} for {self.watchdog_s:g} s"
+        return "stopped"
+
+    # -- consumer side --------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._supervisor is not None and self._supervisor.is_alive()
+
+    def take(self, limit: int) -> list[Frame]:
+        out = []
+        while len(out) < limit:
+            try:
+                out.append(self.frames.get_nowait())
+            except queue.Empty:
+                break
+        return out
+
+    def __iter__(self) -> Iterator[Frame]:
+        self.start()
+        while True:
+            try:
+                yield self.frames.get(timeout=0.1)
+            except queue.Empty:
+                if not self.running and self.frames.empty():
+                    break
+        if self.failure is not None:
+            raise self.failure
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        self.stop()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=2.0)

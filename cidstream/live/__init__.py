@@ -1,0 +1,1 @@
+"""`cidstream live`: several camera streams in one process, on one model."""
