@@ -47,6 +47,40 @@ def test_image_metrics():
     assert float(L.colour_balance(x, x)) == 0.0
 
 
+def test_detector_feature_loss_sees_haze_and_trains_only_the_dehazer(yolo_weights, highway_frames):
+    from training.detector_features import DetectorFeatures, feature_loss
+
+    features = DetectorFeatures(str(yolo_weights))
+    clean = torch.from_numpy(highway_frames[:2, :192, :320]).permute(0, 3, 1, 2).float() / 255
+    hazy = 0.4 * clean + 0.6 * 0.9                        # dense uniform haze
+    light = 0.8 * clean + 0.2 * 0.9                       # light haze
+    noisy = (clean + 0.01 * torch.randn_like(clean)).clamp(0, 1)
+    assert torch.allclose(feature_loss(features, clean, clean), torch.zeros(2), atol=1e-6)
+    dense_l, light_l, noise_l = (feature_loss(features, x, clean) for x in (hazy, light, noisy))
+    assert (dense_l > light_l).all() and (dense_l > 2 * noise_l).all()
+    out = hazy.clone().requires_grad_(True)
+    feature_loss(features, out, clean).sum().backward()
+    assert out.grad is not None and out.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in features.parameters())
+    features.train()
+    assert not features.training                            # frozen BatchNorm too
+
+
+def test_real_sampler_gives_the_teacher_crop_of_the_same_region():
+    import numpy as np
+
+    from training.trainer import RealSampler
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (60, 80, 3), dtype=np.uint8) for _ in range(3)]
+    sampler = RealSampler(frames, 32, "cpu", teachers=[255 - f for f in frames])
+    real, teacher = sampler.batch_with_teacher(5, torch.Generator().manual_seed(1))
+    assert real.shape == teacher.shape == (5, 3, 32, 32)
+    torch.testing.assert_close(teacher, 1 - real)
+    again = sampler.batch(5, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(again, real)               # same randomness with or without the teacher
+
+
 @pytest.fixture
 def tiny_config(tmp_path, shared_data):
     cfg = yaml.safe_load((REPO / "configs" / "train" / "cid_lite.yaml").read_text())
@@ -71,6 +105,7 @@ def test_all_phases_then_export(cli, tiny_config, tmp_path):
     rows = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     assert {r["phase"] for r in rows} == {"pretrain", "adapt", "finetune"}
     assert any("psnr" in r and "coral" in r for r in rows) and any("w_max" in r for r in rows)
+    assert any("teacher" in r for r in rows)            # the DCP teacher term ran in phase 1
     assert (run / "log.csv").read_text().startswith("phase,step,loss")
     # The encoder stayed frozen in phases 2-3.
     p1 = torch.load(run / "after_pretrain.pt", weights_only=False)["model"]

@@ -68,16 +68,36 @@ class PairSampler:
 
 
 class RealSampler:
-    def __init__(self, frames: list[np.ndarray], crop: int, device):
-        self.frames, self.crop, self.device = frames, crop, device
+    """Random crops of unlabeled real hazy frames; with ``teachers`` (one image per frame, e.g. the
+    classical DCP's output on the whole frame) also the teacher's crop of the same region."""
 
-    def batch(self, n: int, generator: torch.Generator) -> torch.Tensor:
+    def __init__(self, frames: list[np.ndarray], crop: int, device, teachers: list[np.ndarray] | None = None):
+        self.frames, self.crop, self.device, self.teachers = frames, crop, device, teachers
+
+    def _crops(self, n: int, generator: torch.Generator) -> list[torch.Tensor]:
         out = []
         for _ in range(n):
             i = int(torch.randint(len(self.frames), (1,), generator=generator))
-            img = torch.from_numpy(self.frames[i]).permute(2, 0, 1).float() / 255.0
-            out.append(random_crop([img], self.crop, generator)[0])
-        return torch.stack(out).to(self.device)
+            imgs = [torch.from_numpy(self.frames[i]).permute(2, 0, 1).float() / 255.0]
+            if self.teachers is not None:
+                imgs.append(torch.from_numpy(self.teachers[i]).permute(2, 0, 1).float() / 255.0)
+            out.append(random_crop(imgs, self.crop, generator))
+        return [torch.stack(t).to(self.device) for t in zip(*out)]
+
+    def batch(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return self._crops(n, generator)[0]
+
+    def batch_with_teacher(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        real, teacher = self._crops(n, generator)
+        return real, teacher
+
+
+def dcp_teacher(frames: list[np.ndarray]) -> list[np.ndarray]:
+    """The runtime's DCP on each whole frame (airlight from the whole frame, not from a crop)."""
+    from cidstream.engine import Dehazer
+
+    dcp = Dehazer("dcp", device="cpu")
+    return [dcp(f[None])[0] for f in frames]
 
 
 @dataclass
@@ -136,7 +156,16 @@ class Trainer:
         self.log("loading clean and real frames")
         clean, target = load_data(cfg)
         self.pairs = PairSampler(clean, self.recipe, int(t["crop"]), self.device)
-        self.real = RealSampler(target, int(t["crop"]), self.device)
+        teachers = None
+        if any(float((ph or {}).get("teacher_weight", 0)) > 0 for ph in cfg["phases"].values()):
+            self.log("DCP teacher on the real frames")
+            teachers = dcp_teacher(target)
+        self.real = RealSampler(target, int(t["crop"]), self.device, teachers)
+        self.features = None
+        if float(t.get("detector_weight", 0)) > 0:
+            from .detector_features import DetectorFeatures
+
+            self.features = DetectorFeatures(resolve(t["detector"])).to(self.device)
         self.validation = self._validation_set(clean, target)
         self.data_summary = {"clean_frames": len(clean), "target_frames": len(target), "clean": d["clean"],
                              "target": d["target"], "recipe": d["recipe"]}
@@ -152,28 +181,53 @@ class Trainer:
                 p.requires_grad_(not frozen)
             module.train(not frozen)  # frozen BatchNorm statistics too
 
+    def _supervised(self, out, clean) -> torch.Tensor:
+        """Per-sample supervised loss on synthetic pairs: restoration, plus (with train.detector_weight)
+        the detector-feature term."""
+        loss = L.restoration_loss(out, clean)
+        if self.features is not None:
+            from .detector_features import feature_loss
+
+            loss = loss + float(self.cfg["train"]["detector_weight"]) * feature_loss(self.features, out, clean)
+        return loss
+
+    def _real(self, p, n: int, g):
+        """A batch of real hazy crops, its dehazed version and map, and the teacher-student term
+        (L1 to the classical DCP's output on the whole frame; 0 without ``teacher_weight``)."""
+        teacher_w = float(p.get("teacher_weight", 0))
+        if teacher_w > 0:
+            real, teacher = self.real.batch_with_teacher(n, g)
+        else:
+            real, teacher = self.real.batch(n, g), None
+        out_r, mid_r = self.model.forward_with_map(real)
+        consistency = (out_r - teacher).abs().mean() if teacher is not None else out_r.new_zeros(())
+        return real, out_r, mid_r, teacher_w * consistency, {"teacher": float(consistency.detach())} if teacher_w else {}
+
     def _step_pretrain(self, p, clean, hazy, g):
         out, _ = self.model.forward_with_map(hazy)
-        loss = L.restoration_loss(out, clean).mean()
-        real = self.real.batch(hazy.shape[0], g)
-        out_r, _ = self.model.forward_with_map(real)
+        loss = self._supervised(out, clean).mean()
+        real, out_r, _, teach, extra = self._real(p, hazy.shape[0], g)
         unsup = (p.get("dark_channel_weight", 1.0) * L.dark_channel_prior_loss(out_r, inp=real)
                  + p.get("tv_weight", 0.5) * L.total_variation(out_r)
                  + p.get("balance_weight", 1.0) * L.colour_balance(out_r, real))
-        return loss + p.get("unsupervised_weight", 0.1) * unsup, {"unsup": float(unsup.detach())}
+        return loss + p.get("unsupervised_weight", 0.1) * unsup + teach, {"unsup": float(unsup.detach()), **extra}
 
     def _step_adapt(self, p, clean, hazy, g):
         out, mid_s = self.model.forward_with_map(hazy)
-        loss = L.restoration_loss(out, clean).mean()
-        _, mid_t = self.model.forward_with_map(self.real.batch(hazy.shape[0], g))
+        loss = self._supervised(out, clean).mean()
+        _, _, mid_t, teach, extra = self._real(p, hazy.shape[0], g)
         coral = L.coral_bounded(L.unit_scale(L.spatial_samples(mid_s)), L.unit_scale(L.spatial_samples(mid_t)))
-        return loss + p.get("coral_weight", 1.0) * coral, {"coral": float(coral.detach())}
+        return loss + p.get("coral_weight", 1.0) * coral + teach, {"coral": float(coral.detach()), **extra}
 
     def _step_finetune(self, p, clean, hazy, g):
         out, mid = self.model.forward_with_map(hazy)
         weights = self.learner(mid.mean(dim=(2, 3)))
-        loss = (weights.to(out) * L.restoration_loss(out, clean)).mean()
-        return loss, {"w_max": float(weights.max())}
+        loss = (weights.to(out) * self._supervised(out, clean)).mean()
+        extra = {"w_max": float(weights.max())}
+        if float(p.get("teacher_weight", 0)) > 0:  # real haze keeps its anchor while the head adapts
+            _, _, _, teach, more = self._real(p, hazy.shape[0], g)
+            loss, extra = loss + teach, {**extra, **more}
+        return loss, extra
 
     def run(self, phases: list[str], resume: bool = False, progress=None) -> dict:
         state = self._load() if resume else None
@@ -244,7 +298,7 @@ class Trainer:
             fh.write(json.dumps(row) + "\n")
         path = self.run_dir / "log.csv"
         fields = ["phase", "step", "loss", "lr", "seconds", "psnr", "ssim", "psnr_input", "real_dark_channel",
-                  "real_dark_channel_input", "real_brightness", "unsup", "coral", "w_max"]
+                  "real_dark_channel_input", "real_brightness", "unsup", "teacher", "coral", "w_max"]
         new = not path.exists()
         with path.open("a", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
