@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import re
 import shutil
 import subprocess
@@ -23,20 +21,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
+from cidstream.bench import machine_name
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "videos"
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {len(os.sched_getaffinity(0))} CPU threads"
 
 
 def run_batch(inputs: list[str], out: Path, config: str, extra: list[str]) -> dict:
@@ -83,7 +73,7 @@ def main() -> int:
     for r in overhead:
         r["seconds_per_file"] = round(r["seconds"] / r["files"], 3)
 
-    name = machine()
+    name = machine_name(torch.device("cpu"))
     payload = {"date": dt.date.today().isoformat(), "machine": name, "model": args.model,
                "max_frames": args.max_frames, "throughput": rows, "per_file_overhead": overhead}
     out = Path(args.out)

@@ -26,13 +26,15 @@ import time
 from pathlib import Path
 
 import psutil
+import torch
 import yaml
+
+from cidstream.bench import machine_name
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from tests.conftest import RtspServer, free_port  # noqa: E402  (the same server the tests use)
 
-from batch_throughput import machine  # noqa: E402
 
 
 def start_live(tmp: Path, url: str, args: list[str], **live) -> tuple[subprocess.Popen, Path]:
@@ -133,7 +135,7 @@ def main() -> int:
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     args = p.parse_args()
     extra = ["--model", args.model]
-    result = {"date": dt.date.today().isoformat(), "machine": machine(), "model": args.model}
+    result = {"date": dt.date.today().isoformat(), "machine": machine_name(torch.device("cpu")), "model": args.model}
     with tempfile.TemporaryDirectory(prefix="cidstream-live-bench-") as tmp:
         tmp = Path(tmp)
         result["latency"] = []

@@ -186,10 +186,11 @@ def _load_plugins(sub) -> None:
             print(f"warning: command plugin '{ep.name}' failed to load: {exc}", file=sys.stderr)
 
 
-def make_config(args):
+def make_config(args, settings: dict | None = None):
+    """Config from --config, then ``settings`` (e.g. a cameras file's), then --set, then the flags."""
     from .config import load_config, parse_assignment
 
-    overrides = [parse_assignment(s) for s in args.set]
+    overrides = ([settings] if settings else []) + [parse_assignment(s) for s in args.set]
     flags = {}
     if args.model and isinstance(args.model, str):
         flags.setdefault("model", {})["name"] = args.model
@@ -217,14 +218,14 @@ def make_config(args):
 
 def default_output(spec: str, folder: bool = False) -> str:
     from .io import is_url
-    from .io.sources import is_image_input
+    from .io.sources import is_glob, is_image_input
 
     if folder:  # detection runs write several files
         return "stream_cidstream" if is_url(spec) else f"{Path(spec.rstrip('/')).stem or 'input'}_cidstream"
     if is_url(spec):
         return "stream_dehazed.mp4"
     path = Path(spec.rstrip("/"))
-    if any(c in spec for c in "*?["):
+    if is_glob(spec):
         return "images_dehazed"
     if is_image_input(spec) and path.is_file():
         return f"{path.stem}_dehazed{path.suffix}"
@@ -391,8 +392,7 @@ def cmd_live(args, console) -> int:
     from .live.view import status_line, status_table
 
     cameras = load_cameras(args.cameras)
-    args.set = [*(f"{k}={json.dumps(v)}" for k, v in _flatten(cameras.settings)), *args.set]
-    cfg = make_config(args)
+    cfg = make_config(args, cameras.settings)
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError("--max-frames must be at least 1")
     if args.duration is not None and args.duration <= 0:
@@ -424,14 +424,6 @@ def cmd_live(args, console) -> int:
     console.print(f"stats: {hub.stats_path}")
     failed = [c for c in result.cameras if c["state"] == "failed"]
     return 1 if failed and result.reason != "interrupted" else 0
-
-
-def _flatten(data: dict, prefix: str = ""):
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            yield from _flatten(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
 
 
 COMMANDS = {"run": cmd_run, "bench": cmd_bench, "eval": cmd_eval, "batch": cmd_batch, "live": cmd_live,

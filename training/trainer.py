@@ -88,8 +88,7 @@ class RealSampler:
         return self._crops(n, generator)[0]
 
     def batch_with_teacher(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        real, teacher = self._crops(n, generator)
-        return real, teacher
+        return tuple(self._crops(n, generator))
 
 
 def dcp_teacher(frames: list[np.ndarray]) -> list[np.ndarray]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..config import Config, merge, parse_assignment, validate
 from ..errors import ConfigError, InputError
 from ..io.images import natural_key
-from ..io.sources import is_image_input
+from ..io.sources import is_glob, is_image_input
 from ..models.registry import bundled_weights
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
@@ -65,14 +65,10 @@ def fingerprint(job: Job) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _is_glob(spec: str) -> bool:
-    return any(c in spec for c in "*?[")
-
-
 def _glob_root(pattern: str) -> Path:
     parts = []
     for part in Path(pattern).parts:
-        if _is_glob(part):
+        if is_glob(part):
             break
         parts.append(part)
     return Path(*parts) if parts else Path(".")
@@ -169,7 +165,7 @@ def collect_jobs(inputs: list[str], cfg: Config, detect: bool = False, compare: 
     entries: list[tuple[Path, str, Config, dict]] = []   # (input, output stem, config, job options)
     for spec in inputs:
         path = Path(spec)
-        if _is_glob(spec):
+        if is_glob(spec):
             root = _glob_root(spec)
             found = sorted((Path(p) for p in _glob.glob(spec, recursive=True)), key=_path_key)
             found = [p for p in found if p.is_file() and p.suffix.lower() in suffixes]

@@ -9,20 +9,11 @@ import os
 from pathlib import Path
 
 from ..errors import OutputError
+from ..io.atomic import write_atomic
 
 LEDGER_NAME = "ledger.json"
 LOCK_NAME = ".cidstream-batch.lock"
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers (and a crash) see the old or the new file, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def now() -> str:

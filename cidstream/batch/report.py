@@ -9,7 +9,8 @@ from pathlib import Path
 from .. import __version__
 from ..detect.report import CSS
 from .jobs import Job
-from .ledger import DONE, FAILED, Ledger, write_atomic
+from ..io.atomic import write_atomic
+from .ledger import DONE, FAILED, Ledger
 from .runner import BatchResult
 
 

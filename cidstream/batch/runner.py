@@ -189,7 +189,3 @@ def resolve_paths(cfg, out_dir: Path) -> None:
         if value and Path(value).exists():
             setattr(section, key, str(Path(value).resolve()))
 
-
-def ledger_totals(ledger: Ledger, keys: list[str]) -> dict:
-    states = [ledger.entries.get(k, {}).get("state", PENDING) for k in keys]
-    return {s: states.count(s) for s in (DONE, FAILED, PENDING)}

@@ -47,9 +47,8 @@ class FileWorker:
         from ..detect import Detector
         from ..engine import Dehazer
 
-        cfg = job.cfg
-        key = json.dumps([cfg.to_dict()["model"], cfg.to_dict()["engine"],
-                          cfg.to_dict()["detect"] if job.detect else None], sort_keys=True)
+        cfg, d = job.cfg, job.cfg.to_dict()
+        key = json.dumps([d["model"], d["engine"], d["detect"] if job.detect else None], sort_keys=True)
         with self._loading:
             if key not in self._models:
                 dehazer = Dehazer.from_config(cfg)

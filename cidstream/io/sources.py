@@ -16,6 +16,10 @@ from .images import IMAGE_SUFFIXES, natural_key, read_image
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 
 
+def is_glob(spec: str) -> bool:
+    return any(c in spec for c in "*?[")
+
+
 def is_url(spec: str) -> bool:
     return spec.lower().startswith(LIVE_SCHEMES)
 
@@ -130,7 +134,7 @@ class VideoSource(Source):
 
 def list_images(spec: str) -> list[Path]:
     """Image files of a folder (natural sort), a glob pattern, or one image file."""
-    if any(c in spec for c in "*?["):
+    if is_glob(spec):
         paths = [Path(p) for p in _glob.glob(spec, recursive=True)]
         paths = sorted((p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), key=natural_key)
         if not paths:
@@ -170,7 +174,7 @@ class ImageFolderSource(Source):
 def is_image_input(spec: str) -> bool:
     if is_url(spec):
         return False
-    if any(c in spec for c in "*?["):
+    if is_glob(spec):
         return True
     path = Path(spec)
     return path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import CidstreamError
 from ..frames import BatchResult, Frame, FrameBatch
+from ..io.atomic import write_atomic
 from ..io.live import LiveSource
 from ..io.segments import SegmentedVideoSink
 from ..io.sinks import Sink, ThreadedSink
@@ -158,8 +159,6 @@ class LiveHub:
         payload = {"updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(time.monotonic() - started, 1),
                    "model": self.dehazer.name, "device": str(self.dehazer.device), "stopped": reason,
                    "cameras": cams}
-        from ..batch.ledger import write_atomic
-
         write_atomic(self.stats_path, json.dumps(payload, indent=1))
         return cams
 
