@@ -31,7 +31,7 @@ class DCPParams:
 
 @dataclass
 class ModelConfig:
-    name: str = "dcp"           # registry name (dcp, cid-lite, cid) or a weights file path
+    name: str = "cid-lite"      # registry name (cid-lite, dcp, cid) or a weights file path
     dcp: DCPParams = field(default_factory=DCPParams)
 
 

@@ -1,6 +1,6 @@
 """Render a comparison sheet (raw | each model) on frames of our own synthetic sample.
 
-    python samples/make_comparison.py --models dcp runs/cid_lite/weights.pt [--frames 10 60] [--out sheet.png]
+    python samples/make_comparison.py --models dcp cid-lite [--frames 10 60] [--out sheet.png]
 """
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ def main() -> None:
                                                              np.uint8)]
     sheet = np.concatenate(rows[:-1], axis=0)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(args.out, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 9] if args.out.lower().endswith(".png") else [cv2.IMWRITE_JPEG_QUALITY, 92]
+    cv2.imwrite(args.out, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), params)
     print(f"wrote {args.out}")
 
 

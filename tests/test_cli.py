@@ -88,7 +88,7 @@ def test_config_precedence(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("engine:\n  batch: 6\nmodel:\n  dcp:\n    omega: 0.8\n")
     cfg = load_config(f, [{"engine": {"batch": 2}}])
-    assert cfg.engine.batch == 2 and cfg.model.dcp.omega == 0.8 and cfg.model.name == "dcp"
+    assert cfg.engine.batch == 2 and cfg.model.dcp.omega == 0.8 and cfg.model.name == "cid-lite"
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(None, [{"engine": 3}])
 

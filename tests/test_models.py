@@ -112,6 +112,25 @@ def test_a_model_without_weights_says_so(monkeypatch, tmp_path):
         load_model("cid-lite")
 
 
+def test_the_default_model_is_the_bundled_trained_cid_lite():
+    from cidstream.config import Config
+    from cidstream.models import bundled_weights
+
+    path = bundled_weights("cid-lite")
+    assert path is not None and path.stat().st_size < 10 * 1024 * 1024
+    loaded = load_model(Config().model.name)
+    assert loaded.name == "cid-lite" and loaded.weights == path
+    training = loaded.metadata["training"]
+    assert training["phases"] == ["pretrain", "adapt", "finetune"]
+    assert "psnr" in loaded.metadata["metrics"]
+    # Trained, not the identity it starts as: uniform haze over a texture is lifted off.
+    clean = torch.from_numpy(textured(96, 160)).permute(2, 0, 1)[None]
+    hazy = 0.5 * clean + 0.5 * 0.8
+    with torch.no_grad():
+        out = loaded.model(hazy).clamp(0, 1)
+    assert out.std() > 1.2 * hazy.std() and out.mean() < hazy.mean()
+
+
 def test_cid_lite_interface_and_identity_start():
     net = build("cid-lite").eval()
     x = torch.rand(2, 3, 48, 80)

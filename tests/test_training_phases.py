@@ -81,6 +81,62 @@ def test_real_sampler_gives_the_teacher_crop_of_the_same_region():
     torch.testing.assert_close(again, real)               # same randomness with or without the teacher
 
 
+def test_merge_detections_keeps_the_union_of_views():
+    import numpy as np
+
+    from training.pseudo_labels import merge_detections
+
+    box = np.array([[10, 10, 50, 40]], np.float32)
+    raw = (np.concatenate([box, [[100, 100, 140, 130]]]), np.array([0.5, 0.2], np.float32), np.array([2, 2]))
+    dcp = (np.concatenate([box + 1, [[200, 50, 260, 90]], box]), np.array([0.8, 0.6, 0.9], np.float32),
+           np.array([2, 7, 0]))
+    merged = merge_detections([raw, dcp], conf=0.3, iou=0.6)
+    # The car seen in both views once (the better-scored box), the truck only the DCP view saw, the
+    # person overlapping the car kept (another class); the 0.2 box dropped.
+    assert sorted(merged[:, 0].tolist()) == [0, 2, 7]
+    np.testing.assert_allclose(merged[merged[:, 0] == 2, 1:], box + 1)
+    empty = merge_detections([(np.zeros((0, 4)), np.zeros(0), np.zeros(0))], conf=0.3, iou=0.6)
+    assert empty.shape == (0, 5)
+
+
+def test_crop_boxes_moves_clips_and_drops_boxes_mostly_outside():
+    import numpy as np
+
+    from training.pseudo_labels import crop_boxes
+
+    boxes = np.array([[2, 40, 40, 60, 60], [3, 90, 40, 130, 60], [5, 120, 10, 200, 30]], np.float32)
+    out = crop_boxes(boxes, top=20, left=30, size=64)
+    # the first lies inside; the second has 4 of its 40 columns inside (dropped); the third none
+    np.testing.assert_allclose(out, [[2, 10, 20, 30, 40]])
+    half = crop_boxes(np.array([[1, 0, 0, 40, 20]], np.float32), top=0, left=20, size=64)
+    np.testing.assert_allclose(half, [[1, 0, 0, 20, 20]])     # exactly half inside: kept, clipped
+
+
+def test_detection_loss_rewards_seeing_the_pseudo_labels_and_trains_only_the_dehazer(yolo_weights, highway_frames,
+                                                                                      tmp_path):
+    import numpy as np
+
+    from cidstream.errors import ConfigError
+    from training.pseudo_labels import DetectionLoss, pseudo_labels
+
+    frames = [np.ascontiguousarray(f[:352, 400:752]) for f in highway_frames[:2]]
+    labels = pseudo_labels(str(yolo_weights), frames, frames, conf=0.3, iou=0.6)
+    assert all(len(b) > 0 for b in labels)                        # the highway has cars
+    assert set(np.concatenate(labels)[:, 0].astype(int)) & {2, 5, 7}
+    loss = DetectionLoss(str(yolo_weights))
+    clean = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
+    hazy = (0.3 * clean + 0.7 * 0.85).requires_grad_(True)          # cars almost gone
+    seen, unseen = float(loss(clean, labels)), loss(hazy, labels)
+    assert seen < float(unseen.detach())
+    unseen.backward()
+    assert hazy.grad is not None and hazy.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in loss.parameters())
+    assert float(loss(clean, [np.zeros((0, 5), np.float32)] * 2)) > 0   # no boxes: background loss only
+    (tmp_path / "bad.pt").write_bytes(b"not a model")
+    with pytest.raises(ConfigError, match="pseudo-label term"):
+        DetectionLoss(str(tmp_path / "bad.pt"))
+
+
 @pytest.fixture
 def tiny_config(tmp_path, shared_data):
     cfg = yaml.safe_load((REPO / "configs" / "train" / "cid_lite.yaml").read_text())
@@ -88,7 +144,8 @@ def tiny_config(tmp_path, shared_data):
     cfg["data"].update(clean=[str(shared_data / "videos" / "highway2_720p.mp4")], clean_stride=40,
                        target=[str(shared_data / "real_hazy")], short_side=96)
     cfg["validation"].update(pairs=2, real=2, crop=64)
-    cfg["train"].update(crop=48, batch=2, log_every=2, validate_every=3, checkpoint_every=2)
+    cfg["train"].update(crop=48, batch=2, log_every=2, validate_every=3, checkpoint_every=2, pseudo_batch=2,
+                        detector=str(shared_data / "weights" / "yolo11n_coco_from_int8.pt"))
     for phase, steps in (("pretrain", 6), ("adapt", 2), ("finetune", 2)):
         cfg["phases"][phase]["steps"] = steps
     path = tmp_path / "tiny.yaml"
@@ -106,6 +163,7 @@ def test_all_phases_then_export(cli, tiny_config, tmp_path):
     assert {r["phase"] for r in rows} == {"pretrain", "adapt", "finetune"}
     assert any("psnr" in r and "coral" in r for r in rows) and any("w_max" in r for r in rows)
     assert any("teacher" in r for r in rows)            # the DCP teacher term ran in phase 1
+    assert {r["phase"] for r in rows if "detection" in r} == {"adapt", "finetune"}   # pseudo-label term
     assert (run / "log.csv").read_text().startswith("phase,step,loss")
     # The encoder stayed frozen in phases 2-3.
     p1 = torch.load(run / "after_pretrain.pt", weights_only=False)["model"]

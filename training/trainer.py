@@ -91,6 +91,29 @@ class RealSampler:
         return tuple(self._crops(n, generator))
 
 
+class LabelledRealSampler:
+    """Random square crops (a multiple of 32, as the detector needs) of real frames with their
+    pseudo-label boxes moved into the crop."""
+
+    def __init__(self, frames: list[np.ndarray], boxes: list[np.ndarray], crop: int, device):
+        self.frames, self.boxes, self.device = frames, boxes, device
+        self.crop = max(32, min([crop] + [min(f.shape[:2]) for f in frames]) // 32 * 32)
+
+    def batch(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, list[np.ndarray]]:
+        from .pseudo_labels import crop_boxes
+
+        imgs, boxes = [], []
+        for _ in range(n):
+            i = int(torch.randint(len(self.frames), (1,), generator=generator))
+            h, w = self.frames[i].shape[:2]
+            top = int(torch.randint(h - self.crop + 1, (1,), generator=generator))
+            left = int(torch.randint(w - self.crop + 1, (1,), generator=generator))
+            patch = self.frames[i][top:top + self.crop, left:left + self.crop]
+            imgs.append(torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1).float() / 255.0)
+            boxes.append(crop_boxes(self.boxes[i], top, left, self.crop))
+        return torch.stack(imgs).to(self.device), boxes
+
+
 def dcp_teacher(frames: list[np.ndarray]) -> list[np.ndarray]:
     """The runtime's DCP on each whole frame (airlight from the whole frame, not from a crop)."""
     from cidstream.engine import Dehazer
@@ -156,10 +179,20 @@ class Trainer:
         clean, target = load_data(cfg)
         self.pairs = PairSampler(clean, self.recipe, int(t["crop"]), self.device)
         teachers = None
-        if any(float((ph or {}).get("teacher_weight", 0)) > 0 for ph in cfg["phases"].values()):
+        if self._any_phase("teacher_weight") or self._any_phase("pseudo_label_weight"):
             self.log("DCP teacher on the real frames")
             teachers = dcp_teacher(target)
         self.real = RealSampler(target, int(t["crop"]), self.device, teachers)
+        self.detection = None
+        if self._any_phase("pseudo_label_weight"):
+            from .pseudo_labels import DetectionLoss, pseudo_labels
+
+            self.log("pseudo-labels: the detector on the real frames and on their DCP output")
+            labels = pseudo_labels(resolve(t["detector"]), target, teachers, conf=float(t.get("pseudo_conf", 0.3)),
+                                   iou=float(t.get("pseudo_iou", 0.6)))
+            self.log(f"pseudo-labels: {sum(map(len, labels))} boxes on {len(labels)} real frames")
+            self.detection = DetectionLoss(resolve(t["detector"])).to(self.device)
+            self.labelled = LabelledRealSampler(target, labels, int(t.get("pseudo_crop", 352)), self.device)
         self.features = None
         if float(t.get("detector_weight", 0)) > 0:
             from .detector_features import DetectorFeatures
@@ -169,6 +202,9 @@ class Trainer:
         self.data_summary = {"clean_frames": len(clean), "target_frames": len(target), "clean": d["clean"],
                              "target": d["target"], "recipe": d["recipe"]}
         self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def _any_phase(self, key: str) -> bool:
+        return any(float((ph or {}).get(key, 0)) > 0 for ph in self.cfg["phases"].values())
 
     def _validation_set(self, clean, target) -> Validation:
         return validation_set(self.cfg["validation"], clean, target, self.device)
@@ -228,6 +264,11 @@ class Trainer:
             loss, extra = loss + teach, {**extra, **more}
         return loss, extra
 
+    def _pseudo_label_term(self, n: int, g) -> torch.Tensor:
+        """The frozen detector's loss on dehazed real crops against the pseudo-labels (pseudo_labels.py)."""
+        real, boxes = self.labelled.batch(n, g)
+        return self.detection(self.model(real), boxes)
+
     def run(self, phases: list[str], resume: bool = False, progress=None) -> dict:
         state = self._load() if resume else None
         done = state["done"] if state else []
@@ -271,6 +312,9 @@ class Trainer:
             g = torch.Generator().manual_seed((int(t.get("seed", 0)) * 7919 + PHASES.index(phase)) * 1_000_003 + step)
             clean, hazy, _ = self.pairs.batch(int(t["batch"]), g)
             loss, extra = step_fn(p, clean, hazy, g)
+            if float(p.get("pseudo_label_weight", 0)) > 0:
+                det = self._pseudo_label_term(int(t.get("pseudo_batch", 4)), g)
+                loss, extra = loss + float(p["pseudo_label_weight"]) * det, {**extra, "detection": float(det.detach())}
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -297,7 +341,7 @@ class Trainer:
             fh.write(json.dumps(row) + "\n")
         path = self.run_dir / "log.csv"
         fields = ["phase", "step", "loss", "lr", "seconds", "psnr", "ssim", "psnr_input", "real_dark_channel",
-                  "real_dark_channel_input", "real_brightness", "unsup", "teacher", "coral", "w_max"]
+                  "real_dark_channel_input", "real_brightness", "unsup", "teacher", "coral", "w_max", "detection"]
         new = not path.exists()
         with path.open("a", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
