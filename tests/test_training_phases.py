@@ -5,7 +5,7 @@ import pytest
 import torch
 import yaml
 
-from cidstream.models import load_model
+from cidstream.models import build, load_model
 from training import losses as L
 
 from .conftest import REPO
@@ -79,6 +79,29 @@ def test_real_sampler_gives_the_teacher_crop_of_the_same_region():
     torch.testing.assert_close(teacher, 1 - real)
     again = sampler.batch(5, torch.Generator().manual_seed(1))
     torch.testing.assert_close(again, real)               # same randomness with or without the teacher
+
+
+def test_coefficient_smoothness_penalises_blotches_in_flat_regions_only():
+    flat = torch.full((1, 3, 32, 32), 0.8)
+    edge = flat.clone()
+    edge[..., 16:] = 0.2                                              # a strong image edge at column 16
+    smooth_maps = torch.cat((torch.full((1, 3, 8, 8), 1.5), torch.full((1, 3, 8, 8), -0.2)), 1)
+    step_maps = smooth_maps.clone()
+    step_maps[:, :3, :, 4:] = 3.0                                     # the gain jumps at column 4 (of 8)
+    assert float(L.coefficient_smoothness(smooth_maps, flat)) == 0.0
+    blotch = float(L.coefficient_smoothness(step_maps, flat))
+    assert blotch > 0
+    assert float(L.coefficient_smoothness(step_maps, edge)) < 0.01 * blotch   # the jump follows an edge
+
+
+def test_cid_lite_output_is_its_coefficient_maps_applied():
+    net = build("cid-lite", widths=[8, 8, 16, 16]).eval()
+    torch.nn.init.normal_(net.head.weight, std=0.1)
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        ab, work, _ = net.coefficient_maps(x)
+        torch.testing.assert_close(net.apply_coefficients(ab, work, x), net(x))
+    assert ab.shape == (2, 6, 16, 24) and (ab[:, :3] > 0).all()
 
 
 def test_merge_detections_keeps_the_union_of_views():

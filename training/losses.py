@@ -135,3 +135,18 @@ class SampleWeightLearner:
         w = (n * torch.softmax(logits, dim=0)).detach()
         self.past = (self.past + [(u_now, w)])[-self.memory:]
         return w
+
+
+def coefficient_smoothness(ab: torch.Tensor, work: torch.Tensor, edge: float = 20.0) -> torch.Tensor:
+    """Edge-aware total variation of cid-lite's low-resolution (gain, offset) maps: where the image is
+    flat (sky, fog banks) the maps should be flat too, or the output turns blotchy; across image
+    edges they may change freely (weight exp(-edge * |grey step|))."""
+    guide = F.adaptive_avg_pool2d(work.float().mean(dim=1, keepdim=True), ab.shape[-2:])
+    coeff = torch.cat((ab[:, :3].log(), ab[:, 3:]), 1)
+    total = ab.new_zeros(())
+    for dim in (2, 3):
+        n = coeff.shape[dim] - 1
+        step = (coeff.narrow(dim, 1, n) - coeff.narrow(dim, 0, n)).abs().mean(dim=1, keepdim=True)
+        weight = torch.exp(-edge * (guide.narrow(dim, 1, n) - guide.narrow(dim, 0, n)).abs())
+        total = total + (weight * step).mean()
+    return total

@@ -184,6 +184,7 @@ class Trainer:
             teachers = dcp_teacher(target)
         self.real = RealSampler(target, int(t["crop"]), self.device, teachers)
         self.detection = None
+        labels = [np.zeros((0, 5), np.float32)] * len(target)
         if self._any_phase("pseudo_label_weight"):
             from .pseudo_labels import DetectionLoss, pseudo_labels
 
@@ -192,7 +193,7 @@ class Trainer:
                                    iou=float(t.get("pseudo_iou", 0.6)))
             self.log(f"pseudo-labels: {sum(map(len, labels))} boxes on {len(labels)} real frames")
             self.detection = DetectionLoss(resolve(t["detector"])).to(self.device)
-            self.labelled = LabelledRealSampler(target, labels, int(t.get("pseudo_crop", 352)), self.device)
+        self.labelled = LabelledRealSampler(target, labels, int(t.get("pseudo_crop", 352)), self.device)
         self.features = None
         if float(t.get("detector_weight", 0)) > 0:
             from .detector_features import DetectorFeatures
@@ -264,10 +265,23 @@ class Trainer:
             loss, extra = loss + teach, {**extra, **more}
         return loss, extra
 
-    def _pseudo_label_term(self, n: int, g) -> torch.Tensor:
-        """The frozen detector's loss on dehazed real crops against the pseudo-labels (pseudo_labels.py)."""
+    def _large_real_crop_terms(self, p, n: int, g) -> tuple[torch.Tensor, dict]:
+        """Terms on detector-sized real crops: the frozen detector's loss against the pseudo-labels
+        (``pseudo_label_weight``, pseudo_labels.py) and the smoothness of the coefficient maps in flat
+        regions (``smooth_weight``, losses.coefficient_smoothness)."""
+        det_w, smooth_w = float(p.get("pseudo_label_weight", 0)), float(p.get("smooth_weight", 0))
+        if det_w <= 0 and smooth_w <= 0:
+            return torch.zeros((), device=self.device), {}
         real, boxes = self.labelled.batch(n, g)
-        return self.detection(self.model(real), boxes)
+        ab, work, _ = self.model.coefficient_maps(real)
+        total, terms = torch.zeros((), device=self.device), {}
+        if det_w > 0:
+            det = self.detection(self.model.apply_coefficients(ab, work, real), boxes)
+            total, terms["detection"] = total + det_w * det, float(det.detach())
+        if smooth_w > 0:
+            smooth = L.coefficient_smoothness(ab, work)
+            total, terms["smooth"] = total + smooth_w * smooth, float(smooth.detach())
+        return total, terms
 
     def run(self, phases: list[str], resume: bool = False, progress=None) -> dict:
         state = self._load() if resume else None
@@ -312,9 +326,8 @@ class Trainer:
             g = torch.Generator().manual_seed((int(t.get("seed", 0)) * 7919 + PHASES.index(phase)) * 1_000_003 + step)
             clean, hazy, _ = self.pairs.batch(int(t["batch"]), g)
             loss, extra = step_fn(p, clean, hazy, g)
-            if float(p.get("pseudo_label_weight", 0)) > 0:
-                det = self._pseudo_label_term(int(t.get("pseudo_batch", 4)), g)
-                loss, extra = loss + float(p["pseudo_label_weight"]) * det, {**extra, "detection": float(det.detach())}
+            more, terms = self._large_real_crop_terms(p, int(t.get("pseudo_batch", 4)), g)
+            loss, extra = loss + more, {**extra, **terms}
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -341,7 +354,7 @@ class Trainer:
             fh.write(json.dumps(row) + "\n")
         path = self.run_dir / "log.csv"
         fields = ["phase", "step", "loss", "lr", "seconds", "psnr", "ssim", "psnr_input", "real_dark_channel",
-                  "real_dark_channel_input", "real_brightness", "unsup", "teacher", "coral", "w_max", "detection"]
+                  "real_dark_channel_input", "real_brightness", "unsup", "teacher", "coral", "w_max", "detection", "smooth"]
         new = not path.exists()
         with path.open("a", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")

@@ -93,6 +93,12 @@ class CIDLite(DehazeModel):
 
     def forward_with_map(self, x: torch.Tensor):
         """Image and the spatial bottleneck map (N, C, h, w): training aligns its statistics."""
+        ab, work, mid = self.coefficient_maps(x)
+        return self.apply_coefficients(ab, work, x), mid
+
+    def coefficient_maps(self, x: torch.Tensor):
+        """Low-resolution (gain a, offset b) maps (N, 6, h, w), the working-resolution input and the
+        bottleneck map; training regularises the maps themselves."""
         factor = max(1, min(x.shape[-2:]) // self.work_short_side) if self.work_short_side else 1
         work = F.avg_pool2d(x, factor, ceil_mode=True) if factor > 1 else x
         s = work * 2.0 - 1.0
@@ -106,9 +112,12 @@ class CIDLite(DehazeModel):
         # Bound the coefficients at low resolution, then upsample: full-resolution work stays two ops.
         gain = torch.exp(coeffs[:, :3].clamp(-2.0, 2.0))   # a = 1 / t, in [0.14, 7.4]
         offset = torch.tanh(coeffs[:, 3:])                 # b = A (1 - 1 / t), in [-1, 1]
-        ab = guided_upsample(torch.cat((gain, offset), 1), work, x)
-        image = torch.addcmul(ab[:, 3:], ab[:, :3], x.float())
-        return image, mid
+        return torch.cat((gain, offset), 1), work, mid
+
+    @staticmethod
+    def apply_coefficients(ab: torch.Tensor, work: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ab = guided_upsample(ab, work, x)
+        return torch.addcmul(ab[:, 3:], ab[:, :3], x.float())
 
     def encoder_modules(self) -> list[nn.Module]:
         """What the adaptation phases freeze: everything up to the bottleneck."""
