@@ -9,25 +9,33 @@ from torch import nn
 from cidstream.errors import ConfigError
 
 
+def frozen_detector(weights: str, purpose: str) -> nn.Module:
+    """The detection network of an Ultralytics model file, in fp32, eval mode, without gradients;
+    a file that does not load says which training term needed it."""
+    from cidstream.detect.detector import DetectorError, load_yolo
+
+    try:
+        net = load_yolo(str(weights)).model
+    except DetectorError as exc:
+        raise ConfigError(f"{exc} (needed for the {purpose})") from None
+    net = net.float().eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
 class DetectorFeatures(nn.Module):
     """Backbone layers 0..max(taps) of an Ultralytics detection model; returns the maps at ``taps``
     (for YOLO11: 4, 6, 10 are the stride-8, 16 and 32 maps the neck uses)."""
 
     def __init__(self, weights: str, taps: tuple[int, ...] = (4, 6, 10)):
         super().__init__()
-        from ultralytics import YOLO
-
-        try:
-            layers = YOLO(str(weights)).model.model
-        except Exception as exc:  # missing file, not a detector, offline download attempt
-            raise ConfigError(f"cannot load the detector {weights} for the feature loss: {exc}") from None
+        layers = frozen_detector(weights, "feature loss").model
         self.taps = tuple(sorted(taps))
         chain = list(layers[: self.taps[-1] + 1])
         if any(getattr(m, "f", -1) != -1 for m in chain):
             raise ConfigError(f"{weights}: the first {len(chain)} layers are not a plain chain (not a YOLO backbone)")
-        self.layers = nn.ModuleList(chain).float().eval()
-        for p in self.parameters():
-            p.requires_grad_(False)
+        self.layers = nn.ModuleList(chain)
 
     def train(self, mode: bool = True):  # always frozen, BatchNorm statistics included
         return super().train(False)

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 import torchvision
 
-from cidstream.errors import ConfigError
 
 
 def merge_detections(views: list[tuple[np.ndarray, np.ndarray, np.ndarray]], conf: float,
@@ -54,18 +53,11 @@ class DetectionLoss(torch.nn.Module):
 
     def __init__(self, weights: str, box: float = 7.5, cls: float = 0.5, dfl: float = 1.5):
         super().__init__()
-        from ultralytics import YOLO
         from ultralytics.utils.loss import v8DetectionLoss
 
-        try:
-            net = YOLO(str(weights)).model
-        except Exception as exc:  # missing file, not a detector, offline download attempt
-            raise ConfigError(f"cannot load the detector {weights} for the pseudo-label term: {exc}") from None
-        if not hasattr(net, "model") or type(net.model[-1]).__name__ != "Detect":
-            raise ConfigError(f"{weights} is not an Ultralytics detection model (its last layer is not Detect)")
-        self.net = net.float().eval()
-        for p in self.net.parameters():
-            p.requires_grad_(False)
+        from .detector_features import frozen_detector
+
+        self.net = frozen_detector(weights, "pseudo-label term")
         self.net.args = SimpleNamespace(box=box, cls=cls, dfl=dfl)
         self.criterion = v8DetectionLoss(self.net)
 

@@ -273,14 +273,17 @@ class Trainer:
         if det_w <= 0 and smooth_w <= 0:
             return torch.zeros((), device=self.device), {}
         real, boxes = self.labelled.batch(n, g)
-        ab, work, _ = self.model.coefficient_maps(real)
         total, terms = torch.zeros((), device=self.device), {}
-        if det_w > 0:
-            det = self.detection(self.model.apply_coefficients(ab, work, real), boxes)
-            total, terms["detection"] = total + det_w * det, float(det.detach())
-        if smooth_w > 0:
+        if smooth_w > 0:  # cid-lite only: the term is on its coefficient maps
+            ab, work, _ = self.model.coefficient_maps(real)
+            out = self.model.apply_coefficients(ab, work, real)
             smooth = L.coefficient_smoothness(ab, work)
             total, terms["smooth"] = total + smooth_w * smooth, float(smooth.detach())
+        else:
+            out = self.model(real)
+        if det_w > 0:
+            det = self.detection(out, boxes)
+            total, terms["detection"] = total + det_w * det, float(det.detach())
         return total, terms
 
     def run(self, phases: list[str], resume: bool = False, progress=None) -> dict:
