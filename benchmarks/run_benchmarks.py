@@ -1,15 +1,18 @@
-"""Run ``cidstream bench`` over the standard inputs and models; write JSON and a Markdown table.
+"""Run ``cidstream bench`` over a matrix of inputs, models, batch sizes and concurrent streams; write
+JSON named after the machine and print a Markdown table.
 
-    python benchmarks/run_benchmarks.py                      # 640x360 and 1280x720, dcp/cid-lite/cid
-    python benchmarks/run_benchmarks.py --device cuda --models cid-lite dcp
+    python benchmarks/run_benchmarks.py                       # 640x360 and 1280x720, dcp/cid-lite/cid, CPU
+    python benchmarks/run_benchmarks.py --device cuda --detect --inputs in720.mp4 in1080.mp4 \\
+        --batches 8 16 32 --streams 1 4 16
 
-Inputs default to ../shared/data/videos (traffic_cam_640x360.mp4, highway_720p.mp4); the
-built-in sample stands in when that folder is missing. Results land in benchmarks/results/.
+Inputs default to ../shared/data/videos (traffic_cam_640x360.mp4, highway_720p.mp4); the built-in
+sample stands in when that folder is missing. Results land in benchmarks/results/<machine>[-tag].json.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import re
 import sys
@@ -32,10 +35,13 @@ def main() -> int:
     p.add_argument("--inputs", nargs="+", default=None)
     p.add_argument("--models", nargs="+", default=["dcp", "cid-lite", "cid"])
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--batches", nargs="+", type=int, default=[4], help="engine.batch values (default 4)")
+    p.add_argument("--streams", nargs="+", type=int, default=[1], help="inputs processed at once (default 1)")
+    p.add_argument("--decode", default="auto", help="input.decode: auto, rgb24, yuv420p or nvdec")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--frames", type=int, help="frames per run for every model (default: per model)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--tag", default="", help="suffix of the JSON file name")
     p.add_argument("--detect", action="store_true", help="add the detector stage (see --detector)")
     p.add_argument("--detector", default=str(REPO.parent / "shared" / "data" / "weights" / "yolo11n_coco_from_int8.pt"),
                    help="detector for --detect (default: the YOLO11n COCO file in ../shared/data/weights)")
@@ -43,33 +49,43 @@ def main() -> int:
     inputs = args.inputs or [str(x) for x in DEFAULT_INPUTS if x.exists()] or [str(REPO / "samples/hazy_traffic.mp4")]
 
     rows = []
-    for spec in inputs:
-        for model in args.models:
-            cfg = load_config(overrides=[{"model": {"name": model},
-                                          "engine": {"device": args.device, "batch": args.batch},
-                                          "detect": {"detector": args.detector}}])
-            frames = args.frames or DEFAULT_FRAMES.get(model, 90)
-            repeats = args.repeats if model != "cid" or torch.cuda.is_available() else 1
-            print(f"bench {Path(spec).name} {model} ({frames} frames x {repeats})", file=sys.stderr, flush=True)
-            rows.append(run_bench(spec, cfg, frames=frames, repeats=repeats, detect=args.detect).to_dict())
+    for spec, model, batch, streams in itertools.product(inputs, args.models, args.batches, args.streams):
+        cfg = load_config(overrides=[{"model": {"name": model},
+                                      "engine": {"device": args.device, "batch": batch},
+                                      "input": {"decode": args.decode},
+                                      "detect": {"detector": args.detector}}])
+        frames = args.frames or DEFAULT_FRAMES.get(model, 90)
+        repeats = args.repeats if model != "cid" or torch.cuda.is_available() else 1
+        print(f"bench {Path(spec).name} {model} batch {batch} x{streams} ({frames} frames x {repeats})",
+              file=sys.stderr, flush=True)
+        rows.append(run_bench(spec, cfg, frames=frames, repeats=repeats, detect=args.detect,
+                              streams=streams).to_dict())
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
 
     machine = rows[0]["machine"]
     slug = re.sub(r"[^a-z0-9]+", "-", machine.lower()).strip("-")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     payload = {"date": dt.date.today().isoformat(), "machine": machine, "torch": torch.__version__, "results": rows}
-    path = out / f"{slug}{'-detect' if args.detect else ''}.json"
+    tag = args.tag or ("detect" if args.detect else "")
+    path = out / f"{slug}{'-' + tag if tag else ''}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
     det = args.detect
-    print("| input | model | precision | decode fps | model fps |" + (" detect fps |" if det else "") +
-          " encode fps | end-to-end fps | e2e / slowest | e2e / serial |" + (" detector share |" if det else ""))
-    print("|---|---|---|---:|---:|" + ("---:|" if det else "") + "---:|---:|---:|---:|" + ("---:|" if det else ""))
+    print("| input | model | batch | streams | decode (path) | upload | model | " + ("detect | " if det else "") +
+          "download | encode | e2e video | e2e/slowest |" + (" e2e no video | e2e/slowest |" if det else "") + " GPU MB |")
+    print("|---|---|---:|---:|---|---:|---:|" + ("---:|" if det else "") + "---:|---:|---:|---:|" +
+          ("---:|---:|" if det else "") + "---:|")
     for r in rows:
-        detect_cell = f" {r['detect_fps']:.1f} |" if det else ""
-        share_cell = f" {r['detector_share']:.0%} |" if det else ""
-        print(f"| {r['width']}x{r['height']} | {r['model']} | {r['precision']} | {r['decode_fps']:.0f} | "
-              f"{r['model_fps']:.1f} |{detect_cell} {r['encode_fps']:.0f} | {r['end_to_end_fps']:.1f} | "
-              f"{r['ratio']:.2f} ({r['slowest_stage']}) | {r['overlap']:.2f} |{share_cell}")
+        cells = [f"{r['width']}x{r['height']}", r["model"], str(r["batch"]), str(r["streams"]),
+                 f"{r['decode_fps']:.0f} ({r['decode_path']})", f"{r['upload_fps']:.0f}", f"{r['model_fps']:.1f}"]
+        if det:
+            cells.append(f"{r['detect_fps']:.1f}")
+        cells += [f"{r['download_fps']:.0f}", f"{r['encode_fps']:.0f}", f"{r['end_to_end_fps']:.1f}",
+                  f"{r['ratio']:.2f} ({r['slowest_stage']})"]
+        if det:
+            cells += [f"{r['no_video_fps']:.1f}", f"{r['no_video_ratio']:.2f}"]
+        cells.append(str(r["gpu_memory_mb"] or "-"))
+        print("| " + " | ".join(cells) + " |")
     print(f"\nmachine: {machine}; written {path}", file=sys.stderr)
     return 0
 

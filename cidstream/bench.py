@@ -1,23 +1,27 @@
 """Stage-by-stage speed of one input: decode, model, encode, and all of them together.
 
-Each stage is timed alone on the same frames, then the whole pipeline runs; the ratio
-end-to-end / slowest stage says how well the stages overlap (1.0 = perfectly).
+Each stage is timed alone on the same frames (decode, upload/convert to RGB on the device, model,
+detector, download of what the encoder takes, encode), then the whole pipeline runs, writing the
+video and (with a detector) writing detections only; the ratio end-to-end / slowest stage says how
+well the stages overlap (1.0 = perfectly).
 """
 from __future__ import annotations
 
 import platform
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .config import Config
 from .engine import Dehazer, run_pipeline
+from .frames import BatchResult, FrameBatch
 from .io import ThreadedSink, source_from_config
-from .io.sinks import VideoSink
+from .io.sinks import NullSink, VideoSink
+from .ops.color import rgb_to_yuv420
 
 
 @dataclass
@@ -32,20 +36,24 @@ class BenchResult:
     batch: int
     machine: str
     decode_fps: float = 0.0
+    upload_fps: float = 0.0          # decoded frames -> RGB on the device (copy, and 4:2:0 conversion there)
     model_fps: float = 0.0
+    download_fps: float = 0.0        # dehazed frames -> the host in the encoder's form (4:2:0 made on CUDA)
     encode_fps: float = 0.0
-    end_to_end_fps: float = 0.0
+    end_to_end_fps: float = 0.0      # writing the dehazed video
     slowest_stage: str = ""
     ratio: float = 0.0              # end-to-end / slowest stage (1.0: the stages overlap perfectly)
     serial_fps: float = 0.0         # 1 / sum(1 / stage fps): the stages run one after another
     overlap: float = 0.0            # end-to-end / serial (> 1: overlapping pays off)
-    upload_fps: float = 0.0          # host uint8 frames -> the device (pinned, non-blocking on CUDA)
+    no_video_fps: float | None = None    # end to end writing nothing (detections only, with --detect)
+    no_video_ratio: float | None = None  # ... / its slowest stage (decode, upload, model[, detect])
     gpu_memory_mb: float | None = None  # peak allocated during the run (CUDA only)
-    decode_path: str = "software"
+    decode_path: str = ""
     encode_path: str = ""
     detector: str | None = None     # with --detect: the detector, its fps alone (dehazed frames on the
     detect_fps: float | None = None  # device), and its share of the end-to-end time
     detector_share: float | None = None
+    streams: int = 1                 # files processed at once (--streams); fps figures are their sum
     repeats: int = 1
     notes: list = field(default_factory=list)
 
@@ -75,42 +83,90 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _timed(device: torch.device, fn, n: int) -> float:
+    """fps of ``fn()`` over ``n`` frames, the device's queued work included."""
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return n / (time.perf_counter() - t0)
+
+
+def _pipelines(sources, dehazer, sinks_for, cfg, stage_for, lock) -> tuple[float, list]:
+    """Run one pipeline per source at once (threads sharing the model, as ``batch`` does on CUDA);
+    the summed fps."""
+    e = cfg.engine
+    stats, errors = [], []
+
+    def one(i, src):
+        try:
+            stats.append(run_pipeline(src, dehazer, sinks_for(i, src), batch=e.batch, max_latency_ms=e.max_latency_ms,
+                                      queue_size=cfg.input.queue_size, detect=stage_for(), model_lock=lock))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=one, args=(i, s)) for i, s in enumerate(sources)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return sum(st.frames for st in stats) / (time.perf_counter() - t0), stats
+
+
 def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, warmup: int = 2,
-              progress=None, detect: bool = False) -> BenchResult:
-    """Rounds of decode, model, (detector,) encode and end-to-end runs, interleaved so that a noisy
-    machine slows all of them alike; per-stage figures and the ratio are medians over rounds."""
+              progress=None, detect: bool = False, streams: int = 1) -> BenchResult:
+    """Rounds of decode, upload/convert, model, (detector,) download, encode and end-to-end runs (writing
+    the video, and with --detect also writing detections only), interleaved so that a noisy machine
+    slows all of them alike; per-stage figures and the ratios are medians over rounds. ``streams`` > 1
+    runs that many copies of the input at once for the end-to-end figures."""
     e, o = cfg.engine, cfg.output
     dehazer = Dehazer.from_config(cfg, random_init=True)
-    stage = None
+    device = dehazer.device
+    cuda = device.type == "cuda"
+    detector = None
     if detect:
         from .detect import Detector
         from .detect.stage import DetectStage
 
-        stage = DetectStage(Detector.from_config(cfg.detect, dehazer.device))
+        detector = Detector.from_config(cfg.detect, device)
 
     def source():
-        return source_from_config(input_spec, cfg.input, frames, dehazer.device.type)
+        return source_from_config(input_spec, cfg.input, frames, device)
 
     with source() as src:
         info = src.info
-        images = list(src)
-    n = len(images)
-    res = BenchResult(input=input_spec, width=images[0].image.shape[1], height=images[0].image.shape[0], frames=n,
-                      model=dehazer.name, device=str(dehazer.device), precision=dehazer.precision, batch=e.batch,
-                      machine=machine_name(dehazer.device), repeats=repeats)
+        decoded = list(src)
+    n = len(decoded)
+    h, w = decoded[0].shape
+    res = BenchResult(input=input_spec, width=w, height=h, frames=n, model=dehazer.name, device=str(device),
+                      precision=dehazer.precision, batch=e.batch, machine=machine_name(device), repeats=repeats,
+                      streams=streams)
     if dehazer.loaded.weights is None and dehazer.net.trainable:
         res.notes.append("random weights (speed only)")
-    host = [np.stack([f.image for f in images[i:i + e.batch]]) for i in range(0, n, e.batch)]
-    batches = [dehazer.upload(b) for b in host]
-    if dehazer.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dehazer.device)
+    batches = [FrameBatch.of(decoded[i:i + e.batch]) for i in range(0, n, e.batch)]
+    on_device = [b.to_device(device) for b in batches]
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
     for _ in range(warmup):
-        out = dehazer.process(batches[0])
-        if stage is not None:
-            stage.detector(out if out.device.type == "cuda" else out.numpy())
+        out = dehazer.process(on_device[0])
+        if detector is not None:
+            detector(out)
+    dehazed = [dehazer.process(b) for b in on_device]
+    host_out = [b.cpu().numpy() for b in dehazed]
+    i420 = cuda and w % 2 == 0 and h % 2 == 0
+    # Upload is a stage where it does work: a copy to the GPU, or 4:2:0 -> RGB (on a CPU, RGB is no copy).
+    counts_upload = cuda or batches[0].images is None
+    lock = threading.Lock() if streams > 1 else None
 
-    runs = {"decode": [], "upload": [], "model": [], "encode": [], "end_to_end": [], "detect": []}
-    shares, ratios = [], []
+    def download():
+        for b in dehazed:
+            (rgb_to_yuv420(b) if i420 else b).cpu()
+
+    runs = {k: [] for k in ("decode", "upload", "model", "detect", "download", "encode", "end_to_end", "no_video")}
+    shares, ratios, nv_ratios = [], [], []
     with tempfile.TemporaryDirectory(prefix="cidstream-bench-") as tmp:
         for r in range(repeats):
             if progress is not None:
@@ -119,65 +175,61 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
                 res.decode_path = src.decode_path
                 t0 = time.perf_counter()
                 count = sum(1 for _ in src)
+                _sync(device)
                 runs["decode"].append(count / (time.perf_counter() - t0))
-
-            _sync(dehazer.device)  # upload only
-            t0 = time.perf_counter()
-            for b in host:
-                dehazer.upload(b)
-            _sync(dehazer.device)
-            runs["upload"].append(n / (time.perf_counter() - t0))
-
-            _sync(dehazer.device)  # model only: uint8 batches already on the device
-            t0 = time.perf_counter()
-            for b in batches:
-                dehazer.process(b)
-            _sync(dehazer.device)
-            runs["model"].append(n / (time.perf_counter() - t0))
-
-            if stage is not None:  # detector only, on frames already on the device (numpy on the CPU)
-                frames_in = [b if b.device.type == "cuda" else b.numpy() for b in batches]
-                t0 = time.perf_counter()
-                for b in frames_in:
-                    stage.detector(b)
-                _sync(dehazer.device)
-                runs["detect"].append(n / (time.perf_counter() - t0))
+            runs["upload"].append(_timed(device, lambda: [b.to_device(device) for b in batches], n))
+            runs["model"].append(_timed(device, lambda: [dehazer.process(b) for b in on_device], n))
+            if detector is not None:  # detector only, on dehazed frames already on the device
+                runs["detect"].append(_timed(device, lambda: [detector(b) for b in dehazed], n))
+            if cuda:
+                runs["download"].append(_timed(device, download, n))
 
             sink = VideoSink(Path(tmp) / f"enc{r}.mp4", info, codec=o.codec, crf=o.crf, preset=o.preset,
-                             copy_audio=False, device_type=dehazer.device.type)  # encode only
+                             copy_audio=False, device_type=device.type, threads=o.threads)  # encode only
+            items = [BatchResult(fb, out, dehazed_i420=rgb_to_yuv420(torch.from_numpy(out)).numpy() if i420 else None)
+                     for fb, out in zip(batches, host_out)]
             t0 = time.perf_counter()
-            for f in images:
-                sink.write(f, f.image)
+            for item in items:
+                sink.write_result(item)
             sink.close()
             runs["encode"].append(n / (time.perf_counter() - t0))
             res.encode_path = sink.codec
 
-            sink = ThreadedSink(VideoSink(Path(tmp) / f"e2e{r}.mp4", info, codec=o.codec, crf=o.crf,
-                                          preset=o.preset, copy_audio=False, device_type=dehazer.device.type),
-                                o.queue_size)
-            with source() as src:
-                stats = run_pipeline(src, dehazer, sink, batch=e.batch, max_latency_ms=e.max_latency_ms,
-                                     queue_size=cfg.input.queue_size, detect=stage)
-            runs["end_to_end"].append(stats.fps)
-            round_stages = (("decode", "model", "encode") + (("detect",) if stage is not None else ())
-                            + (("upload",) if dehazer.device.type == "cuda" else ()))
-            ratios.append(stats.fps / min(runs[k][-1] for k in round_stages))
-            shares.append(stats.stage_seconds["detect"] / stats.seconds)
+            def video_sinks(i, src, r=r):
+                return ThreadedSink(VideoSink(Path(tmp) / f"e2e{r}_{i}.mp4", src.info, codec=o.codec, crf=o.crf,
+                                              preset=o.preset, copy_audio=False, device_type=device.type,
+                                              threads=o.threads), o.queue_size)
 
-    res.decode_fps, res.model_fps = _median(runs["decode"]), _median(runs["model"])
-    res.upload_fps = _median(runs["upload"])
-    if dehazer.device.type == "cuda":
-        res.gpu_memory_mb = round(torch.cuda.max_memory_allocated(dehazer.device) / 2**20, 1)
-    res.encode_fps, res.end_to_end_fps = _median(runs["encode"]), _median(runs["end_to_end"])
-    stages = {"decode": res.decode_fps, "model": res.model_fps, "encode": res.encode_fps}
-    if dehazer.device.type == "cuda":  # on a CPU "upload" is no copy at all
-        stages["upload"] = res.upload_fps
-    if stage is not None:
-        res.detector, res.detect_fps = stage.detector.label, _median(runs["detect"])
+            def stage_for():
+                return DetectStage(detector) if detector is not None else None
+
+            srcs = [source() for _ in range(streams)]
+            fps, stats = _pipelines(srcs, dehazer, video_sinks, cfg, stage_for, lock)
+            runs["end_to_end"].append(fps)
+            stages = ["decode", "model", "encode"] + (["upload"] if counts_upload else []) + \
+                (["detect"] if detector else []) + (["download"] if cuda else [])
+            ratios.append(fps / streams / min(runs[k][-1] for k in stages))
+            shares.append(sum(s.stage_seconds["detect"] for s in stats) / sum(s.seconds for s in stats))
+            if detector is not None:  # detections only: nothing is downloaded or encoded
+                srcs = [source() for _ in range(streams)]
+                fps, _ = _pipelines(srcs, dehazer, lambda i, src: NullSink(), cfg, stage_for, lock)
+                runs["no_video"].append(fps)
+                nv_ratios.append(fps / streams / min(runs[k][-1] for k in stages if k not in ("encode", "download")))
+
+    med = {k: _median(v) for k, v in runs.items() if v}
+    res.decode_fps, res.upload_fps, res.model_fps = med["decode"], med["upload"], med["model"]
+    res.encode_fps, res.end_to_end_fps = med["encode"], med["end_to_end"]
+    res.download_fps = med.get("download", 0.0)
+    if cuda:
+        res.gpu_memory_mb = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    stages = {k: med[k] for k in ("decode", "upload", "model", "encode", "download", "detect")
+              if k in med and (k != "upload" or counts_upload)}
+    if detector is not None:
+        res.detector, res.detect_fps = detector.label, med["detect"]
         res.detector_share = _median(shares)
-        stages["detect"] = res.detect_fps
+        res.no_video_fps, res.no_video_ratio = med["no_video"], _median(nv_ratios)
     res.slowest_stage = min(stages, key=stages.get)
     res.ratio = _median(ratios)
     res.serial_fps = 1.0 / sum(1.0 / v for v in stages.values())
-    res.overlap = res.end_to_end_fps / res.serial_fps
+    res.overlap = res.end_to_end_fps / streams / res.serial_fps
     return res

@@ -85,20 +85,28 @@ def build_parser() -> argparse.ArgumentParser:
                           "adds side_by_side video)")
     _detector_args(det)
     det.add_argument("--track", action="store_true", help="ByteTrack ids and unique-vehicle counts [detect.track]")
+    det.add_argument("--no-video", action="store_true",
+                     help="write detections and the report only, no dehazed video (analytics runs; encoding is "
+                          "most of their cost) [output.video]")
     _common(run)
 
     bench = sub.add_parser("bench", help="measure decode, model, encode and end-to-end speed on an input",
-                           description="Times each stage alone (decode; model on frames already on the device; "
-                                       "H.264 encode) and the whole pipeline, on the first --frames frames of "
-                                       "INPUT, and reports end-to-end / slowest stage. Learned models without "
-                                       "weights run with random weights (speed is the same).")
+                           description="Times each stage alone (decode; upload and conversion to RGB on the "
+                                       "device; model on frames already there; detector; download; H.264 encode) "
+                                       "and the whole pipeline, writing the video and (with --detect) detections "
+                                       "only, on the first --frames frames of INPUT, and reports end-to-end / "
+                                       "slowest stage. The decode path is input.decode (--set input.decode=...). "
+                                       "Learned models without weights run with random weights (speed is the same).")
     bench.add_argument("input", help="video file or image folder")
     bench.add_argument("--frames", type=int, default=90, help="frames to use (default 90)")
     bench.add_argument("--repeats", type=int, default=3, help="runs per stage; the median is reported (default 3)")
     bench.add_argument("--json", nargs="?", const="-", metavar="FILE",
                        help="also write the result as JSON to FILE (or stdout with no FILE)")
     bench.add_argument("--detect", action="store_true",
-                       help="add the detector: its speed alone and its share of the end-to-end time")
+                       help="add the detector: its speed alone, its share of the end-to-end time, and the "
+                            "end-to-end speed writing detections only")
+    bench.add_argument("--streams", type=int, default=1,
+                       help="process this many copies of INPUT at once, sharing the model (default 1)")
     _detector_args(bench)
     _common(bench)
 
@@ -166,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--detect", action="store_true", help="run the vehicle detector on the dehazed frames")
     _detector_args(live)
     live.add_argument("--track", action="store_true", help="ByteTrack ids per camera [detect.track]")
+    live.add_argument("--no-video", action="store_true",
+                      help="with --detect: detections and stats only, no video segments [output.video]")
     live.add_argument("--no-status", action="store_true", help="no status table or lines (stats.json is still written)")
     _common(live)
 
@@ -212,6 +222,8 @@ def make_config(args, settings: dict | None = None):
         detect["track"] = True
     if detect:
         flags["detect"] = detect
+    if getattr(args, "no_video", False):
+        flags["output"] = {"video": False}
     overrides.append(flags)
     return load_config(args.config, overrides)
 
@@ -260,6 +272,8 @@ def cmd_run(args, console) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError("--max-frames must be at least 1")
     detecting = args.detect or args.compare
+    if not cfg.output.video and not detecting:
+        raise ConfigError("--no-video (output.video false) needs --detect or --compare: there would be nothing to write")
     output = args.output or default_output(args.input, folder=detecting)
     if _same_place(output, args.input.rstrip("/")):
         raise OutputError(f"output {output} is the input itself: choose another output path")
@@ -297,11 +311,11 @@ def cmd_bench(args, console) -> int:
     from .summary import print_bench
 
     cfg = make_config(args)
-    if args.frames < 1 or args.repeats < 1:
-        raise ConfigError("--frames and --repeats must be at least 1")
+    if args.frames < 1 or args.repeats < 1 or args.streams < 1:
+        raise ConfigError("--frames, --repeats and --streams must be at least 1")
     with console.status("benchmarking") as status:
         result = run_bench(args.input, cfg, frames=args.frames, repeats=args.repeats, detect=args.detect,
-                           progress=lambda label: status.update(f"benchmarking: {label}"))
+                           streams=args.streams, progress=lambda label: status.update(f"benchmarking: {label}"))
     print_bench(console, result)
     if args.json:
         text = json.dumps(result.to_dict(), indent=2)
@@ -378,6 +392,8 @@ def cmd_batch(args, console) -> int:
     cfg = make_config(args)
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError("--max-frames must be at least 1")
+    if not cfg.output.video:
+        raise ConfigError("output.video false is for run and live; a batch always writes the dehazed videos")
     return run_batch(args.inputs, Path(args.output), cfg, console, detect=args.detect or args.compare,
                      compare=args.compare, max_frames=args.max_frames, retry_failed=args.retry_failed,
                      verify=args.verify, dry_run=args.dry_run, show_progress=not args.no_progress)
@@ -397,6 +413,8 @@ def cmd_live(args, console) -> int:
         raise ConfigError("--max-frames must be at least 1")
     if args.duration is not None and args.duration <= 0:
         raise ConfigError("--duration must be positive")
+    if not cfg.output.video and not (args.detect or args.track):
+        raise ConfigError("--no-video (output.video false) needs --detect: there would be nothing to write")
     root = Path(args.output or cameras.output)
     dehazer = Dehazer.from_config(cfg)
     detector = None

@@ -50,7 +50,7 @@ class InputConfig:
     decode_threads: int = 0     # 0 lets FFmpeg choose
     image_fps: float = 25.0     # frame rate given to image folders written as video
     options: dict = field(default_factory=dict)  # extra FFmpeg/PyAV options (e.g. rtsp_transport)
-    hwaccel: str = "auto"       # auto: NVDEC when running on CUDA (software fallback); none: CPU decoding
+    decode: str = "auto"        # auto | rgb24 | yuv420p | nvdec: the form decoded frames take (cidstream/io/decode.py)
 
 
 @dataclass
@@ -58,6 +58,8 @@ class OutputConfig:
     codec: str = "auto"         # auto: h264_nvenc on CUDA machines that have it, else libx264; or any FFmpeg encoder
     crf: int = 20               # quality: lower is better and larger
     preset: str = "veryfast"    # x264 speed/size trade-off
+    threads: int = 0            # encoder threads (0: the encoder chooses, all cores for libx264)
+    video: bool = True          # false: detections and report only, no dehazed video (--no-video)
     copy_audio: bool = True
     jpeg_quality: int = 95
     queue_size: int = 32        # frames buffered ahead of the encoder
@@ -184,8 +186,10 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"engine.precision must be auto, fp32, bf16 or fp16, got {e.precision!r}")
     if cfg.input.queue_size < 1 or cfg.output.queue_size < 1:
         raise ConfigError("input.queue_size and output.queue_size must be at least 1")
-    if cfg.input.hwaccel not in ("auto", "none"):
-        raise ConfigError(f"input.hwaccel must be auto or none, got {cfg.input.hwaccel!r}")
+    if cfg.input.decode not in ("auto", "rgb24", "yuv420p", "nvdec"):
+        raise ConfigError(f"input.decode must be auto, rgb24, yuv420p or nvdec, got {cfg.input.decode!r}")
+    if cfg.output.threads < 0:
+        raise ConfigError(f"output.threads must not be negative, got {cfg.output.threads}")
     if cfg.input.image_fps <= 0:
         raise ConfigError(f"input.image_fps must be positive, got {cfg.input.image_fps}")
     d = cfg.detect

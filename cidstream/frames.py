@@ -1,39 +1,114 @@
-"""Typed objects passed between stages: one decoded frame, a temporal batch of them, stream facts."""
+"""Typed objects passed between stages: one decoded frame, a temporal batch of them, stream facts.
+
+Pixels travel in the form the decoder gave them: RGB arrays (images, rgb24 decoding), or 4:2:0 planes
+(``YUVPlanes``) on the host or, with NVDEC, already on the GPU. A batch becomes RGB where the model
+runs (``FrameBatch.to_device``); host RGB is made only for the sinks that need it.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
+import torch
+
+from .ops.color import ColorSpec, yuv420_to_rgb
+
+
+@dataclass
+class YUVPlanes:
+    """4:2:0 planes: y (..., H, W), u and v (..., ceil(H/2), ceil(W/2)); numpy arrays or torch tensors
+    (host or device). One frame's planes have no leading dimension, a batch's have N."""
+
+    y: object
+    u: object
+    v: object
+    color: ColorSpec = ColorSpec()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.y.shape[-2:])
+
+    @property
+    def on_device(self) -> bool:
+        return isinstance(self.y, torch.Tensor) and self.y.device.type != "cpu"
+
+    @classmethod
+    def stack(cls, planes: list["YUVPlanes"]) -> "YUVPlanes":
+        first = planes[0]
+        if isinstance(first.y, torch.Tensor):
+            return cls(*(torch.stack([getattr(p, k) for p in planes]) for k in "yuv"), first.color)
+        return cls(*(np.stack([getattr(p, k) for p in planes]) for k in "yuv"), first.color)
+
+    def tensors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The planes as tensors on ``device`` (pinned, non-blocking copies from the host on CUDA)."""
+        out = []
+        for p in (self.y, self.u, self.v):
+            t = p if isinstance(p, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(p))
+            if t.device != device:
+                if device.type == "cuda" and t.device.type == "cpu":
+                    t = t.pin_memory()
+                t = t.to(device, non_blocking=True)
+            out.append(t)
+        return tuple(out)
 
 
 @dataclass
 class Frame:
-    """One RGB uint8 frame (H, W, 3) with where it came from."""
+    """One frame with where it came from. Pixels are ``image`` (RGB uint8 (H, W, 3), numpy) or
+    ``planes`` (4:2:0, see YUVPlanes); ``rgb()`` gives host RGB either way."""
 
-    image: np.ndarray
+    image: np.ndarray | None
     index: int
     pts: int | None = None          # presentation timestamp in the source's time base
     time: float | None = None       # seconds from the start of the source
     name: str | None = None         # file name, for image-folder sources
     alpha: np.ndarray | None = None  # kept aside for RGBA images, re-attached on write
     captured_at: float | None = None  # time.monotonic() when decoded (latency accounting)
+    planes: YUVPlanes | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width)."""
+        return self.image.shape[:2] if self.image is not None else self.planes.shape
+
+    @property
+    def layout(self) -> tuple:
+        """Frames of one layout stack into one batch: same size, same pixel form and device."""
+        if self.image is not None:
+            return ("rgb", *self.image.shape[:2])
+        return ("yuv420", self.planes.on_device, self.planes.color, *self.planes.shape)
+
+    def rgb(self) -> np.ndarray:
+        if self.image is None:
+            self.image = FrameBatch.of([self]).host_rgb()[0]
+        return self.image
 
 
 @dataclass
 class FrameBatch:
-    """Consecutive frames of equal size from one source; ``images`` is (N, H, W, 3) uint8."""
+    """Consecutive frames of one layout from one source: ``images`` (N, H, W, 3) uint8 RGB or
+    ``planes`` (YUVPlanes with a leading N)."""
 
-    images: np.ndarray
+    images: np.ndarray | None
     frames: list[Frame]
     source_id: str = ""
+    planes: YUVPlanes | None = None
+    _host: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, frames: list[Frame], source_id: str = "") -> "FrameBatch":
-        return cls(np.stack([f.image for f in frames]), frames, source_id)
+        if frames[0].image is not None:
+            return cls(np.stack([f.image for f in frames]), frames, source_id)
+        return cls(None, frames, source_id, YUVPlanes.stack([f.planes for f in frames]))
 
     def __len__(self) -> int:
         return len(self.frames)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.frames[0].shape
 
     @property
     def indices(self) -> list[int]:
@@ -43,16 +118,84 @@ class FrameBatch:
     def times(self) -> list[float | None]:
         return [f.time for f in self.frames]
 
+    def to_device(self, device: torch.device) -> torch.Tensor:
+        """uint8 RGB (N, H, W, 3) on ``device``: RGB is copied there, 4:2:0 is copied (half the bytes)
+        and converted there."""
+        if self.images is not None:
+            t = torch.from_numpy(np.ascontiguousarray(self.images))
+            return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
+        return yuv420_to_rgb(*self.planes.tensors(device), self.planes.color)
 
-@dataclass
+    def host_rgb(self) -> np.ndarray:
+        """uint8 RGB (N, H, W, 3) on the host (converted once, on the CPU, when the batch is 4:2:0)."""
+        if self.images is not None:
+            return self.images
+        if self._host is None:
+            self._host = self.to_device(torch.device("cpu")).numpy() if not self.planes.on_device else \
+                self.to_device(self.planes.y.device).cpu().numpy()
+        return self._host
+
+
+class DeviceFrames:
+    """A tensor the pipeline made on its device, and the moment it is ready (a CUDA event on the
+    stream that made it). ``prefetch()`` starts the copy to pinned host memory without waiting;
+    ``get()`` gives the host array, waiting only for this tensor, from any thread. On the CPU the
+    tensor already is the host array."""
+
+    def __init__(self, tensor: torch.Tensor, prefetch: bool = False):
+        self._lock = threading.Lock()
+        self._tensor, self._host, self._array = tensor, None, None
+        self._event = None
+        if tensor.device.type == "cuda":
+            self._event = torch.cuda.Event()
+            if prefetch:
+                self._host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+                self._host.copy_(tensor, non_blocking=True)
+            self._event.record()
+
+    def get(self) -> np.ndarray:
+        with self._lock:
+            if self._array is None:
+                if self._event is not None:
+                    self._event.synchronize()
+                host = self._host if self._host is not None else self._tensor.cpu()
+                self._array, self._tensor, self._host = host.numpy(), None, None
+            return self._array
+
+
+def _host(value):
+    return value.get() if isinstance(value, DeviceFrames) else value
+
+
 class BatchResult:
-    """What the pipeline hands to sinks per batch: the dehazed frames and, when detecting, the
-    detections per frame on the dehazed frames and (compare mode) on the raw ones."""
+    """What the pipeline hands to sinks per batch. Frames the pipeline kept on the device arrive as
+    ``DeviceFrames`` that sinks wait for in their own threads; ``dehazed_i420`` is set when the video
+    encoder's 4:2:0 planes were made on the device (half the bytes of RGB to download)."""
 
-    batch: FrameBatch
-    dehazed: np.ndarray                      # (N, H, W, 3) uint8
-    detections: list | None = None           # list[Detections] on the dehazed frames
-    raw_detections: list | None = None       # list[Detections] on the raw frames
+    def __init__(self, batch: FrameBatch, dehazed, detections: list | None = None,
+                 raw_detections: list | None = None, dehazed_i420=None, raw=None):
+        self.batch = batch
+        self._dehazed = dehazed                   # (N, H, W, 3) uint8: numpy or DeviceFrames (or None: not needed)
+        self.detections = detections              # list[Detections] on the dehazed frames
+        self.raw_detections = raw_detections      # list[Detections] on the raw frames (compare mode)
+        self._i420 = dehazed_i420                 # (N, H*3/2, W) uint8 I420: numpy or DeviceFrames, or None
+        self._raw = raw                           # host RGB of the raw frames when they were on the device
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+    @property
+    def dehazed(self) -> np.ndarray:
+        return _host(self._dehazed)
+
+    @property
+    def dehazed_i420(self) -> np.ndarray | None:
+        return _host(self._i420)
+
+    @property
+    def raw(self) -> np.ndarray:
+        """The raw frames as host RGB (N, H, W, 3)."""
+        return _host(self._raw) if self._raw is not None else self.batch.host_rgb()
 
 
 @dataclass

@@ -38,7 +38,7 @@ def process_input(spec: str, output: str | Path, cfg, dehazer: Dehazer, detector
     Errors opening the input or output raise; errors while streaming are returned in ``InputRun.error``
     after every output is closed. ``model_lock`` serializes model calls when threads share one model."""
     device_type = dehazer.device.type
-    with source_from_config(str(spec), cfg.input, max_frames, device_type, cfg.live) as source:
+    with source_from_config(str(spec), cfg.input, max_frames, dehazer.device, cfg.live) as source:
         outputs = None
         if detector is not None:
             from .detect.outputs import DetectionOutputs

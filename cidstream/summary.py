@@ -64,7 +64,12 @@ def print_bench(console, r) -> None:
     rows = [("decode", r.decode_fps), ("upload", r.upload_fps), ("model", r.model_fps)]
     if r.detect_fps is not None:
         rows.append(("detect", r.detect_fps))
-    for name, fps in rows + [("encode", r.encode_fps), ("end to end", r.end_to_end_fps)]:
+    if r.download_fps:
+        rows.append(("download", r.download_fps))
+    rows += [("encode", r.encode_fps), ("end to end", r.end_to_end_fps)]
+    if r.no_video_fps is not None:
+        rows.append(("end to end, no video", r.no_video_fps))
+    for name, fps in rows:
         mark = " (slowest)" if name == r.slowest_stage else ""
         table.add_row(name + mark, f"{fps:.1f}")
     console.print(table)
@@ -74,5 +79,8 @@ def print_bench(console, r) -> None:
     console.print(f"decode: {r.decode_path}; encode: {r.encode_path}{gpu}")
     if r.detector_share is not None:
         console.print(f"detector {r.detector}: {r.detector_share:.0%} of the end-to-end time")
+    streams = f"; {r.streams} inputs at once (end-to-end fps summed)" if r.streams > 1 else ""
     console.print(f"end to end / slowest stage = [bold]{r.ratio:.2f}[/] (median of {r.repeats} rounds); "
-                  f"end to end / stages run one after another = {r.overlap:.2f}")
+                  f"end to end / stages run one after another = {r.overlap:.2f}{streams}")
+    if r.no_video_ratio is not None:
+        console.print(f"no video: end to end / slowest stage = [bold]{r.no_video_ratio:.2f}[/]")

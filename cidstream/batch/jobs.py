@@ -20,7 +20,7 @@ MANIFEST_SUFFIXES = (".csv", ".jsonl")
 JOB_KEYS = ("path", "output", "max_frames", "detect", "compare")
 # Settings that change speed, not the output: a rerun with other values still counts as "same settings".
 RUNTIME_ONLY = {"engine": ("device", "batch", "max_latency_ms", "channels_last"),
-                "input": ("queue_size", "decode_threads", "hwaccel"), "output": ("queue_size",)}
+                "input": ("queue_size", "decode_threads", "decode"), "output": ("queue_size", "threads")}
 
 
 @dataclass

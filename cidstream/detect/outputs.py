@@ -22,6 +22,8 @@ class DetectionLog(Sink):
     (``raw`` only in compare mode); a box is {"box": [x1, y1, x2, y2], "class", "class_id",
     "confidence"[, "track_id"]} in pixels of the original frame."""
 
+    needs = frozenset()
+
     def __init__(self, folder: Path, names: dict[int, str], info: StreamInfo, compare: bool, exports: bool = True):
         self.folder = Path(folder)
         self.path = self.folder / "detections.jsonl"
@@ -44,7 +46,7 @@ class DetectionLog(Sink):
     def write_result(self, result: BatchResult) -> None:
         per_stream = {"dehazed": result.detections, "raw": result.raw_detections}
         for i, frame in enumerate(result.batch.frames):
-            h, w = frame.image.shape[:2]
+            h, w = frame.shape
             line = {"frame": frame.index, "time": None if frame.time is None else round(frame.time, 4),
                     "pts": frame.pts, "name": frame.name, "source": result.batch.source_id}
             for stream in self.streams:
@@ -88,6 +90,8 @@ class DetectionLog(Sink):
 class SideBySideSink(Sink):
     """raw | dehazed with boxes and per-frame counts, as a video (or images for image inputs)."""
 
+    needs = frozenset({"raw", "dehazed"})
+
     def __init__(self, target: Sink, names: dict[int, str]):
         self.target, self.names, self.path = target, names, target.path
 
@@ -98,13 +102,13 @@ class SideBySideSink(Sink):
         if info.kind == "images":
             return cls(ImageFolderSink(Path(folder) / "side_by_side", o.jpeg_quality), names)
         return cls(VideoSink(Path(folder) / "side_by_side.mp4", info, codec=o.codec, crf=o.crf, preset=o.preset,
-                             copy_audio=False, device_type=device_type), names)
+                             copy_audio=False, device_type=device_type, threads=o.threads), names)
 
     def write_result(self, result: BatchResult) -> None:
-        raw = result.raw_detections or [None] * len(result.dehazed)
+        raw_dets = result.raw_detections or [None] * len(result)
+        raw, dehazed = result.raw, result.dehazed
         for i, frame in enumerate(result.batch.frames):
-            self.target.write(frame, side_by_side(frame.image, result.dehazed[i], raw[i], result.detections[i],
-                                                  self.names))
+            self.target.write(frame, side_by_side(raw[i], dehazed[i], raw_dets[i], result.detections[i], self.names))
             self.written += 1
 
     def close(self) -> None:
@@ -122,9 +126,10 @@ class DetectionOutputs:
         dehazed = folder / ("dehazed" if info.kind == "images" else "dehazed.mp4")
         self.collector = ReportCollector(detector.names, compare)
         device_type = dehazer.device.type
-        self.sinks = [sink_from_config(str(dehazed), info, cfg.output, device_type=device_type),
-                      ThreadedSink(DetectionLog(folder, detector.names, info, compare), cfg.output.queue_size),
+        self.sinks = [ThreadedSink(DetectionLog(folder, detector.names, info, compare), cfg.output.queue_size),
                       ThreadedSink(self.collector, cfg.output.queue_size)]
+        if cfg.output.video:  # off (--no-video): detections and the report only, nothing to encode
+            self.sinks.insert(0, sink_from_config(str(dehazed), info, cfg.output, device_type=device_type))
         if compare:
             self.sinks.append(ThreadedSink(SideBySideSink.create(folder, info, detector.names, cfg.output, device_type),
                                            cfg.output.queue_size))

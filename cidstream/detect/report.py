@@ -54,6 +54,8 @@ class ReportCollector(Sink):
     """Accumulates what the report needs, frame by frame, in memory that stays small on long runs
     (per-frame counts, per-class totals, confidence histograms, a few highlight thumbnails)."""
 
+    needs = frozenset()  # pixels only for the few highlight frames, fetched when kept
+
     def __init__(self, names: dict[int, str], compare: bool):
         self.names, self.compare = names, compare
         self.streams = ("raw", "dehazed") if compare else ("dehazed",)
@@ -92,7 +94,7 @@ class ReportCollector(Sink):
     def _keep(self, heap, score, frame, result, i):
         if score == 0 or (len(heap) >= HIGHLIGHTS and score <= heap[0][0]):
             return
-        thumb = _thumbnail(side_by_side(frame.image, result.dehazed[i], result.raw_detections[i],
+        thumb = _thumbnail(side_by_side(result.raw[i], result.dehazed[i], result.raw_detections[i],
                                         result.detections[i], self.names))
         item = (score, -frame.index, frame.index, thumb)
         heapq.heappush(heap, item) if len(heap) < HIGHLIGHTS else heapq.heapreplace(heap, item)

@@ -12,7 +12,8 @@ from ..io.reader import END, BackgroundReader
 def iter_batches(reader: BackgroundReader, batch: int, max_latency_ms: float | None = None,
                  source_id: str = "") -> Iterator[FrameBatch]:
     """Collect up to ``batch`` frames; with ``max_latency_ms`` (live feeds) a partial batch is
-    flushed once its oldest frame has waited that long. A change of frame size also flushes, and
+    flushed once its oldest frame has waited that long. A change of frame size or pixel form also
+    flushes, and
     so does a source error (after which the error propagates)."""
     pending: list[Frame] = []
     deadline = None
@@ -32,7 +33,7 @@ def iter_batches(reader: BackgroundReader, batch: int, max_latency_ms: float | N
             raise
         if item is END:
             break
-        if pending and item.image.shape != pending[0].image.shape:
+        if pending and item.layout != pending[0].layout:
             yield FrameBatch.of(pending, source_id)
             pending = []
         pending.append(item)

@@ -1,14 +1,18 @@
-"""source -> batcher -> dehazer -> sink, with decode and encode in their own threads."""
+"""source -> batcher -> dehazer -> detector -> sinks, with decode, detection (CUDA) and encode overlapping."""
 from __future__ import annotations
 
 import contextlib
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
+import torch
 
-from ..frames import BatchResult, FrameBatch
+from ..frames import BatchResult, DeviceFrames, FrameBatch
+from ..ops.color import rgb_to_yuv420
 from ..io.reader import BackgroundReader
 from ..io.sinks import Sink
 from ..io.sources import Source
@@ -46,35 +50,73 @@ def _reader_for(source: Source, queue_size: int) -> BackgroundReader:
                             name="decoder").start()
 
 
+def sink_needs(sinks: list[Sink]) -> frozenset:
+    """Host forms of the results the sinks will read (see Sink.needs)."""
+    return frozenset().union(*(s.needs for s in sinks))
+
+
+class BatchProcessor:
+    """One batch through the device: to the device as RGB (4:2:0 converted there), dehaze, detect,
+    and start the downloads the sinks need. On CUDA all of it is queued on one stream of its own, so
+    decoding (which waits on the default stream) never waits for the model; the host waits only
+    where a result is handed to it (the detections, or a sink reading its frames)."""
+
+    def __init__(self, dehazer: Dehazer, detect=None, needs: frozenset = frozenset({"dehazed"}),
+                 stats: "RunStats | None" = None, model_lock=None):
+        self.dehazer, self.detect, self.stats = dehazer, detect, stats
+        self.device = dehazer.device
+        self.cuda = self.device.type == "cuda"
+        self.stream = torch.cuda.Stream(self.device) if self.cuda else None
+        self.needs = needs
+        self.lock = model_lock or contextlib.nullcontext()
+
+    def _on_stream(self):
+        return torch.cuda.stream(self.stream) if self.cuda else contextlib.nullcontext()
+
+    def _time(self, stage: str, t0: float) -> None:
+        if self.stats is not None:
+            self.stats.stage_seconds[stage] += time.perf_counter() - t0
+
+    def dehaze(self, fb: FrameBatch) -> tuple:
+        t0 = time.perf_counter()
+        with self.lock, self._on_stream():
+            raw = fb.to_device(self.device)
+            dehazed = self.dehazer.process(raw)
+        self._time("dehaze", t0)
+        return fb, raw, dehazed
+
+    def finish(self, item: tuple) -> BatchResult:
+        fb, raw, dehazed = item
+        t0 = time.perf_counter()
+        with self._on_stream():
+            dets = raw_dets = None
+            if self.detect is not None:
+                with self.lock:
+                    dets, raw_dets = self.detect(raw, dehazed)
+            self._time("detect", t0)
+            # 4:2:0 for the encoder is made on the GPU: half the bytes of RGB come back.
+            h, w = fb.shape
+            i420 = DeviceFrames(rgb_to_yuv420(dehazed), prefetch=True) \
+                if self.cuda and "i420" in self.needs and h % 2 == 0 and w % 2 == 0 else None
+            out = DeviceFrames(dehazed, prefetch="dehazed" in self.needs)
+            raw_host = DeviceFrames(raw, prefetch="raw" in self.needs) if fb.images is None or self.cuda else None
+        return BatchResult(fb, out, dets, raw_dets, dehazed_i420=i420, raw=raw_host)
+
+    def __call__(self, fb: FrameBatch) -> BatchResult:
+        return self.finish(self.dehaze(fb))
+
+
 def dehaze_stream(source: Source, dehazer: Dehazer, batch: int = 4, max_latency_ms: float | None = None,
                   queue_size: int = 32) -> Iterator[tuple[FrameBatch, np.ndarray]]:
     """Python API: yields (batch, dehazed uint8 images) for a source, decoding in the background."""
     reader = _reader_for(source, queue_size)
+    processor = BatchProcessor(dehazer)
     try:
         latency = max_latency_ms if source.live else None
         for fb in iter_batches(reader, batch, latency, source.info.source):
-            yield fb, dehazer(fb.images)
+            yield fb, processor(fb).dehazed
     finally:
         reader.stop()
-
-
-def _process(fb: FrameBatch, dehazer: Dehazer, detect, stats: RunStats) -> BatchResult:
-    t0 = time.perf_counter()
-    if detect is not None and dehazer.device.type == "cuda":
-        # Raw and dehazed frames stay on the GPU from the dehazer to the detector.
-        raw = dehazer.upload(fb.images)
-        dehazed = dehazer.process(raw)
-        t1 = time.perf_counter()
-        dets, raw_dets = detect(raw, dehazed)
-        out = dehazed.cpu().numpy()
-    else:
-        out = dehazer(fb.images)
-        t1 = time.perf_counter()
-        dets, raw_dets = detect(fb.images, out) if detect is not None else (None, None)
-    t2 = time.perf_counter()
-    stats.stage_seconds["dehaze"] += t1 - t0
-    stats.stage_seconds["detect"] += t2 - t1
-    return BatchResult(fb, out, dets, raw_dets)
 
 
 def run_pipeline(source: Source, dehazer: Dehazer, sinks: Sink | list[Sink], batch: int = 4,
@@ -82,32 +124,50 @@ def run_pipeline(source: Source, dehazer: Dehazer, sinks: Sink | list[Sink], bat
                  on_batch: Callable[[RunStats], None] | None = None, model_lock=None) -> RunStats:
     """Dehaze (and, with a ``detect`` stage, detect on) a whole source into sinks.
 
+    Decoding and each sink run in threads of their own; on CUDA with a detector, detection runs in
+    one more thread, so the dehazing of batch k+1 is queued while batch k is detected.
     Ctrl-C stops reading and keeps every processed frame: every sink is always closed
     (finalized); the interruption is recorded in the stats, errors propagate after closing.
     ``on_batch`` may raise KeyboardInterrupt to stop the run the same way; ``model_lock`` makes
     threads that share one model take turns on it."""
     sinks = sinks if isinstance(sinks, list) else [sinks]
     stats = RunStats()
+    processor = BatchProcessor(dehazer, detect, sink_needs(sinks), stats, model_lock)
+    overlap = ThreadPoolExecutor(1, thread_name_prefix="detect") if processor.cuda and detect is not None else None
+    pending: deque = deque()
     reader = _reader_for(source, queue_size)
     start = time.perf_counter()
+
+    def emit(result: BatchResult) -> None:
+        now = time.monotonic()
+        for sink in sinks:
+            sink.write_result(result)
+        if source.live:
+            stats.latencies_ms.extend((now - f.captured_at) * 1000.0 for f in result.batch.frames if f.captured_at)
+        stats.frames += len(result)
+        stats.batches += 1
+        stats.seconds = time.perf_counter() - start
+        if on_batch is not None:
+            on_batch(stats)
+
     try:
         latency = max_latency_ms if source.live else None
-        for fb in iter_batches(reader, batch, latency, source.info.source):
-            with model_lock or contextlib.nullcontext():
-                result = _process(fb, dehazer, detect, stats)
-            now = time.monotonic()
-            for sink in sinks:
-                sink.write_result(result)
-            if source.live:
-                stats.latencies_ms.extend((now - f.captured_at) * 1000.0 for f in fb.frames if f.captured_at)
-            stats.frames += len(fb)
-            stats.batches += 1
-            stats.seconds = time.perf_counter() - start
-            if on_batch is not None:
-                on_batch(stats)
+        try:
+            for fb in iter_batches(reader, batch, latency, source.info.source):
+                if overlap is None:
+                    emit(processor(fb))
+                    continue
+                pending.append(overlap.submit(processor.finish, processor.dehaze(fb)))
+                while len(pending) > 1 or (pending and pending[0].done()):
+                    emit(pending.popleft().result())
+        finally:
+            while pending:  # batches already on the device are finished and written, also after Ctrl-C
+                emit(pending.popleft().result())
     except KeyboardInterrupt:
         stats.interrupted = True
     finally:
+        if overlap is not None:
+            overlap.shutdown(wait=True, cancel_futures=True)
         reader.stop()
         stats.dropped = reader.dropped + getattr(getattr(source, "stats", None), "dropped", 0)
         stats.stage_seconds["decode"] = reader.busy_seconds

@@ -1,7 +1,7 @@
-"""Hardware video codecs (NVENC/NVDEC through PyAV's FFmpeg) when the machine has them, else CPU.
+"""Hardware video encoding (NVENC through PyAV's FFmpeg) when the machine has it, else libx264.
 
 FFmpeg builds list NVENC even where no NVIDIA driver exists, so an encoder is used only after a
-real open succeeds; the decoder asks for CUDA hwaccel with software fallback."""
+real open succeeds. (NVDEC decoding lives with the other decode paths in ``io.decode``.)"""
 from __future__ import annotations
 
 import functools
@@ -39,14 +39,3 @@ def encoder_options(codec: str, crf: int, preset: str) -> dict:
     if codec.endswith("_nvenc"):
         return {"rc": "vbr", "cq": str(crf), "preset": "p4"}  # constant quality, like crf
     return {}
-
-
-def decode_hwaccel(device_type: str):
-    """A CUDA hwaccel request (NVDEC) for PyAV when running on CUDA, else None (CPU threads)."""
-    if device_type != "cuda":
-        return None
-    try:
-        from av.codec.hwaccel import HWAccel, hwdevices_available
-    except ImportError:
-        return None
-    return HWAccel("cuda", allow_software_fallback=True) if "cuda" in hwdevices_available() else None

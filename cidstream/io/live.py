@@ -23,6 +23,7 @@ import av
 
 from ..errors import InputError
 from ..frames import Frame, StreamInfo
+from .decode import FrameDecoder
 from .sources import Source, ffmpeg_message
 
 log = logging.getLogger("cidstream.live")
@@ -82,7 +83,7 @@ class _Connection:
                     return
                 now = time.monotonic()
                 self.last_frame = now
-                src._deliver(vf.to_ndarray(format="rgb24"), now, self)
+                src._deliver(src.decoder.frame(vf, 0), now, self)
             self.error = "the stream ended"
         except InputError as exc:
             self.error = str(exc)
@@ -108,8 +109,9 @@ class LiveSource(Source):
                  open_timeout_s: float = 10.0, read_timeout_s: float = 10.0, watchdog_s: float = 5.0,
                  reconnect: bool = True, max_reconnects: int = 0, backoff_initial_s: float = 0.5,
                  backoff_max_s: float = 30.0, backoff_jitter: float = 0.3, queue_size: int = 4,
-                 max_frames: int | None = None, notify: threading.Event | None = None):
+                 max_frames: int | None = None, notify: threading.Event | None = None, decode: str = "rgb24"):
         self.url, self.name = url, name or url
+        self.decoder = FrameDecoder("rgb24" if decode == "nvdec" else decode)  # streams decode in software
         self.options = {str(k): str(v) for k, v in (options or {}).items()}
         self.transport = transport
         self.open_timeout_s, self.read_timeout_s, self.watchdog_s = open_timeout_s, read_timeout_s, watchdog_s
@@ -130,13 +132,13 @@ class LiveSource(Source):
 
     @classmethod
     def from_config(cls, url: str, live_cfg, options: dict | None = None, name: str | None = None,
-                    max_frames: int | None = None, notify=None) -> "LiveSource":
+                    max_frames: int | None = None, notify=None, decode: str = "rgb24") -> "LiveSource":
         c = live_cfg
         return cls(url, name=name, options=options, transport=c.transport, open_timeout_s=c.open_timeout_s,
                    read_timeout_s=c.read_timeout_s, watchdog_s=c.watchdog_s, reconnect=c.reconnect,
                    max_reconnects=c.max_reconnects, backoff_initial_s=c.backoff_initial_s,
                    backoff_max_s=c.backoff_max_s, backoff_jitter=c.backoff_jitter, queue_size=c.queue_size,
-                   max_frames=max_frames, notify=notify)
+                   max_frames=max_frames, notify=notify, decode=decode)
 
     def av_options(self) -> dict:
         opts = dict(self.options)
@@ -145,7 +147,7 @@ class LiveSource(Source):
         return opts
 
     # -- producer side (connection threads) --------------------------------------------------------
-    def _deliver(self, image, now: float, conn: _Connection) -> None:
+    def _deliver(self, decoded: Frame, now: float, conn: _Connection) -> None:
         with self._lock:
             if conn is not self._current or self._stop.is_set():
                 return  # an abandoned connection still decoding: ignore it
@@ -157,11 +159,13 @@ class LiveSource(Source):
             if self.stats.connected_at is None or self.stats.state != "streaming":
                 self.stats.connected_at = now
                 self.stats.state = "streaming"
-                self.stats.event(f"streaming ({image.shape[1]}x{image.shape[0]})")
+                h, w = decoded.shape
+                self.stats.event(f"streaming ({w}x{h})")
                 if self.info.width is None:
-                    self.info.height, self.info.width = image.shape[:2]
+                    self.info.height, self.info.width = h, w
             t = now - self._t0
-            frame = Frame(image, self._index, pts=round(t / LIVE_TIME_BASE), time=t, captured_at=now)
+            frame = Frame(decoded.image, self._index, pts=round(t / LIVE_TIME_BASE), time=t, captured_at=now,
+                          planes=decoded.planes)
             self._index += 1
             self.stats.received += 1
         while True:

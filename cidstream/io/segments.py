@@ -30,6 +30,7 @@ class SegmentedVideoSink(Sink):
             raise OutputError(f"cannot create the output folder {self.path}: {exc.strerror or exc}") from exc
         self.info, self.segment_s, self.prefix = info, segment_s, prefix
         self.codec, self.crf, self.preset, self.device_type = codec, crf, preset, device_type
+        self.needs = frozenset({"i420"} if device_type == "cuda" else {"dehazed"})
         self.segments: list[Path] = []   # closed segments, oldest first
         self._current: VideoSink | None = None
         self._t0 = 0.0
@@ -54,8 +55,8 @@ class SegmentedVideoSink(Sink):
         self._current, self._t0, self._first_index, self._size = sink, frame.time or 0.0, frame.index, size
         self._last_pts = None
 
-    def write(self, frame: Frame, image: np.ndarray) -> None:
-        size = image.shape[:2]
+    def write(self, frame: Frame, image: np.ndarray, i420: bool = False) -> None:
+        size = (image.shape[0] * 2 // 3, image.shape[1]) if i420 else image.shape[:2]
         t = frame.time or 0.0
         if self._current is None or size != self._size or (self.segment_s and t - self._t0 >= self.segment_s):
             self._rotate(frame, size)
@@ -63,7 +64,7 @@ class SegmentedVideoSink(Sink):
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1  # frames decoded in the same millisecond keep their order
         self._last_pts = pts
-        self._current.write(dataclasses.replace(frame, index=frame.index - self._first_index, pts=pts), image)
+        self._current.write(dataclasses.replace(frame, index=frame.index - self._first_index, pts=pts), image, i420)
         self.written += 1
 
     def _close_current(self) -> None:

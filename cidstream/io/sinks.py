@@ -20,15 +20,25 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".m4v", ".avi")
 
 
 class Sink:
-    """Takes the pipeline's results; frame sinks write the dehazed images, others override write_result."""
+    """Takes the pipeline's results; frame sinks write the dehazed images, others override write_result.
+
+    ``needs`` names the host forms of a result the sink reads for every batch ("dehazed" RGB, "i420"
+    planes of the dehazed frames, "raw" RGB), so the pipeline starts those downloads early; anything
+    else a sink reads now and then is fetched on demand."""
 
     written = 0
     path: Path | None = None
+    needs: frozenset = frozenset({"dehazed"})
 
     def write(self, frame: Frame, image: np.ndarray) -> None:
         raise NotImplementedError
 
     def write_result(self, result: BatchResult) -> None:
+        i420 = result.dehazed_i420 if "i420" in self.needs else None
+        if i420 is not None:  # video sinks on CUDA: 4:2:0 planes made on the GPU, see VideoSink.write
+            for frame, planes in zip(result.batch.frames, i420):
+                self.write(frame, planes, i420=True)
+            return
         for frame, image in zip(result.batch.frames, result.dehazed):
             self.write(frame, image)
 
@@ -38,6 +48,8 @@ class Sink:
 
 class NullSink(Sink):
     """Discards frames: benchmarks and detection-only runs."""
+
+    needs = frozenset()
 
     def write(self, frame: Frame, image: np.ndarray) -> None:
         self.written += 1
@@ -68,8 +80,11 @@ class VideoSink(Sink):
 
     def __init__(self, path: str | Path, info: StreamInfo, codec: str = "libx264", crf: int = 20,
                  preset: str = "veryfast", copy_audio: bool = True, device_type: str = "cpu",
-                 container_options: dict | None = None):
+                 container_options: dict | None = None, threads: int = 0):
         self.path = Path(path)
+        self.threads = threads
+        # On CUDA the 4:2:0 planes are made on the GPU (even frame sizes; odd ones come as RGB).
+        self.needs = frozenset({"i420"} if device_type == "cuda" else {"dehazed"})
         _prepare_output_file(self.path)
         self.fps = info.fps or Fraction(25)
         self.time_base = info.time_base or (1 / self.fps)
@@ -112,6 +127,8 @@ class VideoSink(Sink):
         stream.time_base = self.time_base
         stream.codec_context.time_base = self.time_base
         stream.options = encoder_options(self.codec, self.crf, self.preset)
+        if self.threads:
+            stream.codec_context.thread_count = self.threads
         self.stream = stream
 
     def _mux_audio_until(self, seconds: float | None) -> None:
@@ -135,8 +152,9 @@ class VideoSink(Sink):
             pkt.stream = self._audio_out
             self.container.mux(pkt)
 
-    def write(self, frame: Frame, image: np.ndarray) -> None:
-        h, w = image.shape[:2]
+    def write(self, frame: Frame, image: np.ndarray, i420: bool = False) -> None:
+        """``image``: RGB (H, W, 3), or with ``i420`` the planes (H * 3 / 2, W) in yuv420p layout."""
+        h, w = (image.shape[0] * 2 // 3, image.shape[1]) if i420 else image.shape[:2]
         if self.stream is None:
             self._open_video(w, h)
         elif (w, h) != (self.stream.width, self.stream.height):
@@ -148,7 +166,7 @@ class VideoSink(Sink):
             if self._last_pts is not None and pts <= self._last_pts:
                 pts = self._last_pts + 1
         self._last_pts = pts
-        vf = av.VideoFrame.from_ndarray(image, format="rgb24")
+        vf = av.VideoFrame.from_ndarray(image, format="yuv420p" if i420 else "rgb24")
         vf.pts = pts
         vf.time_base = self.time_base
         seconds = float(pts * self.time_base)
@@ -225,6 +243,7 @@ class ThreadedSink(Sink):
     def __init__(self, sink: Sink, maxsize: int = 32):
         self.inner = sink
         self.path = sink.path
+        self.needs = sink.needs
         self.busy_seconds = 0.0
         self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
         self._error: BaseException | None = None
@@ -279,13 +298,13 @@ def output_kind(spec: str) -> str:
 
 
 def open_sink(spec: str, info: StreamInfo, codec: str = "libx264", crf: int = 20, preset: str = "veryfast",
-              copy_audio: bool = True, jpeg_quality: int = 95, device_type: str = "cpu") -> Sink:
+              copy_audio: bool = True, jpeg_quality: int = 95, device_type: str = "cpu", threads: int = 0) -> Sink:
     kind = output_kind(str(spec))
     if kind == "null":
         return NullSink()
     if kind == "video":
         return VideoSink(spec, info, codec=codec, crf=crf, preset=preset, copy_audio=copy_audio,
-                         device_type=device_type)
+                         device_type=device_type, threads=threads)
     if kind == "image":
         return ImageFileSink(spec, jpeg_quality)
     return ImageFolderSink(spec, jpeg_quality)
@@ -296,5 +315,5 @@ def sink_from_config(spec: str, info: StreamInfo, output_cfg, threaded: bool = T
     codec 'auto' becomes NVENC on CUDA machines that have it, else libx264."""
     o = output_cfg
     sink = open_sink(spec, info, codec=o.codec, crf=o.crf, preset=o.preset, copy_audio=o.copy_audio,
-                     jpeg_quality=o.jpeg_quality, device_type=device_type)
+                     jpeg_quality=o.jpeg_quality, device_type=device_type, threads=o.threads)
     return ThreadedSink(sink, o.queue_size) if threaded else sink

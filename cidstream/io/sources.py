@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Iterator
 
 import av
+import torch
 
 from ..errors import InputError
 from ..frames import Frame, StreamInfo
+from .decode import FrameDecoder
 from .images import IMAGE_SUFFIXES, natural_key, read_image
 
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
@@ -34,7 +36,7 @@ class Source:
 
     info: StreamInfo
     live = False
-    decode_path = "software"
+    decode_path = "software, rgb24"
 
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
@@ -50,10 +52,13 @@ class Source:
 
 
 class VideoSource(Source):
-    """Decodes the first video stream of a file with PyAV (FFmpeg threads on); streams use ``LiveSource``."""
+    """Decodes the first video stream of a file with PyAV (FFmpeg threads on); streams use ``LiveSource``.
+
+    ``decode`` says what form frames take (see ``io.decode``): rgb24 (FFmpeg converts on the CPU),
+    yuv420p (planes, converted where the model runs) or nvdec (decoded on the GPU, frames stay there)."""
 
     def __init__(self, spec: str, options: dict | None = None, decode_threads: int = 0,
-                 max_frames: int | None = None, hwaccel=None):
+                 max_frames: int | None = None, decode: str = "rgb24", device=None):
         self.spec = spec
         self.max_frames = max_frames
         opts = {str(k): str(v) for k, v in (options or {}).items()}
@@ -62,10 +67,9 @@ class VideoSource(Source):
             raise InputError(f"input not found: {spec}")
         if path.stat().st_size == 0:
             raise InputError(f"input file is empty (0 bytes): {spec}")
-        self.decode_path = "NVDEC (CUDA)" if hwaccel is not None else "software"
+        self.decoder = FrameDecoder(decode, device)
         try:
-            kw = {"hwaccel": hwaccel} if hwaccel is not None else {}
-            self.container = av.open(spec, options=opts, **kw)
+            self.container = self.decoder.open(spec, opts)
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
             raise InputError(f"cannot open {spec} as video: {ffmpeg_message(exc)} "
                              "(corrupt, truncated, or not a video file)") from exc
@@ -108,8 +112,8 @@ class VideoSource(Source):
                 if start is None and t is not None:
                     start = t
                 last = t if t is not None else last
-                yield Frame(vf.to_ndarray(format="rgb24"), count, pts=vf.pts,
-                            time=(t - start) if t is not None else None, captured_at=time.monotonic())
+                yield self.decoder.frame(vf, count, pts=vf.pts, time=(t - start) if t is not None else None,
+                                         captured_at=time.monotonic())
                 count += 1
         except av.error.FFmpegError as exc:
             raise InputError(f"decoding {self.spec} failed after {count} frames: {ffmpeg_message(exc)}") from exc
@@ -127,6 +131,10 @@ class VideoSource(Source):
         if last < end - slack:
             raise InputError(f"{self.spec} ended early: {count} frames decoded up to {last:.1f} s of the "
                              f"{end:.1f} s its container announces (truncated file?)")
+
+    @property
+    def decode_path(self) -> str:
+        return self.decoder.path
 
     def close(self) -> None:
         self.container.close()
@@ -181,7 +189,7 @@ def is_image_input(spec: str) -> bool:
 
 
 def open_source(spec: str, options: dict | None = None, decode_threads: int = 0, max_frames: int | None = None,
-                image_fps: float = 25.0, hwaccel=None, live_cfg=None) -> Source:
+                image_fps: float = 25.0, decode: str = "rgb24", device=None, live_cfg=None) -> Source:
     """Pick the source for ``spec``: a folder, glob or image file; a stream URL or capture device
     (reconnecting ``LiveSource``); else a video file."""
     spec = str(spec)
@@ -191,15 +199,18 @@ def open_source(spec: str, options: dict | None = None, decode_threads: int = 0,
         from ..config import LiveConfig
         from .live import LiveSource
 
-        return LiveSource.from_config(spec, live_cfg or LiveConfig(), options=options, max_frames=max_frames)
-    return VideoSource(spec, options=options, decode_threads=decode_threads, max_frames=max_frames, hwaccel=hwaccel)
+        return LiveSource.from_config(spec, live_cfg or LiveConfig(), options=options, max_frames=max_frames,
+                                      decode=decode)
+    return VideoSource(spec, options=options, decode_threads=decode_threads, max_frames=max_frames, decode=decode,
+                       device=device)
 
 
-def source_from_config(spec: str, input_cfg, max_frames: int | None = None, device_type: str = "cpu",
-                       live_cfg=None) -> Source:
-    """``open_source`` with the settings of a config's ``input`` (and ``live``) sections (NVDEC on CUDA when asked)."""
-    from .hwcodec import decode_hwaccel
+def source_from_config(spec: str, input_cfg, max_frames: int | None = None, device="cpu", live_cfg=None) -> Source:
+    """``open_source`` with the settings of a config's ``input`` (and ``live``) sections; ``device`` is
+    where the frames go (input.decode 'auto' picks the cheapest decode path for it)."""
+    from .decode import resolve_decode
 
-    hwaccel = decode_hwaccel(device_type) if input_cfg.hwaccel == "auto" else None
+    device = torch.device(device)
     return open_source(spec, options=input_cfg.options, decode_threads=input_cfg.decode_threads,
-                       max_frames=max_frames, image_fps=input_cfg.image_fps, hwaccel=hwaccel, live_cfg=live_cfg)
+                       max_frames=max_frames, image_fps=input_cfg.image_fps,
+                       decode=resolve_decode(input_cfg.decode, device), device=device, live_cfg=live_cfg)

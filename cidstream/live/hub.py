@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..errors import CidstreamError
+from ..engine.pipeline import BatchProcessor, sink_needs
 from ..frames import BatchResult, Frame, FrameBatch
 from ..io.atomic import write_atomic
+from ..io.decode import resolve_decode
 from ..io.live import LiveSource
 from ..io.segments import SegmentedVideoSink
 from ..io.sinks import Sink, ThreadedSink
@@ -42,11 +45,13 @@ class CameraRun:
         self.spec, self.name = spec, spec.name
         self.folder = Path(root) / spec.output
         self.source = LiveSource.from_config(spec.url, cfg.live, options={**cfg.input.options, **spec.options},
-                                             name=spec.name, max_frames=max_frames, notify=notify)
+                                             name=spec.name, max_frames=max_frames, notify=notify,
+                                             decode=resolve_decode(cfg.input.decode, torch.device(device_type)))
         o = cfg.output
         self.video = SegmentedVideoSink(self.folder, self.source.info, cfg.live.segment_s, prefix=spec.name,
-                                        codec=o.codec, crf=o.crf, preset=o.preset, device_type=device_type)
-        self.sinks: list[Sink] = [ThreadedSink(self.video, o.queue_size)]
+                                        codec=o.codec, crf=o.crf, preset=o.preset, device_type=device_type) \
+            if o.video else None
+        self.sinks: list[Sink] = [ThreadedSink(self.video, o.queue_size)] if o.video else []
         if detector is not None:
             self.sinks.append(ThreadedSink(DetectionLog(self.folder, detector.names, self.source.info, compare=False,
                                                         exports=False), o.queue_size))
@@ -61,12 +66,13 @@ class CameraRun:
     def failed(self) -> bool:
         return self.error is not None or self.source.stats.state == "failed"
 
-    def write(self, frames: list[Frame], images: np.ndarray, dets) -> None:
+    def write(self, result: BatchResult) -> None:
+        """This camera's share of a batch that may have held several cameras' frames."""
         if self.error is not None:
             return
+        frames = result.batch.frames
         if self.tracker is not None:
-            dets = [self.tracker.update(d) for d in dets]
-        result = BatchResult(FrameBatch(images, frames, self.name), images, dets, None)
+            result.detections = [self.tracker.update(d) for d in result.detections]
         try:
             for sink in self.sinks:
                 sink.write_result(result)
@@ -103,7 +109,7 @@ class CameraRun:
                 "latency_ms_p95": _round(percentile(self.latencies_ms, 95)),
                 "reconnects": s.reconnects, "watchdog_fires": s.watchdog_fires,
                 "error": self.error or s.last_error,
-                "segments": [p.name for p in self.video.segments], "folder": str(self.folder),
+                "segments": [p.name for p in self.video.segments] if self.video else [], "folder": str(self.folder),
                 "events": [{"time": round(t, 3), "event": e} for t, e in s.events]}
 
 
@@ -125,6 +131,9 @@ class LiveHub:
         self.stop_requested = threading.Event()
         self.cameras = [CameraRun(spec, cfg, self.root, dehazer.device.type, self.notify, detector, max_frames)
                         for spec in cameras_file.cameras]
+        needs = sink_needs([s for c in self.cameras for s in c.sinks])
+        self.processor = BatchProcessor(dehazer, (lambda raw, out: (detector(out), None)) if detector else None,
+                                        needs)
         self.stats_path = self.root / "stats.json"
         self._turn = 0
 
@@ -136,23 +145,30 @@ class LiveHub:
         for k in range(n):
             cam = self.cameras[(self._turn + k) % n]
             for frame in cam.source.take(self.cfg.engine.batch):
-                groups.setdefault(frame.image.shape, []).append((cam, frame))
+                groups.setdefault(frame.layout, []).append((cam, frame))
         self._turn += 1
         return groups
 
     def _process(self, items: list[tuple[CameraRun, Frame]]) -> None:
+        """One model call (and one detector call) per batch of frames from any cameras; each camera
+        then gets its own frames' results, downloaded in its writer threads."""
         batch = self.cfg.engine.batch
         for i in range(0, len(items), batch):
             chunk = items[i:i + batch]
-            images = np.stack([f.image for _, f in chunk])
-            dehazed = self.dehazer(images)
-            dets = self.detector(dehazed) if self.detector is not None else [None] * len(chunk)
+            result = self.processor(FrameBatch.of([f for _, f in chunk]))
+            n = len(chunk)
+            dets = result.detections or [None] * n
+            # One download per batch (only the forms the cameras' sinks read), then split per camera.
+            dehazed = result.dehazed if "dehazed" in self.processor.needs else None
+            i420 = result.dehazed_i420
             by_cam: dict[str, list[int]] = {}
             for j, (cam, _) in enumerate(chunk):
                 by_cam.setdefault(cam.name, []).append(j)
             for idx in by_cam.values():
                 cam = chunk[idx[0]][0]
-                cam.write([chunk[j][1] for j in idx], dehazed[idx], [dets[j] for j in idx])
+                fb = FrameBatch(None, [chunk[j][1] for j in idx], cam.name)
+                cam.write(BatchResult(fb, None if dehazed is None else dehazed[idx], [dets[j] for j in idx], None,
+                                      dehazed_i420=None if i420 is None else i420[idx]))
 
     def write_stats(self, started: float, reason: str | None = None) -> list[dict]:
         cams = [c.status() for c in self.cameras]
