@@ -7,9 +7,9 @@ STAMP := $(VENV)/.installed-stamp
 
 # The RTSP tests start a real GStreamer RTSP server with the system Python (python3-gi).
 RTSP_APT := gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
-	gstreamer1.0-plugins-ugly python3-gi
+	gstreamer1.0-plugins-ugly gstreamer1.0-x python3-gi
 GST_PROBE := import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import Gst, GstRtspServer; \
-	Gst.init(None); assert Gst.ElementFactory.find('x264enc') and Gst.ElementFactory.find('rtph264pay')
+	Gst.init(None); assert all(Gst.ElementFactory.find(e) for e in ('x264enc', 'rtph264pay', 'clockoverlay'))
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)

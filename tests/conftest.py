@@ -156,12 +156,12 @@ def gst_rtsp():
     """The GStreamer RTSP server packages; CI installs them (.ci/run), so there their absence fails."""
     probe = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
              "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
-             "assert Gst.ElementFactory.find('x264enc') and Gst.ElementFactory.find('rtph264pay')")
+             "assert all(Gst.ElementFactory.find(e) for e in ('x264enc', 'rtph264pay', 'clockoverlay'))")
     ok = Path(SYSTEM_PYTHON).exists() and subprocess.run([SYSTEM_PYTHON, "-c", probe],
                                                           capture_output=True).returncode == 0
     if not ok:
         message = ("GStreamer RTSP server not available (apt packages gir1.2-gst-rtsp-server-1.0 "
-                   "gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly python3-gi)")
+                   "gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-x python3-gi)")
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

@@ -6,7 +6,7 @@ Run it with the system Python, which has the GObject bindings (python3-gi):
     /usr/bin/python3 tests/rtsp_server.py --port 8554 --mount /cam --file clip.mp4   # H.264 in MP4, sent once
 
 It prints "READY rtsp://127.0.0.1:PORT/MOUNT" on stdout once it listens. Debian packages:
-gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly.
+gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-x (clockoverlay).
 """
 import argparse
 import signal
