@@ -18,6 +18,7 @@ import torch
 
 from .config import Config
 from .engine import Dehazer, run_pipeline
+from .errors import InputError
 from .frames import BatchResult, FrameBatch
 from .io import ThreadedSink, source_from_config
 from .io.sinks import NullSink, VideoSink
@@ -92,6 +93,28 @@ def _timed(device: torch.device, fn, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def _short_input_note(src, decoded: list, asked: int) -> str | None:
+    """A note when the input gave fewer frames than asked for, saying so when the file looks truncated
+    (the source's own completeness check, which it skips when given a frame limit)."""
+    n = len(decoded)
+    if n >= asked:
+        return None
+    note = f"input ended after {n} of the {asked} frames asked for: all timings are on {n} frames"
+    check, stream = getattr(src, "_check_complete", None), getattr(src, "stream", None)
+    last = decoded[-1].pts if decoded else None
+    if check is None or stream is None or last is None or not stream.time_base:
+        return note
+    saved = src.max_frames
+    src.max_frames = None
+    try:
+        check(n, float(last * stream.time_base))
+    except InputError as exc:
+        note += f"; {exc}"
+    finally:
+        src.max_frames = saved
+    return note
+
+
 def _pipelines(sources, dehazer, sinks_for, cfg, stage_for, lock) -> tuple[float, list]:
     """Run one pipeline per source at once (threads sharing the model, as ``batch`` does on CUDA);
     the summed fps."""
@@ -139,6 +162,7 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
     with source() as src:
         info = src.info
         decoded = list(src)
+        short = _short_input_note(src, decoded, frames)
     n = len(decoded)
     h, w = decoded[0].shape
     res = BenchResult(input=input_spec, width=w, height=h, frames=n, model=dehazer.name, device=str(device),
@@ -146,6 +170,8 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
                       streams=streams)
     if dehazer.loaded.weights is None and dehazer.net.trainable:
         res.notes.append("random weights (speed only)")
+    if short:
+        res.notes.append(short)
     batches = [FrameBatch.of(decoded[i:i + e.batch]) for i in range(0, n, e.batch)]
     on_device = [b.to_device(device) for b in batches]
     if cuda:

@@ -11,11 +11,11 @@ from . import __version__
 from .errors import CidstreamError, ConfigError, OutputError
 
 EXAMPLES_RUN = """examples:
-  cidstream run samples/hazy_traffic.mp4                     # -> hazy_traffic_dehazed.mp4 (dcp)
-  cidstream run traffic.mp4 -o out/clear.mp4 --model cid-lite --batch 8
+  cidstream run samples/hazy_traffic.mp4                     # -> hazy_traffic_dehazed.mp4 ({model})
+  cidstream run traffic.mp4 -o out/clear.mp4 --model dcp --batch 8
   cidstream run frames/ -o frames_clear/                     # same file names out
   cidstream run "shots/*.png" -o clear/ --device cpu
-  cidstream run rtsp://camera/stream -o cam.mp4 --max-frames 3000
+  cidstream run rtsp://camera/stream -o cam.mp4 --duration 600
   cidstream run in.mp4 --set model.dcp.omega=0.9 --set output.crf=18
 """
 
@@ -33,23 +33,40 @@ EXAMPLES_LIVE = """examples:
 """
 
 
-def _detector_args(p) -> None:
+EVAL_CONF = 0.001  # cidstream eval's detector confidence unless --conf: AP needs the whole ranking
+
+
+def _defaults():
+    """The built-in config (the dataclass defaults): help texts name their defaults from it."""
+    from .config import Config
+
+    return Config()
+
+
+def _detector_args(p, conf_default: str | None = None) -> None:
+    d = _defaults().detect
     p.add_argument("--detector", help="Ultralytics detection model file or name (default: $CIDSTREAM_DETECTOR, "
                                       "else yolo11n.pt, which needs a connection once) [detect.detector]")
-    p.add_argument("--classes", help="comma-separated class names to count (default: car,bus,truck,motorcycle,"
-                                     "bicycle; 'all' for every class) [detect.classes]")
-    p.add_argument("--conf", type=float, help="detection confidence threshold [detect.conf]")
+    p.add_argument("--classes", help=f"comma-separated class names to count (default: {','.join(d.classes) or 'all'}; "
+                                     "'all' for every class) [detect.classes]")
+    conf = conf_default or format(d.conf, "g")
+    p.add_argument("--conf", type=float, help=f"detection confidence threshold (default: {conf}) [detect.conf]")
 
 
 def _common(p: argparse.ArgumentParser, repeat_model: bool = False) -> None:
+    cfg = _defaults()
     if repeat_model:
         p.add_argument("--model", "-m", action="append",
-                       help="dehazing model to compare with the raw images; repeat for several [default: model.name]")
+                       help=f"dehazing model to compare with the raw images; repeat for several "
+                            f"(default: {cfg.model.name}) [model.name]")
     else:
-        p.add_argument("--model", "-m", help="model name (dcp, cid-lite, cid) or weights file path [model.name]")
-    p.add_argument("--device", "-d", help="auto, cpu, cuda or cuda:N [config: engine.device]")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="compute precision [engine.precision]")
-    p.add_argument("--batch", "-b", type=int, help="frames per temporal batch [engine.batch]")
+        p.add_argument("--model", "-m", help=f"model name (dcp, cid-lite, cid) or weights file path "
+                                             f"(default: {cfg.model.name}) [model.name]")
+    p.add_argument("--device", "-d", help=f"auto, cpu, cuda or cuda:N (default: {cfg.engine.device}) [engine.device]")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                   help=f"compute precision (default: {cfg.engine.precision}) [engine.precision]")
+    p.add_argument("--batch", "-b", type=int, help=f"frames per temporal batch (default: {cfg.engine.batch}) "
+                                                   "[engine.batch]")
     p.add_argument("--config", "-c", help="YAML config file (keys as in configs/default.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set engine.max_latency_ms=50 (repeatable)")
@@ -57,10 +74,12 @@ def _common(p: argparse.ArgumentParser, repeat_model: bool = False) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    defaults = _defaults()
     parser = argparse.ArgumentParser(
         prog="cidstream",
         description="Remove haze from traffic video (files, image folders, camera streams) so vehicle detectors "
-                    "see more. Models: dcp (classical baseline), cid-lite (real-time network), cid (the paper's).",
+                    "see more. Models: dcp (classical baseline), cid-lite (real-time network), cid (the paper's); "
+                    f"default: {defaults.model.name}.",
         epilog="Run 'cidstream COMMAND --help' for the options of a command.",
     )
     parser.add_argument("--version", action="version", version=f"cidstream {__version__}")
@@ -71,12 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Dehaze INPUT and write the result. A video in gives an H.264 video out with "
                                      "the same frame count, frame rate, timestamps and audio; an image folder in "
                                      "gives a folder out with the same file names.",
-                         epilog=EXAMPLES_RUN, formatter_class=argparse.RawDescriptionHelpFormatter)
+                         epilog=EXAMPLES_RUN.format(model=defaults.model.name),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("input", help="video file, image folder, glob pattern (quote it), image file, or URL")
-    run.add_argument("-o", "--output", help="output: a .mp4/.mkv/.mov path, a folder, an image path, or 'null' "
-                                            "(default: INPUT name + '_dehazed' in the current folder)")
+    run.add_argument("-o", "--output", help="output: a video path (.mp4, .mkv, .mov, .m4v, .avi), a folder (a path "
+                                            "without a suffix, or ending with '/'), an image path (one-frame "
+                                            "inputs), or 'null' (default: INPUT name + '_dehazed' in the current "
+                                            "folder)")
     run.add_argument("--max-frames", type=int, help="stop after this many frames")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar (still prints the summary)")
+    run.add_argument("--duration", type=float, metavar="SECONDS",
+                     help="stop after this long (streams, or any input) and finalize the output; exit code 0")
+    run.add_argument("--no-progress", action="store_true",
+                     help="no progress bar, or no progress lines when not in a terminal (still prints the summary)")
     det = run.add_argument_group("detection", "With --detect or --compare, OUTPUT is a folder: dehazed video, "
                                               "detections.jsonl, COCO/MOT exports, report.json and report.html.")
     det.add_argument("--detect", action="store_true", help="run the vehicle detector on the dehazed frames")
@@ -98,15 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
                                        "slowest stage. The decode path is input.decode (--set input.decode=...). "
                                        "Learned models without weights run with random weights (speed is the same).")
     bench.add_argument("input", help="video file or image folder")
-    bench.add_argument("--frames", type=int, default=90, help="frames to use (default 90)")
-    bench.add_argument("--repeats", type=int, default=3, help="runs per stage; the median is reported (default 3)")
+    bench.add_argument("--frames", type=int, default=90, help="frames to use (default %(default)s)")
+    bench.add_argument("--repeats", type=int, default=3,
+                       help="runs per stage; the median is reported (default %(default)s)")
     bench.add_argument("--json", nargs="?", const="-", metavar="FILE",
                        help="also write the result as JSON to FILE (or stdout with no FILE)")
     bench.add_argument("--detect", action="store_true",
                        help="add the detector: its speed alone, its share of the end-to-end time, and the "
                             "end-to-end speed writing detections only")
     bench.add_argument("--streams", type=int, default=1,
-                       help="process this many copies of INPUT at once, sharing the model (default 1)")
+                       help="process this many copies of INPUT at once, sharing the model (default %(default)s)")
     _detector_args(bench)
     _common(bench)
 
@@ -120,12 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("images", help="image folder or glob")
     ev.add_argument("--labels", required=True, help="folder of VOC .xml or YOLO .txt files named like the images")
     ev.add_argument("--label-format", choices=["auto", "voc", "yolo"], default="auto")
-    ev.add_argument("--yolo-id-offset", type=int, default=0,
-                    help="YOLO label ids are the detector's class ids plus this (1 for DAWN's labels_yolo)")
-    ev.add_argument("-o", "--output", default="eval_out", help="folder for eval.json and eval.html (default eval_out)")
+    ev.add_argument("--yolo-id-offset", type=int, default=None,
+                    help="YOLO label ids are the detector's class ids plus this (1 for DAWN's labels_yolo); by default "
+                         "0, or the offset the labels show (a warning says so)")
+    ev.add_argument("-o", "--output", default="eval_out",
+                    help="folder for eval.json and eval.html (default %(default)s)")
     ev.add_argument("--max-images", type=int, help="evaluate only the first N images")
-    ev.add_argument("--examples", type=int, default=4, help="example images in eval.html (default 4)")
-    _detector_args(ev)
+    ev.add_argument("--examples", type=int, default=4, help="example images in eval.html (default %(default)s)")
+    _detector_args(ev, conf_default=f"{EVAL_CONF:g} here, as AP needs the whole ranking")
     _common(ev, repeat_model=True)
 
     batch = sub.add_parser("batch", help="process many video files: resumable, parallel, on Ray if you like",
@@ -145,9 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "each file gets a folder with detections and a report")
     batch.add_argument("--compare", action="store_true", help="detect on raw and dehazed frames (implies --detect)")
     _detector_args(batch)
-    batch.add_argument("--workers", "-w", type=int, help="files processed at once [batch.workers]")
+    batch.add_argument("--workers", "-w", type=int,
+                       help=f"files processed at once (default: {defaults.batch.workers}) [batch.workers]")
     batch.add_argument("--engine", choices=["local", "ray"], help="local worker processes/threads, or Ray tasks "
-                                                                   "[batch.engine]")
+                                                                   f"(default: {defaults.batch.engine}) [batch.engine]")
     batch.add_argument("--address", help="Ray cluster address ('auto' joins the cluster this machine belongs to; "
                                          "default: start Ray here) [batch.address]")
     batch.add_argument("--retry-failed", action="store_true", help="try files that failed before again")
@@ -168,7 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
                                       "finishes the frames in flight, closes every file and exits 0.",
                           epilog=EXAMPLES_LIVE, formatter_class=argparse.RawDescriptionHelpFormatter)
     live.add_argument("cameras", metavar="CAMERAS", help="cameras YAML (name, url, options, output per camera)")
-    live.add_argument("-o", "--output", help="output folder (default: 'output' in CAMERAS, else live_out)")
+    from .live.cameras import CamerasFile
+
+    live.add_argument("-o", "--output",
+                      help=f"output folder (default: 'output' in CAMERAS, else {CamerasFile().output})")
     live.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
     live.add_argument("--max-frames", type=int, help="stop each camera after this many frames")
     live.add_argument("--detect", action="store_true", help="run the vehicle detector on the dehazed frames")
@@ -180,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(live)
 
     sub.add_parser("models", help="list the available models and whether they have weights")
+    from .export import register as register_export
+
+    register_export(sub)
     _load_plugins(sub)
     return parser
 
@@ -232,25 +267,56 @@ def default_output(spec: str, folder: bool = False) -> str:
     from .io import is_url
     from .io.sources import is_glob, is_image_input
 
+    # Folders end with '/', so a name with a dot in it ("clip.v2_cidstream") is still a folder.
     if folder:  # detection runs write several files
-        return "stream_cidstream" if is_url(spec) else f"{Path(spec.rstrip('/')).stem or 'input'}_cidstream"
+        return "stream_cidstream/" if is_url(spec) else f"{Path(spec.rstrip('/')).stem or 'input'}_cidstream/"
     if is_url(spec):
         return "stream_dehazed.mp4"
     path = Path(spec.rstrip("/"))
     if is_glob(spec):
-        return "images_dehazed"
+        return "images_dehazed/"
     if is_image_input(spec) and path.is_file():
         return f"{path.stem}_dehazed{path.suffix}"
     if is_image_input(spec):
-        return f"{path.name}_dehazed"
+        return f"{path.name}_dehazed/"
     return f"{path.stem}_dehazed.mp4"
 
 
 def _same_place(a: str, b: str) -> bool:
     try:
         return Path(a).resolve() == Path(b).resolve()
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop
         return False
+
+
+PROGRESS_EVERY_S = 5.0  # a progress line this often when stderr is not a terminal (logs, CI, nohup)
+
+
+class _ProgressLines:
+    """Progress as plain lines, for logs: one after the first batch, then every PROGRESS_EVERY_S."""
+
+    def __init__(self, console, every_s: float | None = None):
+        self.console, self.every_s = console, PROGRESS_EVERY_S if every_s is None else every_s
+        self.total = None
+        self._next = 0.0
+
+    def start(self, info) -> None:
+        self.total = info.frame_count
+
+    def batch(self, stats) -> None:
+        import time
+
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self.every_s
+        done = f"{stats.frames}/{self.total} frames ({stats.frames / self.total:.0%})" if self.total else \
+            f"{stats.frames} frames"
+        eta = ""
+        if self.total and stats.fps > 0 and stats.frames < self.total:
+            eta = f", ETA {(self.total - stats.frames) / stats.fps:.0f} s"
+        self.console.print(f"dehazing: {done}, {stats.fps:.1f} fps, {stats.seconds:.0f} s{eta}", highlight=False,
+                           soft_wrap=True)
 
 
 def _progress(console, disable: bool):
@@ -263,39 +329,56 @@ def _progress(console, disable: bool):
 
 
 def cmd_run(args, console) -> int:
+    import contextlib
+
     from .engine import Dehazer
     from .io import output_kind
-    from .process import process_input
+    from .io.sources import check_input_spec
+    from .process import check_output, process_input
     from .summary import print_run_summary
 
     cfg = make_config(args)
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError("--max-frames must be at least 1")
+    if args.duration is not None and not args.duration > 0:
+        raise ConfigError("--duration must be positive")
     detecting = args.detect or args.compare
     if not cfg.output.video and not detecting:
         raise ConfigError("--no-video (output.video false) needs --detect or --compare: there would be nothing to write")
+    check_input_spec(args.input)
     output = args.output or default_output(args.input, folder=detecting)
     if _same_place(output, args.input.rstrip("/")):
         raise OutputError(f"output {output} is the input itself: choose another output path")
     if detecting and output_kind(output) != "folder":
         raise OutputError(f"with --detect/--compare the output is a folder, got {output}")
+    # Before any model is loaded: nothing the user has is overwritten, one image path gets one frame.
+    check_output(args.input, output, detect=detecting, compare=args.compare, video=cfg.output.video,
+                 max_frames=args.max_frames)
     dehazer = Dehazer.from_config(cfg)
     detector = None
     if detecting:
         from .detect import Detector
 
         detector = Detector.from_config(cfg.detect, dehazer.device)
-    with _progress(console, args.no_progress) as progress:
-        task = progress.add_task("run", total=None, fps=0.0)
+    if not args.no_progress and not console.is_terminal:
+        lines = _ProgressLines(console)
+        view, on_start, on_batch = contextlib.nullcontext(), lines.start, lines.batch
+    else:
+        view = _progress(console, args.no_progress)
+        task = view.add_task("run", total=None, fps=0.0)
+        on_start = lambda info: view.update(task, total=info.frame_count)  # noqa: E731
+        on_batch = lambda s: view.update(task, completed=s.frames, fps=s.fps)  # noqa: E731
+    with view:
         result = process_input(args.input, output, cfg, dehazer, detector, compare=args.compare,
-                               max_frames=args.max_frames,
-                               on_start=lambda info: progress.update(task, total=info.frame_count),
-                               on_batch=lambda s: progress.update(task, completed=s.frames, fps=s.fps))
+                               max_frames=args.max_frames, on_start=on_start, on_batch=on_batch,
+                               duration=args.duration)
     print_run_summary(console, args.input, result.sink, dehazer, result.stats, result.total, result.error,
-                      result.report, result.folder)
+                      result.report, result.folder, skipped=result.skipped, duration=args.duration)
     if result.error is not None:
         raise _Reported(result.error)
-    return 130 if result.stats.interrupted else 0
+    if result.stats.interrupted:
+        return 130
+    return 2 if result.skipped else 0  # images that could not be read: the run is not all there
 
 
 class _Reported(Exception):
@@ -357,7 +440,7 @@ def cmd_eval(args, console) -> int:
 
     cfg = make_config(args)
     if args.conf is None:
-        cfg.detect.conf = 0.001  # AP needs the whole ranking, not just confident boxes
+        cfg.detect.conf = EVAL_CONF  # AP needs the whole ranking, not just confident boxes
     dehazers = {name: Dehazer.from_config(cfg, model=name) for name in dict.fromkeys(args.model or [cfg.model.name])}
     detector = Detector.from_config(cfg.detect, next(iter(dehazers.values())).device)
     with Progress(TextColumn("[bold]evaluating[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -365,7 +448,7 @@ def cmd_eval(args, console) -> int:
         task = progress.add_task("eval", total=None)
         report = run_eval(args.images, args.labels, dehazers, detector, args.label_format, args.yolo_id_offset,
                           args.max_images, args.examples,
-                          progress=lambda k, n: progress.update(task, completed=k, total=n))
+                          progress=lambda k, n: progress.update(task, completed=k, total=n), output_dir=args.output)
     json_path, html_path = write_eval(Path(args.output), report)
     variants = list(report["results"])
     table = Table(title=f"AP50 on {report['images']} images",

@@ -6,6 +6,7 @@ Precedence: dataclass defaults < ``configs/default.yaml`` (when running from a c
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,65 +177,135 @@ def merge(obj, data: dict, where: str = "") -> None:
             setattr(obj, key, _check_type(value, hints[key], path))
 
 
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric setting: ``lo``/``hi`` bounds (None = unbounded), open or closed."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def holds(self, v) -> bool:
+        if isinstance(v, float) and not math.isfinite(v):
+            return False
+        if self.lo is not None and not (v > self.lo if self.lo_open else v >= self.lo):
+            return False
+        if self.hi is not None and not (v < self.hi if self.hi_open else v <= self.hi):
+            return False
+        return True
+
+    def describe(self) -> str:
+        lo, hi = self.lo, self.hi
+        if lo is not None and hi is not None:
+            if not self.lo_open and not self.hi_open:
+                return f"within {lo:g}..{hi:g}"
+            return (f"{'greater than' if self.lo_open else 'at least'} {lo:g} and "
+                    f"{'less than' if self.hi_open else 'at most'} {hi:g}")
+        if lo is not None:
+            return f"{'greater than' if self.lo_open else 'at least'} {lo:g}"
+        return f"{'less than' if self.hi_open else 'at most'} {hi:g}"
+
+
+# Every numeric setting and what it may be (tests/test_audit_config.py checks that none is missing).
+RANGES: dict[str, Range] = {
+    "model.dcp.patch": Range(1, 255),                  # dark-channel window, pixels
+    "model.dcp.omega": Range(0, 1),                    # a fraction of the haze; above 1 the image goes black
+    "model.dcp.t0": Range(0, 1, lo_open=True),         # 0 divides by zero where the haze is opaque
+    "model.dcp.top_fraction": Range(0, 1, lo_open=True),
+    "model.dcp.radius": Range(1, 1024),                # null = scales with the frame
+    "model.dcp.eps": Range(0, 1, lo_open=True),
+    "model.dcp.subsample": Range(1, 64),
+    "model.dcp.sky_tolerance": Range(0, 1),
+    "engine.batch": Range(1),
+    "engine.max_latency_ms": Range(0),
+    "input.queue_size": Range(1),
+    "input.decode_threads": Range(0, 256),
+    "input.image_fps": Range(0, 1000, lo_open=True),
+    "output.crf": Range(0, 51),
+    "output.threads": Range(0, 128),                   # libx264 refuses more than 128
+    "output.jpeg_quality": Range(1, 100),
+    "output.queue_size": Range(1),
+    "detect.conf": Range(0, 1),
+    "detect.iou": Range(0, 1, lo_open=True),
+    "detect.imgsz": Range(32, 8192),
+    "live.open_timeout_s": Range(0, lo_open=True),
+    "live.read_timeout_s": Range(0, lo_open=True),
+    "live.watchdog_s": Range(0, lo_open=True),
+    "live.max_reconnects": Range(0),                   # 0 = forever
+    "live.backoff_initial_s": Range(0, lo_open=True),
+    "live.backoff_max_s": Range(0, lo_open=True),
+    "live.backoff_jitter": Range(0, 1, hi_open=True),
+    "live.queue_size": Range(1),
+    "live.segment_s": Range(0),                       # 0 = one file
+    "live.status_every_s": Range(0, lo_open=True),
+    "batch.workers": Range(0),                         # 0 only with the ray engine (checked below)
+    "batch.cpus_per_task": Range(0, lo_open=True),
+    "batch.gpus_per_task": Range(0),
+    "batch.max_attempts": Range(1),
+}
+
+
+def _get(cfg: Config, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
 def validate(cfg: Config) -> Config:
+    for key, allowed in RANGES.items():
+        value = _get(cfg, key)
+        if value is not None and not allowed.holds(value):
+            raise ConfigError(f"{key} must be {allowed.describe()}, got {value!r}")
     e = cfg.engine
-    if e.batch < 1:
-        raise ConfigError(f"engine.batch must be at least 1, got {e.batch}")
-    if e.max_latency_ms < 0:
-        raise ConfigError(f"engine.max_latency_ms must not be negative, got {e.max_latency_ms}")
     if e.precision not in ("auto", "fp32", "bf16", "fp16"):
         raise ConfigError(f"engine.precision must be auto, fp32, bf16 or fp16, got {e.precision!r}")
-    if cfg.input.queue_size < 1 or cfg.output.queue_size < 1:
-        raise ConfigError("input.queue_size and output.queue_size must be at least 1")
     if cfg.input.decode not in ("auto", "rgb24", "yuv420p", "nvdec"):
         raise ConfigError(f"input.decode must be auto, rgb24, yuv420p or nvdec, got {cfg.input.decode!r}")
-    if cfg.output.threads < 0:
-        raise ConfigError(f"output.threads must not be negative, got {cfg.output.threads}")
-    if cfg.input.image_fps <= 0:
-        raise ConfigError(f"input.image_fps must be positive, got {cfg.input.image_fps}")
-    d = cfg.detect
-    if not 0 <= d.conf <= 1 or not 0 < d.iou <= 1:
-        raise ConfigError(f"detect.conf must be within 0..1 and detect.iou within (0, 1], got {d.conf}, {d.iou}")
-    if d.imgsz < 32:
-        raise ConfigError(f"detect.imgsz must be at least 32, got {d.imgsz}")
-    if not 0 <= cfg.output.crf <= 51:
-        raise ConfigError(f"output.crf must be within 0..51, got {cfg.output.crf}")
     lv = cfg.live
     if lv.transport not in ("tcp", "udp"):
         raise ConfigError(f"live.transport must be tcp or udp, got {lv.transport!r}")
-    if min(lv.open_timeout_s, lv.read_timeout_s, lv.watchdog_s, lv.backoff_initial_s, lv.status_every_s) <= 0:
-        raise ConfigError("live timeouts, watchdog_s, backoff_initial_s and status_every_s must be positive")
-    if lv.backoff_max_s < lv.backoff_initial_s or not 0 <= lv.backoff_jitter < 1:
-        raise ConfigError("live.backoff_max_s must be at least backoff_initial_s, live.backoff_jitter in [0, 1)")
-    if lv.queue_size < 1 or lv.segment_s < 0 or lv.max_reconnects < 0:
-        raise ConfigError("live.queue_size must be at least 1, live.segment_s and live.max_reconnects >= 0")
+    if lv.backoff_max_s < lv.backoff_initial_s:
+        raise ConfigError(f"live.backoff_max_s must be at least live.backoff_initial_s ({lv.backoff_initial_s:g}), "
+                          f"got {lv.backoff_max_s:g}")
     b = cfg.batch
     if b.engine not in ("local", "ray"):
         raise ConfigError(f"batch.engine must be local or ray, got {b.engine!r}")
     if b.local_workers not in ("auto", "processes", "threads"):
         raise ConfigError(f"batch.local_workers must be auto, processes or threads, got {b.local_workers!r}")
-    if b.workers < 0 or (b.workers == 0 and b.engine == "local"):
+    if b.workers == 0 and b.engine == "local":
         raise ConfigError(f"batch.workers must be at least 1 (0 only with the ray engine), got {b.workers}")
-    if b.cpus_per_task <= 0 or b.gpus_per_task < 0 or b.max_attempts < 1:
-        raise ConfigError("batch.cpus_per_task must be positive, batch.gpus_per_task not negative, "
-                          "batch.max_attempts at least 1")
     return cfg
 
 
-def read_yaml(path: str | Path) -> dict:
+def yaml_error_text(exc: yaml.YAMLError) -> str:
+    """'line L, column C: problem (context at line L2)' from a PyYAML error (1-based, as editors count)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        text = f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem or 'syntax error'}"
+        if exc.context:
+            cm = exc.context_mark
+            at = f" at line {cm.line + 1}, column {cm.column + 1}" if cm is not None else ""
+            text += f" ({exc.context}{at})"
+        return text
+    return str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def read_yaml(path: str | Path, what: str = "config file") -> dict:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"{what} not found: {path}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        raise ConfigError(f"{what} {path} is not valid YAML: {yaml_error_text(exc)}") from exc
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {path} is not UTF-8 text") from exc
+        raise ConfigError(f"{what} {path} is not UTF-8 text") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(f"{what} {path} must hold a mapping of sections, got {type(data).__name__}")
     return data
 
 

@@ -1,16 +1,17 @@
 """One input to one output: what `cidstream run` does, also used for each file of `cidstream batch`."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from .engine import Dehazer, run_pipeline
 from .engine.pipeline import RunStats
-from .errors import CidstreamError
+from .errors import CidstreamError, OutputError
 from .frames import StreamInfo
 from .io import sink_from_config, source_from_config
-from .io.sinks import Sink
+from .io.sinks import Sink, output_kind
 
 
 @dataclass
@@ -24,21 +25,119 @@ class InputRun:
     report: dict | None = None
     folder: Path | None = None
     error: CidstreamError | None = None
+    skipped: list = field(default_factory=list)   # (path, reason) of input images that could not be read
 
     @property
     def complete(self) -> bool:
-        return self.error is None and self.stats is not None and not self.stats.interrupted
+        return self.error is None and self.stats is not None and not self.stats.interrupted and not self.skipped
+
+
+DETECTION_FILES = ("detections.jsonl", "detections.mot.txt", "detections.coco.json", "report.json", "report.html")
+COMPARE_FILES = ("detections_raw.mot.txt", "detections_raw.coco.json")
+
+
+def input_files(spec: str, max_frames: int | None = None) -> tuple[list[Path], bool]:
+    """The files ``spec`` reads (images or one video; none for a stream) and whether they are images."""
+    from .io.sources import is_image_input, is_url, list_images
+
+    spec = str(spec)
+    if is_url(spec) or spec.startswith("/dev/video"):
+        return [], False
+    if is_image_input(spec):
+        return list_images(spec)[:max_frames], True
+    return [Path(spec)], False
+
+
+def _video_frames(spec: str) -> int | None:
+    """Frames a video file announces (None when unknown or unreadable: opening it will say why)."""
+    import av
+
+    try:
+        with av.open(spec) as c:
+            return c.streams.video[0].frames or None if c.streams.video else None
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError):
+        return None
+
+
+def planned_outputs(output: str | Path, names: list[str] | None, images: bool, detect: bool = False,
+                    compare: bool = False, video: bool = True) -> list[Path]:
+    """Every file a run into ``output`` would write (image inputs: ``names`` are their file names)."""
+    folder, names = Path(output), names or []
+    if detect:
+        planned = [folder / n for n in DETECTION_FILES + (COMPARE_FILES if compare else ())]
+        subs = (["dehazed"] if video else []) + (["side_by_side"] if compare else [])
+        for sub in subs:
+            planned += [folder / sub / n for n in names] if images else [folder / f"{sub}.mp4"]
+        return planned
+    kind = output_kind(str(output))
+    if kind in ("video", "image"):
+        return [Path(output)]
+    if kind == "folder":
+        return [folder / n for n in names]
+    return []
+
+
+def check_output(spec: str, output: str | Path, detect: bool = False, compare: bool = False, video: bool = True,
+                 max_frames: int | None = None, frames: int | None = None,
+                 inputs: tuple[list[Path], bool] | None = None) -> None:
+    """Refuse, before any frame is processed, an output that would overwrite an input file (by file
+    identity: the same device and inode, so also through a hard link, symlink, relative path or
+    case-folding file system) and a single image path for an input of several frames."""
+    spec, out = str(spec), str(output)
+    paths, images = inputs if inputs is not None else input_files(spec, max_frames)
+    if not detect and output_kind(out) == "image":
+        if frames is None:
+            if max_frames == 1:
+                frames = 1
+            elif images:
+                frames = len(paths)
+            elif paths:
+                frames = _video_frames(spec)
+                frames = None if frames is None else min(frames, max_frames or frames)
+        if frames != 1:
+            what = f"{frames} frames" if frames else "several frames"
+            raise OutputError(f"output {out} is a single image but the input {spec} has {what}: give a folder "
+                              "(images) or a video path (.mp4) as output, or --max-frames 1")
+    ids = {}
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        ids[(st.st_dev, st.st_ino)] = p
+    if not ids:
+        return
+    for target in planned_outputs(out, [p.name for p in paths] if images else None, images, detect, compare, video):
+        try:
+            st = os.stat(target)
+        except OSError:
+            continue  # not there yet: it cannot be an input
+        source = ids.get((st.st_dev, st.st_ino))
+        if source is None:
+            continue
+        if target == Path(out):
+            raise OutputError(f"output {out} is the input itself ({source}, the same file"
+                              f"{' by another name' if str(source) != out else ''}): choose another output path")
+        same = "" if os.path.normpath(target) == os.path.normpath(source) else f" (writing {target}, the same file)"
+        raise OutputError(f"output {out} would overwrite the input {source}{same}: choose another output path")
 
 
 def process_input(spec: str, output: str | Path, cfg, dehazer: Dehazer, detector=None, compare: bool = False,
                   max_frames: int | None = None, on_start: Callable[[StreamInfo], None] | None = None,
-                  on_batch: Callable[[RunStats], None] | None = None, model_lock=None) -> InputRun:
+                  on_batch: Callable[[RunStats], None] | None = None, model_lock=None,
+                  duration: float | None = None) -> InputRun:
     """Dehaze ``spec`` into ``output``; with a ``detector``, ``output`` is a folder of detection outputs.
 
     Errors opening the input or output raise; errors while streaming are returned in ``InputRun.error``
-    after every output is closed. ``model_lock`` serializes model calls when threads share one model."""
+    after every output is closed. ``model_lock`` serializes model calls when threads share one model;
+    ``duration`` (seconds) stops the run after that long, finalized as a complete one. Images that
+    cannot be read are skipped and listed in ``InputRun.skipped``."""
     device_type = dehazer.device.type
     with source_from_config(str(spec), cfg.input, max_frames, dehazer.device, cfg.live) as source:
+        paths = getattr(source, "paths", None)
+        check_output(str(spec), output, detect=detector is not None, compare=compare, video=cfg.output.video,
+                     max_frames=max_frames, frames=source.info.frame_count if source.info.kind != "live" else None,
+                     inputs=(list(paths), True) if paths is not None else None)
         outputs = None
         if detector is not None:
             from .detect.outputs import DetectionOutputs
@@ -53,11 +152,11 @@ def process_input(spec: str, output: str | Path, cfg, dehazer: Dehazer, detector
         try:
             stats = run_pipeline(source, dehazer, sinks, batch=cfg.engine.batch,
                                  max_latency_ms=cfg.engine.max_latency_ms, queue_size=cfg.input.queue_size,
-                                 detect=stage, on_batch=on_batch, model_lock=model_lock)
+                                 detect=stage, on_batch=on_batch, model_lock=model_lock, duration=duration)
         except CidstreamError as exc:
             error = exc
         finally:
             if outputs is not None:  # the report covers whatever was processed, even after an error
                 outputs.finish(stats)
         return InputRun(stats, source.info.frame_count, sinks[0], outputs.report if outputs else None,
-                        outputs.folder if outputs else None, error)
+                        outputs.folder if outputs else None, error, list(getattr(source, "skipped", [])))

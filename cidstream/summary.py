@@ -11,27 +11,48 @@ def _pct(values, q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def print_run_summary(console, input_spec, sink, dehazer, stats, total, error, report=None, folder=None) -> None:
+SKIPPED_LISTED = 10  # skipped input files named one by one; the rest are counted
+
+
+def print_run_summary(console, input_spec, sink, dehazer, stats, total, error, report=None, folder=None,
+                      skipped=(), duration=None) -> None:
+    """``skipped``: (path, reason) of inputs that could not be read; ``duration``: the run's --duration."""
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
+    written = sink.written
     if error is not None:
         status = f"[red]failed[/]: {error}"
     elif stats is not None and stats.interrupted:
-        status = "[yellow]interrupted[/] (output finalized with every processed frame)"
+        status = ("[yellow]interrupted[/] (output finalized with every processed frame)" if written else
+                  "[yellow]interrupted[/] before any frame was processed: nothing was written")
+    elif skipped:
+        status = f"[yellow]done with errors[/]: {len(skipped)} input file(s) could not be read and were skipped"
+    elif stats is not None and stats.stopped == "duration":
+        status = f"[green]done[/]: stopped after --duration {duration:g} s" if duration else "[green]done[/]"
     else:
         status = "[green]done[/]"
     table.add_row("status", status)
     table.add_row("input", str(input_spec))
-    table.add_row("output", f"{sink.path if sink.path else 'none (null sink)'}")
+    if not sink.path:
+        table.add_row("output", "none (null sink)")
+    elif written:
+        table.add_row("output", str(sink.path))
+    else:  # an empty video is deleted on close; nothing there is ours to point at
+        table.add_row("output", "nothing written")
     table.add_row("model", f"{dehazer.name} on {dehazer.device} ({dehazer.precision})")
-    written = sink.written
-    finished = error is None and stats is not None and not stats.interrupted
+    finished = error is None and stats is not None and not stats.interrupted and not skipped and \
+        stats.stopped is None
     if total and finished and written != total:  # edit lists make header counts differ from decodable frames
         frames = f"{written} (the container header announced {total})"
     else:
         frames = f"{written}" + (f" of {total}" if total else "")
     table.add_row("frames", frames)
+    if skipped:
+        lines = [str(reason) for _, reason in list(skipped)[:SKIPPED_LISTED]]
+        if len(skipped) > SKIPPED_LISTED:
+            lines.append(f"... and {len(skipped) - SKIPPED_LISTED} more")
+        table.add_row("skipped", "\n".join(lines))
     if stats is not None and stats.frames:
         table.add_row("time", f"{stats.seconds:.1f} s, {stats.fps:.1f} fps end to end "
                               f"(model alone {stats.model_fps:.1f} fps)")

@@ -21,11 +21,13 @@ def register(sub) -> None:
                           description="Degrade clean frames by a multi-domain recipe (configs/train/generate.yaml) "
                                       "into OUT/clean, OUT/hazy (PNG, same names), OUT/metadata.jsonl (domain, "
                                       "source, frame and every drawn parameter per pair) and OUT/contact_sheet.png.",
-                          epilog="example:\n  cidstream train generate --out data/pairs --count 300 "
-                                 "../shared/data/videos/highway_720p.mp4",
+                          epilog="examples:\n  cidstream train generate --out data/pairs --count 300 "
+                                 "clear_clips/*.mp4\n  cidstream train generate --out data/pairs --count 20   "
+                                 "# no sources: a built-in clean road scene (for trying the tools)",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     gen.add_argument("sources", nargs="*", help="clean videos, image folders or globs (default: the clear-weather "
-                                                "videos in ../shared/data/videos)")
+                                                "videos in ../shared/data/videos, else the clean road scene "
+                                                "samples/make_sample.py draws)")
     gen.add_argument("--recipe", default=str(DEFAULT_RECIPE), help="recipe YAML (default configs/train/generate.yaml)")
     gen.add_argument("--out", required=True, help="output folder")
     gen.add_argument("--count", type=int, default=300, help="pairs to write (default 300)")
@@ -82,22 +84,44 @@ def register(sub) -> None:
     va.set_defaults(func=cmd_validate)
 
 
+def _check_yaml(path: str, what: str) -> None:
+    """YAML syntax errors with file, line and column (the loaders below only say that it is not YAML)."""
+    from cidstream.config import read_yaml
+
+    if Path(path).is_file():
+        read_yaml(path, what)
+
+
 def cmd_generate(args, console) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from cidstream.batch.outputs import check_writable_folder
     from cidstream.errors import ConfigError, InputError
 
-    from .generate import generate
+    from .generate import BUILTIN_SCENE, builtin_available, generate
     from .recipe import load_recipe
 
+    _check_yaml(args.recipe, "recipe")
     recipe = load_recipe(args.recipe)
     if args.seed is not None:
         recipe.seed = args.seed
     if args.count < 1:
         raise ConfigError("--count must be at least 1")
+    if args.stride < 1:
+        raise ConfigError("--stride must be at least 1")
+    if args.dedup < 0:
+        raise ConfigError("--dedup must not be negative")
+    check_writable_folder(args.out, "output folder (--out)")
     sources = args.sources or [str(DATA_VIDEOS / v) for v in CLEAN_VIDEOS if (DATA_VIDEOS / v).exists()]
+    if not sources and builtin_available():
+        sources = [BUILTIN_SCENE]
+        console.print("no sources given and no clear-weather videos in ../shared/data/videos: using the clean road "
+                      "scene samples/make_sample.py draws (synthetic; for training data pass your own clear-weather "
+                      "videos, image folders or globs)", highlight=False)
     if not sources:
-        raise InputError("no sources given and the default clean videos are not in ../shared/data/videos")
+        raise InputError("no sources given and the default clean videos are not in ../shared/data/videos: pass "
+                         "clear-weather videos, image folders or globs, e.g. cidstream train generate --out "
+                         "data/pairs clips/*.mp4")
     with Progress(TextColumn("[bold]generating[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
         task = progress.add_task("gen", total=args.count)
@@ -120,6 +144,7 @@ def cmd_train(args, console) -> int:
 
     from .trainer import Trainer, load_train_config
 
+    _check_yaml(args.config, "training config")
     cfg = load_train_config(args.config)
     with Progress(TextColumn("[bold]{task.fields[phase]}[/]"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -193,6 +218,7 @@ def cmd_validate(args, console) -> int:
     from . import losses as L
     from .trainer import load_data, load_train_config, validation_set
 
+    _check_yaml(args.config, "training config")
     cfg = load_train_config(args.config)
     clean, target = load_data(cfg)
     v = validation_set(cfg["validation"], clean, target)

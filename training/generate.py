@@ -1,8 +1,10 @@
 """`cidstream train generate`: clean frames -> degraded pairs, metadata.jsonl and a contact sheet."""
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -11,6 +13,39 @@ import torch
 from .depth import DepthSource
 from .inputs import expand_sources, resize_short_side, round_robin
 from .recipe import Recipe, degrade
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_SCRIPT = REPO / "samples" / "make_sample.py"
+# The built-in clean source: the synthetic road scene samples/make_sample.py draws, before it adds fog
+# (samples/hazy_traffic.mp4 itself is foggy, so it cannot be the clean half of a pair).
+BUILTIN_SCENE = "builtin:road_scene"
+BUILTIN_FRAMES = 500   # 20 s at 25 fps: 100 distinct frames at the default stride of 5
+
+
+def builtin_available() -> bool:
+    return SAMPLE_SCRIPT.is_file()
+
+
+def rendered_road_scene(stride: int = 5, frames: int = BUILTIN_FRAMES, fps: int = 25,
+                        seed: int = 7) -> Iterator[tuple[np.ndarray, str, int]]:
+    """(RGB uint8, source, frame index): every ``stride``-th clean frame of samples/make_sample.py's scene
+    (the same cars as samples/hazy_traffic.mp4, drawn without fog; only numpy and OpenCV, no media files)."""
+    spec = importlib.util.spec_from_file_location("cidstream_samples_make_sample", SAMPLE_SCRIPT)
+    scene = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scene)
+    rng = np.random.default_rng(seed)  # as make_sample.main draws its cars
+    palette = [(0.7, 0.1, 0.1), (0.1, 0.2, 0.6), (0.85, 0.85, 0.85), (0.15, 0.15, 0.15), (0.8, 0.6, 0.1)]
+    cars = [{"x": float(rng.choice([-4.6, -1.2, 1.2, 4.6])), "z0": float(rng.uniform(0, 70)),
+             "v": float(rng.uniform(-6, 9)), "color": palette[i % len(palette)]} for i in range(7)]
+    for i in range(0, frames, max(1, stride)):
+        clean, _ = scene.draw_scene(i / fps, rng, cars)
+        yield (np.clip(clean, 0, 1) * 255 + 0.5).astype(np.uint8), BUILTIN_SCENE, i
+
+
+def clean_frames(sources: list[str], stride: int, dedup: float) -> Iterator[tuple[np.ndarray, str, int]]:
+    if list(sources) == [BUILTIN_SCENE]:
+        return rendered_road_scene(stride)
+    return round_robin(expand_sources(sources), stride, dedup)
 
 
 def to_tensor(frames: list[np.ndarray], device) -> torch.Tensor:
@@ -85,7 +120,7 @@ def generate(recipe: Recipe, sources: list[str], out: Path, count: int, stride: 
         # new domains and parameters for the same clean frames.
         while sample < count:
             before = sample + len(pending)
-            for rgb, src, idx in round_robin(expand_sources(sources), stride, dedup):
+            for rgb, src, idx in clean_frames(sources, stride, dedup):
                 rgb = resize_short_side(rgb, recipe.short_side)
                 if pending and rgb.shape != pending[0][0].shape:
                     flush()

@@ -7,7 +7,7 @@ from pathlib import Path
 from ..errors import ConfigError, OutputError
 from .jobs import Job, collect_jobs
 from .ledger import BatchLock, Ledger
-from .outputs import clear_staging, remove_staging_if_empty
+from .outputs import check_writable_folder, clear_staging, remove_staging_if_empty
 from .runner import BatchResult, make_plan, probe_frames, resolve_paths, run_jobs
 
 EXIT_OK, EXIT_FAILURES, EXIT_INTERRUPTED = 0, 1, 130
@@ -26,6 +26,7 @@ def run_batch(inputs: list[str], out_dir: Path, cfg, console, detect: bool = Fal
     out_dir = Path(out_dir).absolute()
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"the output {out_dir} exists and is not a folder")
+    check_writable_folder(out_dir)  # before anything is read or loaded
     resolve_paths(cfg, out_dir)
     jobs = [j for j in collect_jobs(inputs, cfg, detect, compare, max_frames)
             if not Path(j.key).is_relative_to(out_dir.resolve())]  # never our own outputs

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..config import Config, merge, parse_assignment, validate
 from ..errors import ConfigError, InputError
 from ..io.images import natural_key
+from ..io.sinks import VIDEO_SUFFIXES as WRITABLE_VIDEO_SUFFIXES
 from ..io.sources import is_glob, is_image_input
 from ..models.registry import bundled_weights
 
@@ -35,6 +36,9 @@ class Job:
     fingerprint: str = ""
     attempts: int = 0
     frames_hint: int | None = None  # frame count from the header, for the progress view
+    where: str = ""         # the manifest line it came from ("" for folders, globs and files)
+    own_models: bool = False  # its manifest line changed the model/engine/detector settings: if those cannot
+    #                           be loaded, only this file fails (otherwise every file would, and the batch stops)
 
     def settings(self) -> dict:
         """What decides the output's content (the fingerprint's ingredients, shown in the ledger)."""
@@ -47,6 +51,12 @@ class Job:
             cfg.pop("detect")
         return {"config": cfg, "detect": self.detect, "compare": self.compare, "max_frames": self.max_frames,
                 "output": self.output}
+
+
+def model_settings(cfg: Config, detect: bool) -> str:
+    """What decides which models a file needs (a worker loads them once per distinct value)."""
+    d = cfg.to_dict()
+    return json.dumps([d["model"], d["engine"], d["detect"] if detect else None], sort_keys=True)
 
 
 def _file_stamp(path: str | Path) -> dict | None:
@@ -184,6 +194,12 @@ def collect_jobs(inputs: list[str], cfg: Config, detect: bool = False, compare: 
                 item = item if item.is_absolute() else path.parent / item
                 if opts.get("output"):
                     stem = str(opts["output"])
+                    suffix = Path(stem).suffix
+                    if suffix.lower() in WRITABLE_VIDEO_SUFFIXES:  # renamed.mp4 stays renamed.mp4
+                        stem, opts["suffix"] = stem[: -len(suffix)], suffix
+                    elif suffix.lower() in suffixes:
+                        raise ConfigError(f"manifest {where}: output '{stem}': videos are written as "
+                                          f"{', '.join(WRITABLE_VIDEO_SUFFIXES)}")
                 else:
                     try:
                         stem = str(item.relative_to(path.parent).with_suffix(""))
@@ -194,10 +210,10 @@ def collect_jobs(inputs: list[str], cfg: Config, detect: bool = False, compare: 
             entries.append((path, path.stem, cfg, {}))
         else:
             raise InputError(f"input not found: {spec}")
-    return _make_jobs(entries, detect, compare, max_frames)
+    return _make_jobs(entries, detect, compare, max_frames, model_settings(cfg, detect))
 
 
-def _make_jobs(entries, detect: bool, compare: bool, max_frames: int | None) -> list[Job]:
+def _make_jobs(entries, detect: bool, compare: bool, max_frames: int | None, base_models: str = "") -> list[Job]:
     jobs, seen_inputs, used = [], set(), set()
     for item, stem, cfg, opts in entries:
         key = str(item.resolve())
@@ -215,16 +231,20 @@ def _make_jobs(entries, detect: bool, compare: bool, max_frames: int | None) -> 
         stem = stem.strip("/") or item.stem
         if Path(stem).is_absolute() or ".." in Path(stem).parts:
             raise ConfigError(f"{where}: output '{stem}' must stay inside the output folder")
-        output = stem if folder_out else f"{stem}.mp4"
+        ext = opts.get("suffix", ".mp4")
+        output = stem if folder_out else f"{stem}{ext}"
         if output in used:  # a.mp4 and a.mkv side by side
             stem = f"{stem}_{item.suffix.lstrip('.').lower() or 'file'}"
-            output = stem if folder_out else f"{stem}.mp4"
+            output = stem if folder_out else f"{stem}{ext}"
         n = 2
         while output in used:
-            output = f"{stem}_{n}" if folder_out else f"{stem}_{n}.mp4"
+            output = f"{stem}_{n}" if folder_out else f"{stem}_{n}{ext}"
             n += 1
         used.add(output)
         job = Job(key, str(item.absolute()), output, cfg, job_detect, job_compare, frames)
+        if "where" in opts:
+            job.where = opts["where"]
+            job.own_models = model_settings(cfg, job_detect) != base_models
         job.fingerprint = fingerprint(job)
         jobs.append(job)
     return jobs

@@ -149,6 +149,8 @@ def run_jobs(jobs: list[Job], engine: Engine, ledger: Ledger, max_attempts: int 
 
 
 def _record(job: Job, res: dict, elapsed: float, ledger: Ledger, result: BatchResult, cb: Callbacks) -> None:
+    if res["state"] == "settings_error" and job.own_models:  # its manifest line's own model: only it fails
+        res = {**res, "state": "failed", "error": f"manifest {job.where}: {res['error']}"}
     if res["state"] == "interrupted":
         ledger.update(job.key, state=PENDING, error=None)
         result.interrupted = True

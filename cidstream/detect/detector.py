@@ -39,13 +39,41 @@ def load_yolo(spec: str):
         raise DetectorError(f"detector file not found: {spec}")
     if path.exists() and path.is_file() and path.stat().st_size == 0:
         raise DetectorError(f"detector file is empty (0 bytes): {spec}")
+    try:  # file name endings Ultralytics loads a model from: its export formats, plus .pth and model YAMLs
+        from ultralytics.engine.exporter import export_formats
+
+        formats = [s if s.startswith(".") else Path(s).suffix for s in export_formats()["Suffix"]]
+        formats = [s for s in formats if s]
+    except Exception:  # an Ultralytics without this table: the usual ones
+        formats = [".pt", ".torchscript", ".onnx", ".engine", ".mlpackage", ".pb", ".tflite", ".mnn"]
+    formats = tuple(dict.fromkeys(formats + [".pth", ".yaml", ".yml"]))
+    expected = ", ".join(s for s in formats if s not in (".yaml", ".yml"))
+    not_a_model = (f"{spec} is not an Ultralytics model file (expected a detection model: {expected} or an "
+                   "exported model folder)")
+    if path.is_file():
+        if path.suffix.lower() not in formats:
+            raise DetectorError(not_a_model)
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+        # No model format starts like text (UTF-8 without control characters); model YAMLs are text.
+        control = set(range(32)) - {9, 10, 12, 13}
+        try:
+            head.decode("utf-8")
+            text = not control.intersection(head)
+        except UnicodeDecodeError as exc:  # text unless the 4 KiB cut a character at the end
+            text = exc.start >= len(head) - 4 and not control.intersection(head)
+        if text and path.suffix.lower() not in (".yaml", ".yml"):
+            raise DetectorError(not_a_model.replace(" file (", " file: it is a text file (", 1))
     try:
         model = YOLO(spec)
+        model.names  # noqa: B018 - non-.pt formats load lazily: load now, so a bad file fails here, in one line
     except ConnectionError as exc:
         raise DetectorError(
             f"detector '{spec}' is not on this machine and could not be downloaded (offline?): pass "
             f"--detector PATH to an Ultralytics .pt file, or set {DETECTOR_ENV}=PATH") from exc
     except Exception as exc:
+        if "not a supported model format" in str(exc):
+            raise DetectorError(not_a_model) from exc
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise DetectorError(f"cannot load detector {spec}: {first}") from exc
     if model.task != "detect":

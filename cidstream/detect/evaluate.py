@@ -6,21 +6,27 @@ import datetime as dt
 import html
 import json
 import math
+import sys
+from collections import Counter
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .. import __version__
-from ..errors import InputError
+from ..errors import ConfigError, InputError, OutputError
 from ..io.images import read_image
 from ..io.sources import list_images
 from .ap import GroundTruth, average_precision
-from .detections import Detections
+from .detections import Detections, box_iou
 from .draw import draw_detections
-from .labels import detect_format, match_labels, read_voc, read_yolo
+from .labels import Box, detect_format, match_labels, read_voc, read_yolo, yolo_name
 
 VEHICLE = "vehicle"  # the class-agnostic pseudo-class over all evaluated classes
+# YOLO label ids are checked against the detector: label boxes that a confident raw detection overlaps
+# (IoU >= 0.5, any class) vote for "label id - detector id". With at least SHIFT_MIN_VOTES votes of which
+# SHIFT_MIN_SHARE agree on one offset other than --yolo-id-offset, that offset is used and a warning says so.
+SHIFT_MIN_VOTES, SHIFT_MIN_SHARE, SHIFT_CONF = 5, 0.7, 0.25
 
 
 def _truth_for(boxes, classes) -> dict[str, GroundTruth]:
@@ -32,9 +38,69 @@ def _truth_for(boxes, classes) -> dict[str, GroundTruth]:
     return out
 
 
+def _offset_votes(votes: Counter, boxes: list[Box], det: Detections) -> None:
+    """Each label box with a confident detection on it (IoU >= 0.5, any class) votes for label id - class id."""
+    keep = det.confidence >= SHIFT_CONF
+    labelled = [b for b in boxes if b.label_id is not None]
+    if not labelled or not keep.any():
+        return
+    ious = box_iou(np.array([b.xyxy for b in labelled], np.float64), det.xyxy[keep])
+    ids = det.class_id[keep]
+    for b, row in zip(labelled, ious):
+        j = int(row.argmax())
+        if row[j] >= 0.5:
+            votes[b.label_id - int(ids[j])] += 1
+
+
+def _choose_offset(votes: Counter, given: int) -> tuple[int, str | None]:
+    """(offset to use, warning or None) from the votes of ``_offset_votes``."""
+    total = sum(votes.values())
+    if total < SHIFT_MIN_VOTES:
+        return given, None
+    shift, count = votes.most_common(1)[0]
+    if shift == given or count / total < SHIFT_MIN_SHARE:
+        return given, None
+    return shift, (f"the YOLO label ids look like the detector's class ids + {shift} ({count} of the {total} label "
+                   f"boxes that a confident detection overlaps have id = detector id + {shift}), not + {given}: "
+                   f"evaluated with --yolo-id-offset {shift} (DAWN's labels_yolo need 1; pass the right "
+                   f"--yolo-id-offset to silence this)")
+
+
+def _suspect_offset(gt: dict, names: dict[int, str], classes: list[str], offset: int) -> str | None:
+    """Without enough detections to vote: do the label ids land on the evaluated classes more often one id
+    further down (DAWN: 1 person, 3 car, 6 bus, 8 truck = COCO id + 1)?"""
+    ids = [b.label_id for boxes in gt.values() for b in boxes if b.label_id is not None]
+    if not ids:
+        return None
+    share = {k: sum(yolo_name(i, names, k) in classes for i in ids) / len(ids) for k in (offset, offset + 1)}
+    if share[offset + 1] >= 0.5 and share[offset + 1] > 2 * share[offset]:
+        return (f"only {share[offset]:.0%} of the label boxes fall into the evaluated classes with --yolo-id-offset "
+                f"{offset}, {share[offset + 1]:.0%} with --yolo-id-offset {offset + 1}: the label ids may be the "
+                f"detector's class ids + {offset + 1} (as in DAWN's labels_yolo); check --yolo-id-offset")
+    return None
+
+
+def _warn(warnings: list[str], text: str) -> None:
+    warnings.append(text)
+    print(f"warning: {text}", file=sys.stderr)
+
+
 def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_format: str = "auto",
-             yolo_id_offset: int = 0, max_images: int | None = None, examples: int = 4, progress=None) -> dict:
-    """``dehazers``: name -> Dehazer. Returns the JSON-ready result (example images base64 under 'examples')."""
+             yolo_id_offset: int | None = 0, max_images: int | None = None, examples: int = 4, progress=None,
+             output_dir: str | Path | None = None) -> dict:
+    """``dehazers``: name -> Dehazer. Returns the JSON-ready result (example images base64 under 'examples').
+
+    ``output_dir``: where write_eval will write; checked for writability before any detection work.
+    ``yolo_id_offset``: YOLO label id = detector class id + this; when the labels clearly say otherwise
+    (see ``_choose_offset``) the offset they show is used and the report's ``warnings`` say so
+    (None: no offset given, 0 unless the labels show one)."""
+    if max_images is not None and max_images < 1:
+        raise ConfigError(f"--max-images must be at least 1, got {max_images}")
+    if output_dir is not None:
+        from ..batch.outputs import check_writable_folder
+
+        check_writable_folder(output_dir, "eval output folder")
+    given_offset = 0 if yolo_id_offset is None else int(yolo_id_offset)
     images = list_images(images_spec)
     if max_images:
         images = images[:max_images]
@@ -45,20 +111,22 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_
     pairs = match_labels(images, labels, fmt)
     classes = [detector.names[i] for i in (detector.class_ids or sorted(detector.names))]
     variants = ["raw"] + list(dehazers)
-    truth = {c: {} for c in classes + [VEHICLE]}
+    gt: dict[str, list[Box]] = {}
+    votes: Counter = Counter()
     found = {v: {c: [] for c in classes + [VEHICLE]} for v in variants}
     shown = {v: {} for v in variants}  # image -> confident detections count, to pick examples
     for k, img_path in enumerate(images):
         rgb, _ = read_image(img_path)
         h, w = rgb.shape[:2]
         boxes = read_voc(pairs[img_path]) if fmt == "voc" else read_yolo(pairs[img_path], w, h, detector.names,
-                                                                          yolo_id_offset)
+                                                                          given_offset)
         image_id = img_path.name
-        for cls, gt in _truth_for(boxes, classes).items():
-            truth[cls][image_id] = gt
+        gt[image_id] = boxes
         for v in variants:
             frame = rgb if v == "raw" else dehazers[v](rgb)
             det: Detections = detector(frame[None])[0]
+            if v == "raw" and fmt == "yolo":
+                _offset_votes(votes, boxes, det)
             for i in range(len(det)):
                 name = detector.names[int(det.class_id[i])]
                 item = (image_id, float(det.confidence[i]), det.xyxy[i])
@@ -67,10 +135,28 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_
             shown[v][img_path] = int((det.confidence >= 0.25).sum())
         if progress is not None:
             progress(k + 1, len(images))
+    warnings: list[str] = []
+    offset = given_offset
+    if fmt == "yolo":
+        offset, note = _choose_offset(votes, given_offset)
+        if note:
+            _warn(warnings, note)
+            for boxes in gt.values():  # the detections do not depend on the labels: only rename the truth
+                for b in boxes:
+                    b.name = yolo_name(b.label_id, detector.names, offset)
+        else:
+            note = _suspect_offset(gt, detector.names, classes, offset)
+            if note:
+                _warn(warnings, note)
+    truth = {c: {} for c in classes + [VEHICLE]}
+    for image_id, boxes in gt.items():
+        for cls, g in _truth_for(boxes, classes).items():
+            truth[cls][image_id] = g
     positives = sum(int((~g.difficult).sum()) for g in truth[VEHICLE].values())
     if positives == 0:
         raise InputError(f"the labels hold no boxes of the evaluated classes ({', '.join(classes)}): nothing to "
-                         "evaluate (check --classes, --label-format and --yolo-id-offset)")
+                         "evaluate (check --classes, --label-format and --yolo-id-offset: DAWN's labels_yolo "
+                         "need --yolo-id-offset 1)")
     results = {}
     for v in variants:
         per_class = {}
@@ -85,8 +171,11 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_
               "images": len(images), "images_source": images_spec, "labels": str(labels), "label_format": fmt,
               "detector": detector.label, "classes": classes, "conf": detector.conf, "iou": detector.iou,
               "imgsz": detector.imgsz, "iou_threshold": 0.5, "ap": "VOC all-point", "results": results,
-              "models": {name: d.name for name, d in dehazers.items()}}
-    report["examples"] = _examples(images, dehazers, detector, shown, pairs, fmt, yolo_id_offset, examples)
+              "models": {name: d.name for name, d in dehazers.items()}, "warnings": warnings}
+    if fmt == "yolo":
+        report["yolo_id_offset"] = {"given": yolo_id_offset, "used": offset,
+                                    "votes": {str(d): n for d, n in votes.most_common(5)}}
+    report["examples"] = _examples(images, dehazers, detector, shown, pairs, fmt, offset, examples)
     return report
 
 
@@ -137,25 +226,33 @@ def render_eval_html(report: dict) -> str:
         rows += f"<tr><td>{name}</td><td>{pos}</td>{cells}</tr>"
     rows += "<tr><td><b>mAP50</b></td><td></td>" + "".join(
         f"<td><b>{_fmt(report['results'][v]['map50'])}</b></td>" for v in variants) + "</tr>"
+    warnings = "".join(f"<p class=warn>warning: {e(w)}</p>" for w in report.get("warnings", []))
     examples = "".join(f"<h3>{e(x['image'])}</h3><img alt='{e(x['image'])}' "
                        f"src='data:image/jpeg;base64,{x['image_jpeg_base64']}'>" for x in report["examples"])
     return f"""<!doctype html><html lang=en><head><meta charset=utf-8><title>cidstream eval</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1560px;margin:2em auto;padding:0 1em}}
 table{{border-collapse:collapse}}td,th{{border-bottom:1px solid #eee;padding:.3em .9em;text-align:right}}
-td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}.muted{{color:#777}}</style></head><body>
+td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}.muted{{color:#777}}
+.warn{{background:#fff4e5;border-left:4px solid #d97706;padding:.5em .8em}}</style></head><body>
 <h1>Detection AP50: raw vs dehazed</h1>
 <p class=muted>{report['images']} images from {e(report['images_source'])} · labels {e(report['labels'])}
 ({report['label_format']}) · detector {e(report['detector'])} · imgsz {report['imgsz']}, conf {report['conf']},
 NMS IoU {report['iou']} · {e(report['ap'])} AP at IoU {report['iou_threshold']} · {e(report['created'])}</p>
-<table><tr><th>class</th><th>GT boxes</th>{''.join(f'<th>{e(v)}</th>' for v in variants)}</tr>{rows}</table>
+{warnings}<table><tr><th>class</th><th>GT boxes</th>{''.join(f'<th>{e(v)}</th>' for v in variants)}</tr>{rows}</table>
 <h2>Examples</h2><p class=muted>White: ground truth. Coloured: detections with confidence ≥ 0.25.</p>{examples}
 </body></html>"""
 
 
 def write_eval(folder: Path, report: dict) -> tuple[Path, Path]:
+    from ..batch.outputs import check_writable_folder
+
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    check_writable_folder(folder, "eval output folder")
     slim = dict(report, examples=[{"image": x["image"]} for x in report["examples"]])
-    (folder / "eval.json").write_text(json.dumps(slim, indent=1), encoding="utf-8")
-    (folder / "eval.html").write_text(render_eval_html(report), encoding="utf-8")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "eval.json").write_text(json.dumps(slim, indent=1), encoding="utf-8")
+        (folder / "eval.html").write_text(render_eval_html(report), encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(f"cannot write the eval results into {folder}: {exc.strerror or exc}") from None
     return folder / "eval.json", folder / "eval.html"

@@ -17,6 +17,7 @@ class Box:
     name: str
     xyxy: tuple[float, float, float, float]
     difficult: bool = False
+    label_id: int | None = None  # YOLO labels: the class id as written in the file (before any offset)
 
 
 def detect_format(folder: Path) -> str:
@@ -56,10 +57,15 @@ def read_yolo(path: Path, width: int, height: int, id_to_name: dict[int, str], i
             cid, cx, cy, w, h = int(parts[0]), *map(float, parts[1:5])
         except (ValueError, TypeError) as exc:
             raise InputError(f"label file {path}, line {n}: expected 'class cx cy w h', got {line!r}") from exc
-        name = id_to_name.get(cid - id_offset, f"class{cid}")
-        boxes.append(Box(name, ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width,
-                                (cy + h / 2) * height)))
+        boxes.append(Box(yolo_name(cid, id_to_name, id_offset), ((cx - w / 2) * width, (cy - h / 2) * height,
+                                                                 (cx + w / 2) * width, (cy + h / 2) * height),
+                         label_id=cid))
     return boxes
+
+
+def yolo_name(label_id: int, id_to_name: dict[int, str], id_offset: int) -> str:
+    """The detector's name for a YOLO label id written as detector id + ``id_offset``."""
+    return id_to_name.get(label_id - id_offset, f"class{label_id}")
 
 
 def match_labels(images: list[Path], labels: Path, fmt: str) -> dict[Path, Path]:

@@ -144,6 +144,48 @@ def build_report(col: ReportCollector, meta: dict, stats, tracking: dict | None 
     return report
 
 
+SPEED_LABELS = {"end_to_end_fps": "end to end", "seconds": "run time", "decode_fps": "decoding",
+                "dehaze_fps": "dehazing", "detect_fps": "detection", "write_fps": "writing",
+                "detector_share": "detector's share of the run", "interrupted": "interrupted (Ctrl-C)"}
+
+
+def _number(v: float) -> str:
+    """Rounded for reading, no exponent: 0.64, 3.2, 12.3, 1,234."""
+    if v >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.1f}" if v >= 10 else (f"{v:.2f}".rstrip("0").rstrip(".") or "0")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{_number(seconds)} s"
+    minutes, sec = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {sec:02d} s"
+
+
+def speed_rows_for_people(speed: dict) -> list[tuple[str, str]]:
+    """The report's speed figures as (label, text) rows: fps and durations rounded with units, shares as
+    percentages, flags as yes/no, and '–' for a stage that did not run."""
+    rows = []
+    for key, value in speed.items():
+        label = SPEED_LABELS.get(key) or key.removesuffix("_fps").replace("_", " ")
+        if value is None:
+            text = "–"
+        elif isinstance(value, bool):
+            text = "yes" if value else "no"
+        elif key.endswith("_fps"):
+            text = f"{_number(value)} fps" if value > 0 else "–"
+        elif key == "seconds":
+            text = _duration(value)
+        elif key.endswith("_share"):
+            text = f"{value:.0%}"
+        else:
+            text = _number(value) if isinstance(value, (int, float)) else str(value)
+        rows.append((label, text))
+    return rows
+
+
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -245,8 +287,8 @@ def render_html(report: dict) -> str:
             for h in items:
                 highlights += (f"<p>frame {h['frame']}: {h['difference']:+d}</p>"
                                f"<img alt='frame {h['frame']}' src='data:image/jpeg;base64,{h['image_jpeg_base64']}'>")
-    speed = report.get("speed") or {}
-    speed_rows = "".join(f"<tr><td>{e(k.replace('_', ' '))}</td><td>{v}</td></tr>" for k, v in speed.items())
+    speed_rows = "".join(f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in speed_rows_for_people(
+        report.get("speed") or {}))
     return f"""<!doctype html><html lang=en><head><meta charset=utf-8><title>cidstream report: {e(str(report['input']))}</title>
 <style>{CSS}</style></head><body>
 <h1>Detection with vs without dehazing</h1>

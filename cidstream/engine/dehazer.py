@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models import DehazeModel, LoadedModel, load_model
+from ..models import DehazeModel, ExportedModel, LoadedModel, load_model
 from .device import DTYPES, select_device, select_precision
 
 
@@ -18,6 +18,10 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, min_size: int = 1) -> torch.
     replication otherwise. The caller crops back, so no pixel is lost.
     """
     h, w = x.shape[-2:]
+    if not (isinstance(h, int) and isinstance(w, int)):
+        # Symbolic sizes (a graph exported with --dynamic): the graph needs frames of at least
+        # max(multiple, min_size) pixels per side, and for those this is the branch below (reflect).
+        return F.pad(x, (0, (-w) % multiple, 0, (-h) % multiple), mode="reflect")
 
     def target(n: int) -> int:
         n = max(n, min_size)
@@ -28,6 +32,22 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, min_size: int = 1) -> torch.
         return x
     mode = "reflect" if ph < h and pw < w else "replicate"
     return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def frames_to_input(frames: torch.Tensor, net: DehazeModel) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> the network's input: float NCHW, padded to its multiple, normalised.
+
+    The exported graphs (``cidstream export``) run this same code, so they match the dehazer.
+    """
+    x = frames.permute(0, 3, 1, 2).float().div_(255.0)
+    x = pad_to_multiple(x, net.pad_multiple, net.min_size)
+    return net.normalization.prepare(x)
+
+
+def output_to_frames(y: torch.Tensor, net: DehazeModel, h, w) -> torch.Tensor:
+    """The network's output -> uint8 (N, h, w, 3): output mapping, crop back, clamp and round."""
+    y = net.normalization.finish(y.float())[:, :, :h, :w]
+    return y.mul(255.0).add_(0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 class Dehazer:
@@ -48,8 +68,14 @@ class Dehazer:
             model = LoadedModel(model, model.arch)
         self.loaded = model
         self.device = select_device(device)
+        # An exported graph (cidstream export) takes and returns uint8 frames itself: normalisation,
+        # padding and precision are inside it, so process() hands it the frames as they are.
+        self.exported = isinstance(self.net, ExportedModel)
         self.precision = select_precision(precision, self.device)
-        if not self.net.low_precision_ok:
+        if self.exported:
+            self.device = self.net.use_device(self.device, explicit=(device or "auto").lower() != "auto")
+            self.precision = self.net.precision
+        elif not self.net.low_precision_ok:
             self.precision = "fp32"
         # channels_last helps convolutions; the classical DCP has none.
         self.channels_last = channels_last and self.net.trainable
@@ -90,16 +116,15 @@ class Dehazer:
         if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
             raise ValueError(f"expected uint8 frames shaped (N, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
         h, w = frames.shape[1:3]
-        x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-        net = self.net
-        x = pad_to_multiple(x, net.pad_multiple, net.min_size)
-        x = net.normalization.prepare(x)
+        frames = frames.to(self.device, non_blocking=True)
+        if self.exported:
+            return self.net(frames)
+        x = frames_to_input(frames, self.net)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
-            y = net(x)
-        y = net.normalization.finish(y.float())[:, :, :h, :w]
-        return y.mul(255.0).add_(0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+            y = self.net(x)
+        return output_to_frames(y, self.net, h, w)
 
     def __call__(self, frames):
         if isinstance(frames, torch.Tensor):

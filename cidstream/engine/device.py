@@ -9,7 +9,8 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def select_device(name: str = "auto") -> torch.device:
-    name = (name or "auto").lower()
+    asked = str(name or "auto").strip()
+    name = asked.lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -18,9 +19,11 @@ def select_device(name: str = "auto") -> torch.device:
         raise DeviceError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from exc
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError("device 'cuda' requested but no CUDA GPU is available (use --device cpu or auto)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceError(f"device '{name}' requested but only {torch.cuda.device_count()} GPU(s) exist")
+            raise DeviceError(f"device '{asked}' requested but no CUDA GPU is available (use --device cpu or auto)")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            have = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+            raise DeviceError(f"device '{asked}' requested but this machine has {count} CUDA GPU(s): {have}")
     elif device.type != "cpu":
         raise DeviceError(f"unsupported device '{name}' (use auto, cpu, cuda or cuda:N)")
     return device

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import queue
+import signal
+import sys
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +17,7 @@ import torch
 
 from ..frames import BatchResult, DeviceFrames, FrameBatch
 from ..ops.color import rgb_to_yuv420
-from ..io.reader import BackgroundReader
+from ..io.reader import END, BackgroundReader
 from ..io.sinks import Sink
 from ..io.sources import Source
 from .batcher import iter_batches
@@ -27,6 +31,7 @@ class RunStats:
     seconds: float = 0.0
     dropped: int = 0
     interrupted: bool = False
+    stopped: str | None = None      # "duration": stopped by the run's time limit (a normal end, not an interruption)
     latencies_ms: list = field(default_factory=list, repr=False)
     # Busy time of each stage where it runs: decode (reader thread), dehaze and detect (main thread),
     # write (writer threads, summed over sinks).
@@ -48,6 +53,53 @@ class RunStats:
 def _reader_for(source: Source, queue_size: int) -> BackgroundReader:
     return BackgroundReader(lambda: iter(source), maxsize=queue_size, drop_oldest=source.live,
                             name="decoder").start()
+
+
+class _Until:
+    """A reader whose items end (END) once ``deadline`` (monotonic) passes, also while the source
+    sends nothing: ``run --duration`` stops a stalled stream too."""
+
+    def __init__(self, reader: BackgroundReader, deadline: float, stats: RunStats):
+        self.reader, self.deadline, self.stats = reader, deadline, stats
+
+    def get(self, timeout: float | None = None):
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            if now >= self.deadline:
+                self.stats.stopped = "duration"
+                return END
+            limit = self.deadline if end is None else min(end, self.deadline)
+            try:
+                return self.reader.get(timeout=max(0.0, limit - now))
+            except queue.Empty:
+                if end is not None and time.monotonic() >= end and end < self.deadline:
+                    raise
+
+
+@contextlib.contextmanager
+def _finalizing():
+    """While the outputs are finalized, a second Ctrl-C (or SIGTERM) would cut the file short and leave
+    it unplayable: hold both off until the files are closed (main thread only; other threads get no signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def hold(signum, frame):
+        sys.stderr.write("still finalizing the output with the frames already processed; one moment\n")
+
+    previous = {}
+    for sig in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
+        if sig is not None:
+            try:
+                previous[sig] = signal.signal(sig, hold)
+            except (ValueError, OSError):
+                pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def sink_needs(sinks: list[Sink]) -> frozenset:
@@ -121,7 +173,8 @@ def dehaze_stream(source: Source, dehazer: Dehazer, batch: int = 4, max_latency_
 
 def run_pipeline(source: Source, dehazer: Dehazer, sinks: Sink | list[Sink], batch: int = 4,
                  max_latency_ms: float = 100.0, queue_size: int = 32, detect=None,
-                 on_batch: Callable[[RunStats], None] | None = None, model_lock=None) -> RunStats:
+                 on_batch: Callable[[RunStats], None] | None = None, model_lock=None,
+                 duration: float | None = None) -> RunStats:
     """Dehaze (and, with a ``detect`` stage, detect on) a whole source into sinks.
 
     Decoding and each sink run in threads of their own; on CUDA with a detector, detection runs in
@@ -129,7 +182,8 @@ def run_pipeline(source: Source, dehazer: Dehazer, sinks: Sink | list[Sink], bat
     Ctrl-C stops reading and keeps every processed frame: every sink is always closed
     (finalized); the interruption is recorded in the stats, errors propagate after closing.
     ``on_batch`` may raise KeyboardInterrupt to stop the run the same way; ``model_lock`` makes
-    threads that share one model take turns on it."""
+    threads that share one model take turns on it. ``duration`` (seconds) ends the run after that
+    long, finalized like a complete one (``stats.stopped == "duration"``)."""
     sinks = sinks if isinstance(sinks, list) else [sinks]
     stats = RunStats()
     processor = BatchProcessor(dehazer, detect, sink_needs(sinks), stats, model_lock)
@@ -137,6 +191,7 @@ def run_pipeline(source: Source, dehazer: Dehazer, sinks: Sink | list[Sink], bat
     pending: deque = deque()
     reader = _reader_for(source, queue_size)
     start = time.perf_counter()
+    items = reader if duration is None else _Until(reader, time.monotonic() + duration, stats)
 
     def emit(result: BatchResult) -> None:
         now = time.monotonic()
@@ -153,7 +208,7 @@ def run_pipeline(source: Source, dehazer: Dehazer, sinks: Sink | list[Sink], bat
     try:
         latency = max_latency_ms if source.live else None
         try:
-            for fb in iter_batches(reader, batch, latency, source.info.source):
+            for fb in iter_batches(items, batch, latency, source.info.source):
                 if overlap is None:
                     emit(processor(fb))
                     continue
@@ -166,16 +221,20 @@ def run_pipeline(source: Source, dehazer: Dehazer, sinks: Sink | list[Sink], bat
     except KeyboardInterrupt:
         stats.interrupted = True
     finally:
-        if overlap is not None:
-            overlap.shutdown(wait=True, cancel_futures=True)
-        reader.stop()
-        stats.dropped = reader.dropped + getattr(getattr(source, "stats", None), "dropped", 0)
-        stats.stage_seconds["decode"] = reader.busy_seconds
-        try:
-            _close_all(sinks)
-        finally:
-            stats.seconds = time.perf_counter() - start
-            stats.stage_seconds["write"] = sum(getattr(s, "busy_seconds", 0.0) for s in sinks)
+        with _finalizing():
+            if overlap is not None:
+                overlap.shutdown(wait=True, cancel_futures=True)
+            stop = getattr(source, "stop", None)
+            if callable(stop):  # a live source stops reading at once, even while its camera sends nothing
+                stop()
+            reader.stop()
+            stats.dropped = reader.dropped + getattr(getattr(source, "stats", None), "dropped", 0)
+            stats.stage_seconds["decode"] = reader.busy_seconds
+            try:
+                _close_all(sinks)
+            finally:
+                stats.seconds = time.perf_counter() - start
+                stats.stage_seconds["write"] = sum(getattr(s, "busy_seconds", 0.0) for s in sinks)
     return stats
 
 

@@ -8,8 +8,19 @@
 - ``auto``: nvdec on CUDA when FFmpeg can use the GPU, else yuv420p on CUDA; on a CPU the path
   measured cheapest there (docs/benchmarking.md).
 Frames in other pixel formats (4:2:2, 10-bit, RGB codecs) are converted to RGB by FFmpeg.
+
+Rotation: a display matrix (phone videos: the stream's rotation, or per-frame side data) is applied
+to the pixels here, on every path (RGB arrays, 4:2:0 planes, NVDEC planes on the GPU), the way
+FFmpeg's own command line does (autorotate). Applying it, rather than copying the tag to the output,
+is the choice because the model and the detector must see upright frames too: the source's size
+(``probe_orientation``), the frames, the detections and the output (written without a tag) are all
+upright, as a player shows the input.
 """
 from __future__ import annotations
+
+import logging
+import math
+import struct
 
 import av
 import torch
@@ -17,6 +28,10 @@ import torch
 from ..errors import ConfigError
 from ..frames import Frame, YUVPlanes
 from ..ops.color import ColorSpec
+from .images import UPRIGHT, orient
+
+log = logging.getLogger(__name__)
+_DISPLAYMATRIX = av.sidedata.sidedata.Type.DISPLAYMATRIX
 
 DECODE_MODES = ("auto", "rgb24", "yuv420p", "nvdec")
 CPU_DEFAULT = "rgb24"
@@ -48,6 +63,48 @@ def _hw_plane(plane) -> torch.Tensor:
     return torch.utils.dlpack.from_dlpack(plane.__dlpack__())
 
 
+def display_matrix(vf) -> tuple | None:
+    """The frame's display matrix (9 ints, FFmpeg's AV_FRAME_DATA_DISPLAYMATRIX layout) or None."""
+    for sd in vf.side_data:
+        if sd.type == _DISPLAYMATRIX:
+            return struct.unpack("=9i", bytes(sd))
+    return None
+
+
+def matrix_orientation(m) -> tuple[tuple[bool, bool, bool], float]:
+    """(op for ``images.orient``, clockwise display angle) of a display matrix, decided as FFmpeg's
+    command line does (fftools: get_rotation, then transpose/hflip/vflip); an angle that is not a
+    multiple of 90 degrees gives UPRIGHT (the caller warns)."""
+    scale0, scale1 = math.hypot(m[0], m[3]), math.hypot(m[1], m[4])
+    if not scale0 or not scale1:
+        return UPRIGHT, 0.0
+    theta = -round(-math.degrees(math.atan2(m[1] / scale1, m[0] / scale0)))  # av_display_rotation_get
+    theta -= 360 * math.floor(theta / 360 + 0.9 / 360)
+    if abs(theta - 90) < 1:
+        return ((True, False, False) if m[3] > 0 else (True, False, True)), theta    # cclock_flip / clock
+    if abs(theta - 180) < 1:
+        return (False, m[4] < 0, m[0] < 0), theta                                    # vflip, hflip
+    if abs(theta - 270) < 1:
+        return ((True, True, True) if m[3] < 0 else (True, True, False)), theta      # clock_flip / cclock
+    if abs(theta) < 1 or abs(theta - 360) < 1:
+        return (False, m[4] < 0, False), 0.0                                          # vflip
+    return UPRIGHT, theta
+
+
+def probe_orientation(spec: str, options: dict | None = None) -> tuple[bool, bool, bool]:
+    """The display orientation of the first frame of the first video stream of ``spec`` (UPRIGHT when
+    it has none or cannot be read: decoding will say why), so that a source can announce its upright
+    size before decoding. Costs one open and one decoded frame."""
+    try:
+        with av.open(spec, options=options or {}) as container:
+            for vf in container.decode(container.streams.video[0]):
+                m = display_matrix(vf)
+                return matrix_orientation(m)[0] if m is not None else UPRIGHT
+    except (av.error.FFmpegError, OSError, IndexError, ValueError, UnicodeDecodeError):
+        pass
+    return UPRIGHT
+
+
 class FrameDecoder:
     """Opens a container for one decode path and turns PyAV frames into ``Frame`` objects."""
 
@@ -56,6 +113,18 @@ class FrameDecoder:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.path = {"rgb24": "software, rgb24 on the CPU", "yuv420p": "software, yuv420p planes",
                      "nvdec": "NVDEC, frames stay on the GPU"}[mode]
+        self._matrix, self._op = None, UPRIGHT  # the last display matrix seen and what it asks for
+
+    def orientation(self, vf) -> tuple[bool, bool, bool]:
+        """What turns this frame upright (see ``images.orient``), from its display matrix."""
+        m = display_matrix(vf)
+        if m != self._matrix:
+            self._matrix = m
+            self._op, theta = matrix_orientation(m) if m is not None else (UPRIGHT, 0.0)
+            if self._op == UPRIGHT and theta:
+                log.warning("the video's display matrix turns the picture %.0f degrees clockwise, not a multiple "
+                            "of 90: frames are processed as stored, not turned", theta)
+        return self._op
 
     def open(self, spec: str, options: dict):
         if self.mode == "nvdec":
@@ -72,17 +141,30 @@ class FrameDecoder:
         return av.open(spec, options=options)
 
     def frame(self, vf, index: int, **meta) -> Frame:
+        """The decoded ``vf`` as a Frame, turned upright by its display matrix: each 4:2:0 plane is
+        turned the same way (software decoding hands a frame of odd size that must turn over as RGB,
+        since flipping a plane of odd size would shift its chroma by one pixel; NVDEC keeps planes)."""
         fmt = vf.format.name
+        op = self.orientation(vf)
         if self.mode == "nvdec" and fmt == "cuda":
-            # FFmpeg copies each decoded picture on the legacy default stream; wait for that stream
-            # only (the pipeline's own work runs on other streams), then take the planes as they are.
-            torch.cuda.default_stream(self.device).synchronize()
             y = _hw_plane(vf.planes[0])                 # (H, W), pitched
             uv = _hw_plane(vf.planes[1])                # (H/2, W/2, 2)
-            return Frame(None, index, planes=YUVPlanes(y, uv[..., 0], uv[..., 1], ColorSpec.of_frame(vf)), **meta)
-        if self.mode != "rgb24" and fmt in PLANAR_420:
+            u, v = uv[..., 0], uv[..., 1]
+            if op != UPRIGHT:
+                # Copies queued on the default stream, after FFmpeg's copy of the picture (also there).
+                with torch.cuda.stream(torch.cuda.default_stream(self.device)):
+                    y, u, v = orient(y, op), orient(u, op), orient(v, op)
+            # FFmpeg copies each decoded picture on the legacy default stream; wait for that stream
+            # only (the pipeline's own work runs on other streams), then take the planes.
+            torch.cuda.default_stream(self.device).synchronize()
+            return Frame(None, index, planes=YUVPlanes(y, u, v, ColorSpec.of_frame(vf)), **meta)
+        even = vf.width % 2 == 0 and vf.height % 2 == 0
+        if self.mode != "rgb24" and fmt in PLANAR_420 and (op == UPRIGHT or even):
             if self.mode == "nvdec" and self.path.startswith("NVDEC"):
                 self.path = "NVDEC unavailable for this stream: software, yuv420p planes"
             planes = [torch.from_dlpack(p) for p in vf.planes]  # views of the decoder's buffers, no copy
+            if op != UPRIGHT:
+                planes = [orient(p, op) for p in planes]
             return Frame(None, index, planes=YUVPlanes(*planes, ColorSpec.of_frame(vf)), **meta)
-        return Frame(vf.to_ndarray(format="rgb24"), index, **meta)
+        image = vf.to_ndarray(format="rgb24")
+        return Frame(orient(image, op) if op != UPRIGHT else image, index, **meta)

@@ -74,7 +74,9 @@ class BackgroundReader:
             raise item.exc
         return item
 
-    def stop(self, join_timeout: float = 5.0) -> None:
+    def stop(self, join_timeout: float = 1.0) -> None:
+        """Stop producing. A file's decoder notices within one frame; a producer blocked inside its
+        source (a stalled stream) is not waited for longer than ``join_timeout`` (it is a daemon thread)."""
         self._stop.set()
         # Free a producer blocked on a full queue.
         while True:

@@ -1,6 +1,8 @@
 """Frame sinks: H.264 video (timing and audio kept from the source), image folders, null."""
 from __future__ import annotations
 
+import errno
+import os
 import queue
 import threading
 import time
@@ -68,7 +70,17 @@ def _prepare_output_file(path: Path) -> None:
         if not existed:
             path.unlink()
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise OutputError(f"cannot write {path}: {_create_problem(path, exc)}") from exc
+
+
+def _create_problem(path: Path, exc: OSError) -> str:
+    """Why ``path`` cannot be created, in words: ENOENT in a folder that exists means the file
+    system does not take new files (/proc, /sys), not that something is missing."""
+    if exc.errno == errno.ENOENT and path.parent.is_dir():
+        return f"the file system of {path.parent} does not allow creating files there"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied ({path.parent if not path.exists() else path} is not writable)"
+    return str(exc.strerror or exc)
 
 
 class VideoSink(Sink):
@@ -209,7 +221,8 @@ class ImageFolderSink(Sink):
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutputError(f"cannot create the output folder {self.path}: {exc.strerror or exc}") from exc
+            raise OutputError(f"cannot create the output folder {self.path}: "
+                              f"{_create_problem(self.path, exc)}") from exc
         self.jpeg_quality = jpeg_quality
 
     def write(self, frame: Frame, image: np.ndarray) -> None:
@@ -236,7 +249,9 @@ class ImageFileSink(Sink):
 class ThreadedSink(Sink):
     """Runs another sink's writes in a background thread, so encoding overlaps the model.
 
-    ``busy_seconds`` is the time the inner sink spent writing: the stage's own cost."""
+    At most ``maxsize`` frames (output.queue_size; a larger batch alone) wait for the writer: what
+    waits there has been processed and is written even after Ctrl-C, so a deep backlog behind a slow
+    encoder would make stopping slow. ``busy_seconds`` is the time the inner sink spent writing."""
 
     _END = object()
 
@@ -245,7 +260,10 @@ class ThreadedSink(Sink):
         self.path = sink.path
         self.needs = sink.needs
         self.busy_seconds = 0.0
-        self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        self.maxsize = max(1, maxsize)
+        self._queue: queue.Queue = queue.Queue()
+        self._pending = 0                      # frames queued and not yet written
+        self._room = threading.Condition()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
         self._thread.start()
@@ -262,6 +280,9 @@ class ThreadedSink(Sink):
                 except BaseException as exc:
                     self._error = exc
                 self.busy_seconds += time.perf_counter() - t0
+            with self._room:
+                self._pending -= len(item)
+                self._room.notify_all()
 
     @property
     def written(self) -> int:
@@ -270,7 +291,13 @@ class ThreadedSink(Sink):
     def write_result(self, result: BatchResult) -> None:
         if self._error is not None:
             raise self._error
+        n = len(result)
+        with self._room:
+            while self._pending > 0 and self._pending + n > self.maxsize and self._error is None:
+                self._room.wait(0.1)
         self._queue.put(result)
+        with self._room:  # counted after the put: an interrupt in between can only leave more room
+            self._pending += n
 
     def write(self, frame: Frame, image: np.ndarray) -> None:
         self.write_result(BatchResult(FrameBatch(image[None], [frame]), image[None]))
@@ -286,15 +313,27 @@ class ThreadedSink(Sink):
 
 
 def output_kind(spec: str) -> str:
-    """'null', 'video', 'image' or 'folder', from the output path's form."""
+    """'null', 'video', 'image' or 'folder', from the output path's form. A folder is a path without
+    a suffix, one ending with '/', or an existing folder; any other suffix is refused (OutputError)
+    rather than guessed."""
+    spec = str(spec)
     if spec in ("null", "-", "/dev/null"):
         return "null"
+    if spec.endswith(("/", os.sep)):
+        return "folder"
     suffix = Path(spec).suffix.lower()
     if suffix in VIDEO_SUFFIXES:
         return "video"
     if suffix in IMAGE_SUFFIXES:
         return "image"
-    return "folder"
+    try:
+        if not suffix or Path(spec).is_dir():
+            return "folder"
+    except OSError:
+        pass
+    raise OutputError(f"output {spec}: unknown file type '{Path(spec).suffix}'; accepted: video "
+                      f"{', '.join(VIDEO_SUFFIXES)}; image {', '.join(IMAGE_SUFFIXES)}; or a folder "
+                      f"(a path without a suffix, an existing folder, or a path ending with '/'); or 'null'")
 
 
 def open_sink(spec: str, info: StreamInfo, codec: str = "libx264", crf: int = 20, preset: str = "veryfast",

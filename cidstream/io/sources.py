@@ -1,7 +1,10 @@
 """Frame sources: video files and URLs through PyAV, image folders and globs through OpenCV."""
 from __future__ import annotations
 
+import errno
 import glob as _glob
+import os
+import stat as _stat
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -12,7 +15,7 @@ import torch
 
 from ..errors import InputError
 from ..frames import Frame, StreamInfo
-from .decode import FrameDecoder
+from .decode import FrameDecoder, probe_orientation
 from .images import IMAGE_SUFFIXES, natural_key, read_image
 
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
@@ -29,6 +32,61 @@ def is_url(spec: str) -> bool:
 def ffmpeg_message(exc: BaseException) -> str:
     text = getattr(exc, "strerror", None) or str(exc)
     return str(text).splitlines()[0][:200]
+
+
+_FILE_TYPES = ((_stat.S_ISFIFO, "a named pipe (FIFO)"), (_stat.S_ISCHR, "a character device"),
+               (_stat.S_ISBLK, "a block device"), (_stat.S_ISSOCK, "a socket"))
+
+
+def _path_problem(spec: str, exc: OSError) -> str:
+    """What an OSError from stat/open of ``spec`` means, in words."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied: {spec}"
+    if exc.errno == errno.ENOTDIR:
+        for parent in reversed(Path(spec).parents):
+            if os.path.lexists(parent) and not os.path.isdir(parent):
+                return f"{spec}: {parent} is a file, not a folder"
+        return f"{spec}: part of the path is not a folder"
+    if exc.errno == errno.ELOOP:
+        return f"{spec}: too many levels of symbolic links (a link loop)"
+    if exc.errno == errno.ENAMETOOLONG:
+        return f"{spec[:80]}...: the path is too long ({len(spec)} characters) for the file system"
+    if exc.errno == errno.ENOENT:
+        if os.path.islink(spec):
+            return f"input not found: {spec} is a symbolic link to {os.readlink(spec)}, which does not exist"
+        return f"input not found: {spec}"
+    return f"cannot read {spec}: {exc.strerror or exc}"
+
+
+def check_input_path(spec: str, regular: bool = True) -> os.stat_result:
+    """``spec`` exists and can be read; with ``regular``, it is a non-empty regular file. Otherwise an
+    InputError that says what is wrong ("input not found" only when nothing is there)."""
+    try:
+        st = os.stat(spec)
+    except (OSError, ValueError) as exc:
+        raise InputError(_path_problem(spec, exc) if isinstance(exc, OSError) else f"invalid path {spec!r}") from exc
+    if not regular or _stat.S_ISDIR(st.st_mode):
+        return st
+    for test, what in _FILE_TYPES:
+        if test(st.st_mode):
+            raise InputError(f"{spec} is {what}, not a regular file: give a video or image file")
+    try:
+        with open(spec, "rb") as fh:
+            empty = st.st_size == 0 and not fh.read(1)  # /proc files announce 0 bytes and still have content
+    except OSError as exc:
+        raise InputError(_path_problem(spec, exc)) from exc
+    if empty:
+        raise InputError(f"input file is empty (0 bytes): {spec}")
+    return st
+
+
+def check_input_spec(spec: str) -> None:
+    """What can be checked of an input before anything is opened: a file or folder path must be there
+    and readable (URLs, capture devices and glob patterns are checked when opened)."""
+    spec = str(spec)
+    if is_url(spec) or spec.startswith("/dev/video") or is_glob(spec):
+        return
+    check_input_path(spec)
 
 
 class Source:
@@ -62,11 +120,7 @@ class VideoSource(Source):
         self.spec = spec
         self.max_frames = max_frames
         opts = {str(k): str(v) for k, v in (options or {}).items()}
-        path = Path(spec)
-        if not path.exists():
-            raise InputError(f"input not found: {spec}")
-        if path.stat().st_size == 0:
-            raise InputError(f"input file is empty (0 bytes): {spec}")
+        check_input_path(spec)
         self.decoder = FrameDecoder(decode, device)
         try:
             self.container = self.decoder.open(spec, opts)
@@ -85,11 +139,13 @@ class VideoSource(Source):
             self.container.close()
             raise InputError(f"{spec}: the video stream has no frame size (corrupt or unsupported codec)")
         fps = self.stream.average_rate or self.stream.guessed_rate
+        # Frames are turned upright by their display matrix (io.decode): announce the upright size.
+        transposed = probe_orientation(spec, opts)[0]
         self.info = StreamInfo(
             source=spec,
             kind="video",
-            width=ctx.width,
-            height=ctx.height,
+            width=ctx.height if transposed else ctx.width,
+            height=ctx.width if transposed else ctx.height,
             fps=Fraction(fps) if fps else None,
             time_base=Fraction(self.stream.time_base) if self.stream.time_base else None,
             frame_count=self.stream.frames or None,
@@ -149,12 +205,13 @@ def list_images(spec: str) -> list[Path]:
             raise InputError(f"no images match {spec} (looked for {', '.join(IMAGE_SUFFIXES)})")
         return paths
     path = Path(spec)
-    if not path.exists():
-        raise InputError(f"input not found: {spec}")
-    if path.is_file():
+    if not _stat.S_ISDIR(check_input_path(spec, regular=False).st_mode):
         return [path]
-    paths = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
-                   key=natural_key)
+    try:
+        paths = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+                       key=natural_key)
+    except OSError as exc:
+        raise InputError(f"cannot list the folder {spec}: {exc.strerror or exc}") from exc
     if not paths:
         raise InputError(f"no images in folder {spec} (looked for {', '.join(IMAGE_SUFFIXES)})")
     return paths
@@ -168,15 +225,44 @@ class ImageFolderSource(Source):
         self.paths = list_images(spec)
         if max_frames is not None:
             self.paths = self.paths[:max_frames]
-        first, _ = read_image(self.paths[0])
-        self.info = StreamInfo(source=spec, kind="images", width=first.shape[1], height=first.shape[0],
+        # An image that cannot be read is skipped (and listed here, (path, reason)), not the end of the run.
+        self.skipped: list[tuple[Path, str]] = []
+        first = None
+        for path in self.paths:
+            first = self._read(path)
+            if first is not None:
+                break
+        if first is None:
+            if len(self.paths) == 1:
+                raise InputError(self.skipped[0][1])
+            raise InputError(f"none of the {len(self.paths)} images of {spec} could be read "
+                             f"(first: {self.skipped[0][1]})")
+        self._first = first
+        self.info = StreamInfo(source=spec, kind="images", width=first[0].shape[1], height=first[0].shape[0],
                                fps=Fraction(fps).limit_denominator(1001), frame_count=len(self.paths))
 
+    def _read(self, path: Path):
+        try:
+            return read_image(path)
+        except (InputError, OSError) as exc:
+            reason = str(exc) if isinstance(exc, InputError) else f"cannot read image {path}: {exc.strerror or exc}"
+            self.skipped.append((path, reason))
+            return None
+
     def __iter__(self) -> Iterator[Frame]:
-        for i, path in enumerate(self.paths):
-            rgb, alpha = read_image(path)
+        i = 0
+        skipped_at_open = {p for p, _ in self.skipped}
+        for path in self.paths:
+            if path in skipped_at_open:
+                continue
+            image = self._first if self._first is not None and i == 0 else self._read(path)
+            self._first = None
+            if image is None:
+                continue
+            rgb, alpha = image
             yield Frame(rgb, i, pts=i, time=i / float(self.info.fps), name=path.name, alpha=alpha,
                         captured_at=time.monotonic())
+            i += 1
 
 
 def is_image_input(spec: str) -> bool:
@@ -185,7 +271,10 @@ def is_image_input(spec: str) -> bool:
     if is_glob(spec):
         return True
     path = Path(spec)
-    return path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES
+    try:
+        return path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES
+    except OSError:  # a path the system refuses (too long, ...): the source's open says why
+        return path.suffix.lower() in IMAGE_SUFFIXES
 
 
 def open_source(spec: str, options: dict | None = None, decode_threads: int = 0, max_frames: int | None = None,

@@ -32,11 +32,11 @@ def load_cameras(path: str | Path) -> CamerasFile:
         return _load(path)
     except ConfigError as exc:
         text = str(exc)
-        raise ConfigError(text if text.startswith(str(path)) else f"{path}: {text}") from None
+        raise ConfigError(text if str(path) in text else f"{path}: {text}") from None
 
 
 def _load(path: str | Path) -> CamerasFile:
-    data = read_yaml(path)
+    data = read_yaml(path, what="cameras file")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with a 'cameras' list")
     cams = data.pop("cameras", None)

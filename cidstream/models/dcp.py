@@ -92,7 +92,7 @@ def estimate_airlight(x: torch.Tensor, dark: torch.Tensor, top_fraction: float) 
     """Mean colour of the pixels with the brightest dark channel, shape (N, 3, 1, 1)."""
     n = x.shape[0]
     flat_dark = dark.reshape(n, -1)
-    k = max(1, int(flat_dark.shape[1] * top_fraction))
+    k = max(1, torch.sym_int(flat_dark.shape[1] * top_fraction))  # stays symbolic in an exported graph
     idx = flat_dark.topk(k, dim=1).indices                        # (N, k)
     pixels = x.reshape(n, 3, -1).gather(2, idx.unsqueeze(1).expand(n, 3, k))
     return pixels.mean(dim=2).clamp(min=0.05).view(n, 3, 1, 1)

@@ -9,6 +9,7 @@ from .base import DehazeModel
 from .cid import CIDNet
 from .cid_lite import CIDLite
 from .dcp import DarkChannelPrior
+from .exported import exported_format, load_exported
 from .weights import WeightsFile, load_state, read_weights
 
 ARCHITECTURES: dict[str, type[DehazeModel]] = {"cid": CIDNet, "cid-lite": CIDLite, "dcp": DarkChannelPrior}
@@ -65,7 +66,7 @@ def looks_like_path(spec: str) -> bool:
 
 
 def load_model(spec: str, *, random_init: bool = False, dcp: dict | None = None) -> LoadedModel:
-    """Resolve ``spec`` (registry name or weights path) to a ready model in eval mode.
+    """Resolve ``spec`` (registry name, weights path or exported .onnx/.ts graph) to a ready model in eval mode.
 
     ``random_init`` allows a learned model without weights (speed benchmarks only).
     ``dcp`` holds the DCP parameters from the config.
@@ -83,6 +84,9 @@ def load_model(spec: str, *, random_init: bool = False, dcp: dict | None = None)
                 if spec == "cid" else
                 "no trained weights are bundled with this version yet: pass --model path/to/weights.pt")
         raise WeightsError(f"model '{spec}' has no weights: {hint}, or use --model dcp (training-free)")
+    if exported_format(spec) is not None:  # a graph written by `cidstream export`
+        exported = load_exported(spec)
+        return LoadedModel(exported, exported.metadata.get("model") or exported.arch, Path(spec), exported.metadata)
     if not looks_like_path(spec):
         raise WeightsError(f"unknown model '{spec}': not a model name ({', '.join(ARCHITECTURES)}) "
                            "and not a weights file path")
