@@ -223,10 +223,12 @@ def test_ctrl_c_leaves_playable_segments(rtsp_server, tmp_path):
 
 
 def test_memory_stays_flat_on_a_live_stream(rtsp_server, tmp_path):
-    """Short version of benchmarks/live_soak.py: RSS after warm-up vs 15 s later, segments rotating."""
+    """Short version of benchmarks/live_soak.py: RSS after warm-up vs 14 s later, segments rotating.
+    Warm-up (allocator pools, first segments) takes up to ~20 s here: measured 636, 661, 685, 688 MiB at
+    5-20 s, then 688-692 MiB from 20 to 70 s."""
     server = rtsp_server("--testsrc", "--size", "320x180", "--fps", "25")
     cfg = cameras_yaml(tmp_path, [{"name": "cam", "url": server.url}], live={"segment_s": 2})
-    proc = start_live([cfg, "--no-status", "--duration", "27"], tmp_path / "log.txt")
+    proc = start_live([cfg, "--no-status", "--duration", "40"], tmp_path / "log.txt")
     p = psutil.Process(proc.pid)
     samples = []
     try:
@@ -240,8 +242,8 @@ def test_memory_stays_flat_on_a_live_stream(rtsp_server, tmp_path):
     finally:
         proc.kill()
     t0 = samples[0][0]
-    early = sorted(m for t, m in samples if 8 <= t - t0 < 12)
-    late = sorted(m for t, m in samples if 22 <= t - t0 < 26)
+    early = sorted(m for t, m in samples if 21 <= t - t0 < 25)
+    late = sorted(m for t, m in samples if 35 <= t - t0 < 39)
     growth = late[len(late) // 2] - early[len(early) // 2]
     assert stats(tmp_path / "live")["cam"]["processed"] > 300
     assert growth < 20, f"RSS grew {growth:.1f} MiB in 14 s ({early[0]:.0f} -> {late[-1]:.0f} MiB)"
