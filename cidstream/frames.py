@@ -131,8 +131,8 @@ class FrameBatch:
         if self.images is not None:
             return self.images
         if self._host is None:
-            self._host = self.to_device(torch.device("cpu")).numpy() if not self.planes.on_device else \
-                self.to_device(self.planes.y.device).cpu().numpy()
+            where = self.planes.y.device if self.planes.on_device else torch.device("cpu")
+            self._host = self.to_device(where).cpu().numpy()
         return self._host
 
 
