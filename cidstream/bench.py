@@ -23,6 +23,7 @@ from .frames import BatchResult, FrameBatch
 from .io import ThreadedSink, source_from_config
 from .io.sinks import NullSink, VideoSink
 from .ops.color import rgb_to_yuv420
+from .ops.stability import StabilityMeter
 
 
 @dataclass
@@ -55,6 +56,9 @@ class BenchResult:
     detect_fps: float | None = None  # device), and its share of the end-to-end time
     detector_share: float | None = None
     streams: int = 1                 # files processed at once (--streams); fps figures are their sum
+    flicker_ratio: float | None = None  # stability of the model output over the benchmark's frames vs the
+    warp_ratio: float | None = None     # input's (cidstream/ops/stability.py); temporal smoothing as configured
+    temporal: bool = False              # smoothing was on (video input and a model that supports it)
     repeats: int = 1
     notes: list = field(default_factory=list)
 
@@ -180,8 +184,18 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
         out = dehazer.process(on_device[0])
         if detector is not None:
             detector(out)
-    dehazed = [dehazer.process(b) for b in on_device]
+    # The frames in order, as a run sees them (smoothed over time for a video), measured for stability.
+    stream = None if info.kind == "images" else f"bench:{input_spec}"
+    if dehazer.temporal is not None:
+        dehazer.temporal.reset()
+    dehazed = [dehazer.process(b, stream=stream) for b in on_device]
     host_out = [b.cpu().numpy() for b in dehazed]
+    meter = StabilityMeter()
+    for fb, out in zip(batches, host_out):
+        meter.update_batch(fb.host_rgb(), out)
+    stability = meter.result()
+    res.flicker_ratio, res.warp_ratio = stability["flicker_ratio"], stability["warp_ratio"]
+    res.temporal = stream is not None and dehazer.temporal is not None
     i420 = cuda and w % 2 == 0 and h % 2 == 0
     # Upload is a stage where it does work: a copy to the GPU, or 4:2:0 -> RGB (on a CPU, RGB is no copy).
     counts_upload = cuda or batches[0].images is None
@@ -204,7 +218,7 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
                 _sync(device)
                 runs["decode"].append(count / (time.perf_counter() - t0))
             runs["upload"].append(_timed(device, lambda: [b.to_device(device) for b in batches], n))
-            runs["model"].append(_timed(device, lambda: [dehazer.process(b) for b in on_device], n))
+            runs["model"].append(_timed(device, lambda: [dehazer.process(b, stream=stream) for b in on_device], n))
             if detector is not None:  # detector only, on dehazed frames already on the device
                 runs["detect"].append(_timed(device, lambda: [detector(b) for b in dehazed], n))
             if cuda:

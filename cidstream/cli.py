@@ -67,6 +67,12 @@ def _common(p: argparse.ArgumentParser, repeat_model: bool = False) -> None:
                    help=f"compute precision (default: {cfg.engine.precision}) [engine.precision]")
     p.add_argument("--batch", "-b", type=int, help=f"frames per temporal batch (default: {cfg.engine.batch}) "
                                                    "[engine.batch]")
+    if not repeat_model:  # eval takes independent images, which are never smoothed
+        p.add_argument("--no-temporal", action="store_true",
+                       help="video: dehaze every frame on its own, no smoothing over time [temporal.enabled]")
+    p.add_argument("--gate", choices=["off", "skip", "blend"],
+                   help=f"haze gating by each frame's measured visibility: off (always dehaze), skip (clear frames "
+                        f"stay raw), blend (strength by visibility) (default: {cfg.gate.policy}) [gate.policy]")
     p.add_argument("--config", "-c", help="YAML config file (keys as in configs/default.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set engine.max_latency_ms=50 (repeatable)")
@@ -151,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "0, or the offset the labels show (a warning says so)")
     ev.add_argument("-o", "--output", default="eval_out",
                     help="folder for eval.json and eval.html (default %(default)s)")
+    ev.add_argument("--split", choices=["all", "select", "report"], default="all",
+                    help="evaluate one fixed half of the images (by a hash of the file name; configs/splits/ lists "
+                         "them): choose models and settings on 'select', report figures from 'report' "
+                         "(default %(default)s)")
+    ev.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                    help="bootstrap resamples of the images for 95 %% intervals of each AP and of each difference "
+                         "between arms (0: none; default %(default)s)")
     ev.add_argument("--max-images", type=int, help="evaluate only the first N images")
     ev.add_argument("--examples", type=int, default=4, help="example images in eval.html (default %(default)s)")
     _detector_args(ev, conf_default=f"{EVAL_CONF:g} here, as AP needs the whole ranking")
@@ -259,6 +272,10 @@ def make_config(args, settings: dict | None = None):
         flags["detect"] = detect
     if getattr(args, "no_video", False):
         flags["output"] = {"video": False}
+    if getattr(args, "no_temporal", False):
+        flags["temporal"] = {"enabled": False}
+    if getattr(args, "gate", None):
+        flags["gate"] = {"policy": args.gate}
     overrides.append(flags)
     return load_config(args.config, overrides)
 
@@ -435,7 +452,7 @@ def cmd_eval(args, console) -> int:
     from rich.table import Table
 
     from .detect import Detector
-    from .detect.evaluate import VEHICLE, run_eval, write_eval
+    from .detect.evaluate import VEHICLE, difference_rows, fmt_interval, run_eval, write_eval
     from .engine import Dehazer
 
     cfg = make_config(args)
@@ -448,10 +465,12 @@ def cmd_eval(args, console) -> int:
         task = progress.add_task("eval", total=None)
         report = run_eval(args.images, args.labels, dehazers, detector, args.label_format, args.yolo_id_offset,
                           args.max_images, args.examples,
-                          progress=lambda k, n: progress.update(task, completed=k, total=n), output_dir=args.output)
+                          progress=lambda k, n: progress.update(task, completed=k, total=n), output_dir=args.output,
+                          split=args.split, resamples=args.bootstrap)
     json_path, html_path = write_eval(Path(args.output), report)
     variants = list(report["results"])
-    table = Table(title=f"AP50 on {report['images']} images",
+    table = Table(title=f"AP50 on {report['images']} images"
+                        + ("" if report["split"] == "all" else f" ({report['split']} half)"),
                   caption=f"{report['detector']}, imgsz {report['imgsz']}, conf {report['conf']}, "
                           f"NMS IoU {report['iou']}; VOC all-point AP")
     table.add_column("class")
@@ -464,7 +483,19 @@ def cmd_eval(args, console) -> int:
                       str(report["results"]["raw"]["per_class"][cls]["positives"]),
                       *[fmt(report["results"][v]["per_class"][cls]["ap50"]) for v in variants])
     table.add_row("[bold]mAP50[/]", "", *[f"[bold]{fmt(report['results'][v]['map50'])}[/]" for v in variants])
+    if report.get("bootstrap"):
+        for key, label in (("vehicle_ap50_ci", "vehicle 95 %"), ("map50_ci", "mAP50 95 %")):
+            table.add_row(f"[dim]{label}[/]", "", *[f"[dim]{fmt_interval(report['results'][v].get(key))}[/]"
+                                                    for v in variants])
     console.print(table)
+    rows = difference_rows(report)
+    if rows:
+        diff = Table(title=f"differences ({report['bootstrap']['resamples']} bootstrap resamples, 95 % intervals)")
+        for col in ("arms", "vehicle AP50", "interval", "mAP50", "interval"):
+            diff.add_column(col, justify="left" if col == "arms" else "right")
+        for r in rows:
+            diff.add_row(*r)
+        console.print(diff)
     console.print(f"written {json_path} and {html_path}")
     return 0
 

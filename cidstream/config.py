@@ -109,6 +109,29 @@ class BatchConfig:
 
 
 @dataclass
+class TemporalConfig:
+    """Video only (files, cameras): image folders and eval are never smoothed (docs/architecture.md)."""
+    enabled: bool = True        # smooth cid-lite's coefficient maps / dcp's airlight and transmission over time
+    alpha: float = 0.25         # weight of the current frame in the moving average of the maps (1 = no smoothing)
+    level_alpha: float = 0.3    # the same for global values: dcp's airlight, the output's brightness gain
+    motion: float = 0.04        # |Δ grey| at which a map cell follows the current frame fully (0 = no motion adaption)
+    cut_threshold: float = 0.08  # mean |Δ| of a grey thumbnail (0..1) that counts as a scene cut: state reset
+
+
+@dataclass
+class GateConfig:
+    """Haze gating (engine/haze.py): how much of the dehazed frame to keep, from each frame's haze level
+    calibrated to metres of visibility (benchmarks/visibility_fit.py, gate_check.py)."""
+    # Default chosen by benchmarks/gate_check.py: clear frames keep their detections, fog gains stay.
+    policy: typing.Union[str, bool] = "skip"  # off (always dehazed) | skip (raw frame at or above clear_m) | blend
+    clear_m: float = 10000.0    # visibility at or above which a frame counts as clear (skip: raw; blend: strength 0)
+    dense_m: float = 1000.0     # blend: full dehazing at or below this visibility (log-linear in between)
+    measure: str = "contrast"   # haze level: contrast | transmission | dark (the calibration below is for contrast)
+    calib_a: float = 21.3215    # visibility_m = exp(calib_a + calib_b * level), clipped to 10..20000 m;
+    calib_b: float = -3.5265    # fitted on highway_fog_cam select days (benchmarks/results/visibility_fit.json)
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -117,6 +140,8 @@ class Config:
     detect: DetectConfig = field(default_factory=DetectConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -243,6 +268,14 @@ RANGES: dict[str, Range] = {
     "batch.cpus_per_task": Range(0, lo_open=True),
     "batch.gpus_per_task": Range(0),
     "batch.max_attempts": Range(1),
+    "temporal.alpha": Range(0, 1, lo_open=True),       # 0 would freeze the first frame's estimate forever
+    "temporal.level_alpha": Range(0, 1, lo_open=True),
+    "temporal.motion": Range(0, 1),                    # 0 = the same weight everywhere
+    "temporal.cut_threshold": Range(0, 1, lo_open=True),
+    "gate.clear_m": Range(10, 20000),                  # the calibrated visibility range, metres
+    "gate.dense_m": Range(10, 20000),
+    "gate.calib_a": Range(-1000, 1000),
+    "gate.calib_b": Range(-1000, 0, hi_open=True),     # more haze must mean less visibility
 }
 
 
@@ -269,6 +302,15 @@ def validate(cfg: Config) -> Config:
     if lv.backoff_max_s < lv.backoff_initial_s:
         raise ConfigError(f"live.backoff_max_s must be at least live.backoff_initial_s ({lv.backoff_initial_s:g}), "
                           f"got {lv.backoff_max_s:g}")
+    g = cfg.gate
+    if g.policy is False:  # YAML reads an unquoted off as false
+        g.policy = "off"
+    if g.policy not in ("off", "skip", "blend"):
+        raise ConfigError(f"gate.policy must be off, skip or blend, got {g.policy!r}")
+    if g.measure not in ("contrast", "transmission", "dark"):
+        raise ConfigError(f"gate.measure must be contrast, transmission or dark, got {g.measure!r}")
+    if g.dense_m > g.clear_m:
+        raise ConfigError(f"gate.dense_m must be at most gate.clear_m ({g.clear_m:g}), got {g.dense_m:g}")
     b = cfg.batch
     if b.engine not in ("local", "ray"):
         raise ConfigError(f"batch.engine must be local or ray, got {b.engine!r}")

@@ -173,13 +173,14 @@ class BatchResult:
     encoder's 4:2:0 planes were made on the device (half the bytes of RGB to download)."""
 
     def __init__(self, batch: FrameBatch, dehazed, detections: list | None = None,
-                 raw_detections: list | None = None, dehazed_i420=None, raw=None):
+                 raw_detections: list | None = None, dehazed_i420=None, raw=None, haze=None):
         self.batch = batch
         self._dehazed = dehazed                   # (N, H, W, 3) uint8: numpy or DeviceFrames (or None: not needed)
         self.detections = detections              # list[Detections] on the dehazed frames
         self.raw_detections = raw_detections      # list[Detections] on the raw frames (compare mode)
         self._i420 = dehazed_i420                 # (N, H*3/2, W) uint8 I420: numpy or DeviceFrames, or None
         self._raw = raw                           # host RGB of the raw frames when they were on the device
+        self._haze = haze                         # (3, N) float haze level, visibility_m, gate strength (engine/haze.py)
 
     def __len__(self) -> int:
         return len(self.batch)
@@ -191,6 +192,19 @@ class BatchResult:
     @property
     def dehazed_i420(self) -> np.ndarray | None:
         return _host(self._i420)
+
+    @property
+    def haze(self) -> np.ndarray | None:
+        """(3, N) host floats: haze level, visibility in metres, gate strength per frame (None: not measured)."""
+        return None if self._haze is None else np.asarray(_host(self._haze), dtype=np.float64)
+
+    def haze_record(self, i: int) -> dict:
+        """{"haze", "visibility_m", "gate"} of frame ``i`` for the outputs ({} when not measured)."""
+        h = self.haze
+        if h is None:
+            return {}
+        return {"haze": round(float(h[0, i]), 4), "visibility_m": round(float(h[1, i]), 1),
+                "gate": round(float(h[2, i]), 3)}
 
     @property
     def raw(self) -> np.ndarray:

@@ -58,6 +58,11 @@ def print_run_summary(console, input_spec, sink, dehazer, stats, total, error, r
                               f"(model alone {stats.model_fps:.1f} fps)")
         if stats.dropped:
             table.add_row("dropped", f"{stats.dropped} frames (live source, drop-oldest)")
+        if stats.frames_left_raw or stats.frames_blended:
+            # Say it where the user looks: footage that the gate reads as clear is not dehazed at all.
+            table.add_row("haze gate", f"{stats.frames_left_raw} of {stats.frames} frames measured clear and left "
+                                       f"raw" + (f", {stats.frames_blended} blended" if stats.frames_blended else "")
+                          + " (--gate off dehazes every frame)")
         if stats.latencies_ms:
             table.add_row("latency", f"p50 {statistics.median(stats.latencies_ms):.0f} ms, "
                                      f"p95 {_pct(stats.latencies_ms, 0.95):.0f} ms (decode to written)")
@@ -70,6 +75,11 @@ def print_run_summary(console, input_spec, sink, dehazer, stats, total, error, r
                                       f"frames with more {c['frames_more']}, fewer {c['frames_fewer']}")
         else:
             table.add_row("vehicles", f"{t['dehazed']['vehicles']} detections in {report['frames']} frames")
+        if report.get("haze"):
+            hz = report["haze"]
+            table.add_row("visibility", f"median {hz['visibility_m_median']:.0f} m, min {hz['visibility_m_min']:.0f} m; "
+                                        f"{hz['frames_gated']} of {report['frames']} frames gated "
+                                        f"({hz['frames_raw']} left raw)")
         if report.get("unique_vehicles"):
             table.add_row("unique", ", ".join(f"{k} {v}" for k, v in report["unique_vehicles"].items()))
         if report.get("speed", {}).get("detector_share") is not None:
@@ -105,3 +115,7 @@ def print_bench(console, r) -> None:
                   f"end to end / stages run one after another = {r.overlap:.2f}{streams}")
     if r.no_video_ratio is not None:
         console.print(f"no video: end to end / slowest stage = [bold]{r.no_video_ratio:.2f}[/]")
+    if getattr(r, "warp_ratio", None) is not None:
+        smoothing = "temporal smoothing on" if r.temporal else "no temporal smoothing"
+        console.print(f"stability, output / input ({smoothing}): flicker {r.flicker_ratio:.2f}, "
+                      f"warping error {r.warp_ratio:.2f} (1 = as steady as the input)")

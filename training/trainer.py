@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -20,9 +21,9 @@ from .datasets import load_frames, random_crop
 from .depth import DepthSource
 from .generate import degrade_batch, depth_source
 from .recipe import Recipe, load_recipe
+from .sources import resolve, source_specs
 
 PHASES = ("pretrain", "adapt", "finetune")
-REPO = Path(__file__).resolve().parents[1]
 
 
 def load_train_config(path: str | Path) -> dict:
@@ -38,11 +39,6 @@ def load_train_config(path: str | Path) -> dict:
         raise ConfigError(f"training config {path}: unknown phase(s) {', '.join(sorted(unknown))} "
                           f"(known: {', '.join(PHASES)})")
     return cfg
-
-
-def resolve(p: str) -> str:
-    q = Path(p)
-    return str(q if q.is_absolute() else (REPO / q))
 
 
 class PairSampler:
@@ -157,9 +153,8 @@ def validation_set(v: dict, clean: list[np.ndarray], target: list[np.ndarray], d
 
 def load_data(cfg: dict) -> tuple[list[np.ndarray], list[np.ndarray]]:
     d = cfg["data"]
-    clean = load_frames([resolve(p) for p in d["clean"]], int(d.get("short_side", 360)),
-                        stride=int(d.get("clean_stride", 4)))
-    target = load_frames([resolve(p) for p in d["target"]], int(d.get("short_side", 360)),
+    clean = load_frames(source_specs(d["clean"]), int(d.get("short_side", 360)), stride=int(d.get("clean_stride", 4)))
+    target = load_frames(source_specs(d["target"]), int(d.get("short_side", 360)),
                          stride=int(d.get("target_stride", 2)), dedup=0.5)
     return clean, target
 
@@ -178,20 +173,12 @@ class Trainer:
         self.log("loading clean and real frames")
         clean, target = load_data(cfg)
         self.pairs = PairSampler(clean, self.recipe, int(t["crop"]), self.device)
-        teachers = None
-        if self._any_phase("teacher_weight") or self._any_phase("pseudo_label_weight"):
-            self.log("DCP teacher on the real frames")
-            teachers = dcp_teacher(target)
+        teachers, labels = self._real_targets(target)
         self.real = RealSampler(target, int(t["crop"]), self.device, teachers)
         self.detection = None
-        labels = [np.zeros((0, 5), np.float32)] * len(target)
         if self._any_phase("pseudo_label_weight"):
-            from .pseudo_labels import DetectionLoss, pseudo_labels
+            from .pseudo_labels import DetectionLoss
 
-            self.log("pseudo-labels: the detector on the real frames and on their DCP output")
-            labels = pseudo_labels(resolve(t["detector"]), target, teachers, conf=float(t.get("pseudo_conf", 0.3)),
-                                   iou=float(t.get("pseudo_iou", 0.6)))
-            self.log(f"pseudo-labels: {sum(map(len, labels))} boxes on {len(labels)} real frames")
             self.detection = DetectionLoss(resolve(t["detector"])).to(self.device)
         self.labelled = LabelledRealSampler(target, labels, int(t.get("pseudo_crop", 352)), self.device)
         self.features = None
@@ -203,6 +190,42 @@ class Trainer:
         self.data_summary = {"clean_frames": len(clean), "target_frames": len(target), "clean": d["clean"],
                              "target": d["target"], "recipe": d["recipe"]}
         self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def _real_targets(self, target: list[np.ndarray]) -> tuple[list | None, list[np.ndarray]]:
+        """DCP teacher outputs and pseudo-labels of the real frames. They take minutes on a CPU and
+        depend only on the frames and the detector settings, so they are cached beside the run
+        (RUN_DIR/../.cache), keyed by a hash of the frames and those settings: phases rerun from a
+        copied run directory start at once."""
+        t = self.cfg["train"]
+        want_teacher = self._any_phase("teacher_weight") or self._any_phase("pseudo_label_weight")
+        want_labels = self._any_phase("pseudo_label_weight")
+        empty = [np.zeros((0, 5), np.float32)] * len(target)
+        if not want_teacher:
+            return None, empty
+        key = hashlib.sha256(json.dumps([t.get("detector"), t.get("pseudo_conf", 0.3), t.get("pseudo_iou", 0.6),
+                                         want_labels]).encode())
+        for frame in target:
+            key.update(frame.tobytes())
+        cache = self.run_dir.parent / ".cache" / f"real_targets_{key.hexdigest()[:20]}.pt"
+        if cache.exists():
+            self.log(f"DCP teacher and pseudo-labels from {cache}")
+            stored = torch.load(cache, weights_only=False)
+            return stored["teachers"], stored["labels"]
+        self.log("DCP teacher on the real frames")
+        teachers = dcp_teacher(target)
+        labels = empty
+        if want_labels:
+            from .pseudo_labels import pseudo_labels
+
+            self.log("pseudo-labels: the detector on the real frames and on their DCP output")
+            labels = pseudo_labels(resolve(t["detector"]), target, teachers, conf=float(t.get("pseudo_conf", 0.3)),
+                                   iou=float(t.get("pseudo_iou", 0.6)))
+            self.log(f"pseudo-labels: {sum(map(len, labels))} boxes on {len(labels)} real frames")
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        torch.save({"teachers": teachers, "labels": labels}, tmp)
+        tmp.replace(cache)
+        return teachers, labels
 
     def _any_phase(self, key: str) -> bool:
         return any(float((ph or {}).get(key, 0)) > 0 for ph in self.cfg["phases"].values())

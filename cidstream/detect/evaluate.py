@@ -18,9 +18,11 @@ from ..errors import ConfigError, InputError, OutputError
 from ..io.images import read_image
 from ..io.sources import list_images
 from .ap import GroundTruth, average_precision
+from .bootstrap import bootstrap, match
 from .detections import Detections, box_iou
 from .draw import draw_detections
 from .labels import Box, detect_format, match_labels, read_voc, read_yolo, yolo_name
+from .splits import in_split
 
 VEHICLE = "vehicle"  # the class-agnostic pseudo-class over all evaluated classes
 # YOLO label ids are checked against the detector: label boxes that a confident raw detection overlaps
@@ -87,13 +89,15 @@ def _warn(warnings: list[str], text: str) -> None:
 
 def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_format: str = "auto",
              yolo_id_offset: int | None = 0, max_images: int | None = None, examples: int = 4, progress=None,
-             output_dir: str | Path | None = None) -> dict:
+             output_dir: str | Path | None = None, split: str | None = None, resamples: int = 1000) -> dict:
     """``dehazers``: name -> Dehazer. Returns the JSON-ready result (example images base64 under 'examples').
 
     ``output_dir``: where write_eval will write; checked for writability before any detection work.
     ``yolo_id_offset``: YOLO label id = detector class id + this; when the labels clearly say otherwise
     (see ``_choose_offset``) the offset they show is used and the report's ``warnings`` say so
-    (None: no offset given, 0 unless the labels show one)."""
+    (None: no offset given, 0 unless the labels show one).
+    ``split``: evaluate only the 'select' or 'report' half of the images (cidstream.detect.splits).
+    ``resamples``: bootstrap resamples for the 95 % intervals (0: none)."""
     if max_images is not None and max_images < 1:
         raise ConfigError(f"--max-images must be at least 1, got {max_images}")
     if output_dir is not None:
@@ -102,6 +106,10 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_
         check_writable_folder(output_dir, "eval output folder")
     given_offset = 0 if yolo_id_offset is None else int(yolo_id_offset)
     images = list_images(images_spec)
+    if split not in (None, "all"):
+        images = in_split(images, split)
+        if not images:
+            raise InputError(f"no images of {images_spec} fall into the {split} half")
     if max_images:
         images = images[:max_images]
     labels = Path(labels_dir)
@@ -167,8 +175,23 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_
         valid = [per_class[c]["ap50"] for c in classes if per_class[c]["positives"] > 0]
         results[v] = {"map50": round(float(np.mean(valid)), 4) if valid else None,
                       "vehicle_ap50": per_class[VEHICLE]["ap50"], "per_class": per_class}
+    if resamples > 0:
+        names = list(gt)
+        matched = {v: {c: match(found[v][c], truth[c], names) for c in classes + [VEHICLE]} for v in variants}
+        intervals = bootstrap(matched, classes, VEHICLE, len(names), resamples)
+        for v in variants:
+            results[v]["vehicle_ap50_ci"] = intervals["arms"][v]["vehicle_ap50"]
+            results[v]["map50_ci"] = intervals["arms"][v]["map50"]
+        for row in intervals["differences"]:
+            for key in ("vehicle_ap50", "map50"):
+                a, b = results[row["a"]][key], results[row["b"]][key]
+                row[f"{key}_difference"] = None if a is None or b is None else round(a - b, 4)
+        bootstrap_info = {k: intervals[k] for k in ("resamples", "seed", "level", "differences")}
+    else:
+        bootstrap_info = None
     report = {"cidstream_version": __version__, "created": dt.datetime.now().isoformat(timespec="seconds"),
-              "images": len(images), "images_source": images_spec, "labels": str(labels), "label_format": fmt,
+              "images": len(images), "images_source": images_spec, "split": split or "all",
+              "bootstrap": bootstrap_info, "labels": str(labels), "label_format": fmt,
               "detector": detector.label, "classes": classes, "conf": detector.conf, "iou": detector.iou,
               "imgsz": detector.imgsz, "iou_threshold": 0.5, "ap": "VOC all-point", "results": results,
               "models": {name: d.name for name, d in dehazers.items()}, "warnings": warnings}
@@ -215,6 +238,23 @@ def _fmt(v) -> str:
     return "–" if v is None else f"{v:.3f}"
 
 
+def fmt_interval(ci) -> str:
+    return "" if not ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def fmt_signed(v) -> str:
+    return "–" if v is None else f"{v:+.3f}"
+
+
+def difference_rows(report: dict) -> list[tuple[str, str, str, str, str]]:
+    """(arm pair, vehicle AP50 difference, its interval, mAP50 difference, its interval) per pair."""
+    rows = []
+    for d in (report.get("bootstrap") or {}).get("differences", []):
+        rows.append((f"{d['a']} − {d['b']}", fmt_signed(d.get("vehicle_ap50_difference")),
+                     fmt_interval(d["vehicle_ap50"]), fmt_signed(d.get("map50_difference")), fmt_interval(d["map50"])))
+    return rows
+
+
 def render_eval_html(report: dict) -> str:
     e = html.escape
     variants = list(report["results"])
@@ -226,6 +266,18 @@ def render_eval_html(report: dict) -> str:
         rows += f"<tr><td>{name}</td><td>{pos}</td>{cells}</tr>"
     rows += "<tr><td><b>mAP50</b></td><td></td>" + "".join(
         f"<td><b>{_fmt(report['results'][v]['map50'])}</b></td>" for v in variants) + "</tr>"
+    if report.get("bootstrap"):
+        for key, label in (("vehicle_ap50_ci", "vehicle AP50 95 % interval"), ("map50_ci", "mAP50 95 % interval")):
+            rows += f"<tr class=muted><td>{label}</td><td></td>" + "".join(
+                f"<td>{fmt_interval(report['results'][v].get(key))}</td>" for v in variants) + "</tr>"
+        diffs = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in difference_rows(report))
+        b = report["bootstrap"]
+        differences = (f"<h2>Differences between arms</h2><p class=muted>{b['resamples']} bootstrap resamples of the "
+                       f"images (the same resample for every arm), {b['level']:.0%} percentile intervals: an interval "
+                       "that contains 0 means the lead may be noise.</p><table><tr><th>arms</th><th>vehicle AP50</th>"
+                       f"<th>interval</th><th>mAP50</th><th>interval</th></tr>{diffs}</table>")
+    else:
+        differences = ""
     warnings = "".join(f"<p class=warn>warning: {e(w)}</p>" for w in report.get("warnings", []))
     examples = "".join(f"<h3>{e(x['image'])}</h3><img alt='{e(x['image'])}' "
                        f"src='data:image/jpeg;base64,{x['image_jpeg_base64']}'>" for x in report["examples"])
@@ -235,10 +287,11 @@ table{{border-collapse:collapse}}td,th{{border-bottom:1px solid #eee;padding:.3e
 td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}.muted{{color:#777}}
 .warn{{background:#fff4e5;border-left:4px solid #d97706;padding:.5em .8em}}</style></head><body>
 <h1>Detection AP50: raw vs dehazed</h1>
-<p class=muted>{report['images']} images from {e(report['images_source'])} · labels {e(report['labels'])}
+<p class=muted>{report['images']} images from {e(report['images_source'])} ({e(report.get('split', 'all'))}) · labels {e(report['labels'])}
 ({report['label_format']}) · detector {e(report['detector'])} · imgsz {report['imgsz']}, conf {report['conf']},
 NMS IoU {report['iou']} · {e(report['ap'])} AP at IoU {report['iou_threshold']} · {e(report['created'])}</p>
 {warnings}<table><tr><th>class</th><th>GT boxes</th>{''.join(f'<th>{e(v)}</th>' for v in variants)}</tr>{rows}</table>
+{differences}
 <h2>Examples</h2><p class=muted>White: ground truth. Coloured: detections with confidence ≥ 0.25.</p>{examples}
 </body></html>"""
 

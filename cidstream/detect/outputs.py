@@ -18,8 +18,8 @@ STREAMS = ("dehazed", "raw")
 class DetectionLog(Sink):
     """One JSON line per frame as results arrive, MOT lines alongside, COCO files on close.
 
-    Line format: {"frame", "time", "pts", "name", "source", "dehazed": [boxes], "raw": [boxes]}
-    (``raw`` only in compare mode); a box is {"box": [x1, y1, x2, y2], "class", "class_id",
+    Line format: {"frame", "time", "pts", "name", "source", "haze", "visibility_m", "gate", "dehazed": [boxes],
+    "raw": [boxes]} (``raw`` only in compare mode; haze level, visibility and gate strength from engine/haze.py); a box is {"box": [x1, y1, x2, y2], "class", "class_id",
     "confidence"[, "track_id"]} in pixels of the original frame."""
 
     needs = frozenset()
@@ -49,6 +49,7 @@ class DetectionLog(Sink):
             h, w = frame.shape
             line = {"frame": frame.index, "time": None if frame.time is None else round(frame.time, 4),
                     "pts": frame.pts, "name": frame.name, "source": result.batch.source_id}
+            line.update(result.haze_record(i))
             for stream in self.streams:
                 det: Detections = per_stream[stream][i]
                 line[stream] = det.to_records(self.names)

@@ -66,6 +66,8 @@ class ReportCollector(Sink):
         self.conf_hist = {s: np.zeros(len(CONF_BINS) - 1, np.int64) for s in self.streams}
         self.conf_sum = {s: 0.0 for s in self.streams}
         self.agreement = {"matched": 0, "raw_only": 0, "dehazed_only": 0}
+        self.visibility: list[float] = []   # per frame, from the haze gate (engine/haze.py)
+        self.gate: list[float] = []
         self._more: list = []   # min-heaps of (gain, frame, thumbnail)
         self._fewer: list = []
 
@@ -74,6 +76,10 @@ class ReportCollector(Sink):
         for i, frame in enumerate(result.batch.frames):
             self.frame_index.append(frame.index)
             self.times.append(frame.time)
+            h = result.haze_record(i)
+            if h:
+                self.visibility.append(h["visibility_m"])
+                self.gate.append(h["gate"])
             for s in self.streams:
                 d: Detections = dets[s][i]
                 self.counts[s].append(len(d))
@@ -133,6 +139,13 @@ def build_report(col: ReportCollector, meta: dict, stats, tracking: dict | None 
             "agreement": {**a, "iou": 0.5, "rate": round(a["matched"] / union, 4) if union else None},
             "highlights_more": col.highlights("more"), "highlights_fewer": col.highlights("fewer"),
         }
+    if col.visibility:
+        v, g = np.asarray(col.visibility), np.asarray(col.gate)
+        report["haze"] = {"visibility_m_median": round(float(np.median(v)), 1),
+                          "visibility_m_min": round(float(v.min()), 1),
+                          "frames_gated": int((g < 1).sum()), "frames_raw": int((g == 0).sum()),
+                          "share_gated": round(float((g < 1).mean()), 4), "gate_mean": round(float(g.mean()), 4),
+                          "per_frame_visibility_m": col.visibility, "per_frame_gate": col.gate}
     if tracking:
         report["unique_vehicles"] = tracking
     if stats is not None:
@@ -147,6 +160,10 @@ def build_report(col: ReportCollector, meta: dict, stats, tracking: dict | None 
 SPEED_LABELS = {"end_to_end_fps": "end to end", "seconds": "run time", "decode_fps": "decoding",
                 "dehaze_fps": "dehazing", "detect_fps": "detection", "write_fps": "writing",
                 "detector_share": "detector's share of the run", "interrupted": "interrupted (Ctrl-C)"}
+
+
+def _metres(v: float) -> str:
+    return f"{v / 1000:.1f} km" if v >= 1000 else f"{v:.0f} m"
 
 
 def _number(v: float) -> str:
@@ -264,6 +281,11 @@ def render_html(report: dict) -> str:
         ag = cmp_["agreement"]
         rate = "n/a" if ag["rate"] is None else f"{ag['rate']:.0%}"
         cards.append(f"<div class=card>agreement<b>{rate}</b>boxes found in both (IoU ≥ 0.5)</div>")
+    if report.get("haze"):
+        hz = report["haze"]
+        cards.append(f"<div class=card>visibility (median / min)<b>{_metres(hz['visibility_m_median'])} / "
+                     f"{_metres(hz['visibility_m_min'])}</b>{hz['share_gated']:.0%} of frames gated "
+                     f"({hz['frames_raw']} left raw)</div>")
     if report.get("unique_vehicles"):
         u = report["unique_vehicles"]
         cards.append("<div class=card>unique vehicles (tracked)<b>" + " / ".join(str(u[k]) for k in u) +

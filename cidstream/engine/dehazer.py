@@ -7,8 +7,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import GateConfig
 from ..models import DehazeModel, ExportedModel, LoadedModel, load_model
 from .device import DTYPES, select_device, select_precision
+from .haze import HazeGate
+from .temporal import TemporalSmoother
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int, min_size: int = 1) -> torch.Tensor:
@@ -61,7 +64,8 @@ class Dehazer:
 
     def __init__(self, model: str | LoadedModel | DehazeModel = "dcp", device: str = "auto",
                  precision: str = "auto", channels_last: bool = True, random_init: bool = False,
-                 dcp: dict | None = None):
+                 dcp: dict | None = None,
+                 temporal: dict | bool | None = None):
         if isinstance(model, str):
             model = load_model(model, random_init=random_init, dcp=dcp)
         elif isinstance(model, DehazeModel):
@@ -82,13 +86,21 @@ class Dehazer:
         self.net.to(self.device).eval().fuse_for_inference()
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
+        self._init_temporal(temporal)
+        # Measured but not gated unless configured (from_config: the gate section, default skip), so
+        # the Python API and exported-graph parity keep plain dehazing.
+        self.gate = HazeGate(**{**vars(GateConfig()), "policy": "off"})
+        self.last_haze = None
 
     @classmethod
     def from_config(cls, cfg, random_init: bool = False, model: str | None = None) -> "Dehazer":
         """Build from a ``cidstream.config.Config`` (model and engine sections); ``model`` overrides the name."""
         e = cfg.engine
-        return cls(model or cfg.model.name, device=e.device, precision=e.precision, channels_last=e.channels_last,
-                   random_init=random_init, dcp=vars(cfg.model.dcp))
+        dehazer = cls(model or cfg.model.name, device=e.device, precision=e.precision, channels_last=e.channels_last,
+                      random_init=random_init, dcp=vars(cfg.model.dcp),
+                      temporal=vars(cfg.temporal))
+        dehazer.gate = HazeGate.from_config(cfg.gate)
+        return dehazer
 
     @property
     def net(self) -> DehazeModel:
@@ -111,20 +123,53 @@ class Dehazer:
         return t
 
     @torch.inference_mode()
-    def process(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, H, W, 3) on the device -> dehazed uint8 (N, H, W, 3) on the device."""
+    def process(self, frames: torch.Tensor, stream: str | None = None) -> torch.Tensor:
+        """uint8 (N, H, W, 3) on the device -> dehazed uint8 (N, H, W, 3) on the device.
+
+        ``stream``: consecutive frames of one video source (its id), for state kept over time; a list
+        of ids, one per frame, when a batch mixes sources (cameras in live); None for independent images."""
         if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
             raise ValueError(f"expected uint8 frames shaped (N, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
         h, w = frames.shape[1:3]
         frames = frames.to(self.device, non_blocking=True)
         if self.exported:
-            return self.net(frames)
-        x = frames_to_input(frames, self.net)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with self._autocast():
-            y = self.net(x)
-        return output_to_frames(y, self.net, h, w)
+            out = self.net(frames)
+        else:
+            x = frames_to_input(frames, self.net)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                y = self._forward(x, stream)
+            out = output_to_frames(y, self.net, h, w)
+        return self._gate(frames, out, stream)
+
+    def _init_temporal(self, temporal: dict | bool | None) -> None:
+        """Video smoothing (engine/temporal.py) for models that expose low-resolution estimates
+        (cid-lite, dcp: ``forward_smoothed``); cid and exported graphs run frame by frame."""
+        opts = {} if temporal is None or temporal is True else ({"enabled": False} if temporal is False else temporal)
+        self.temporal = None
+        if opts.get("enabled", True) and not self.exported and hasattr(self.net, "forward_smoothed"):
+            self.temporal = TemporalSmoother(alpha=opts.get("alpha", 0.25), level_alpha=opts.get("level_alpha", 0.3),
+                                             cut_threshold=opts.get("cut_threshold", 0.08),
+                                             motion=opts.get("motion", 0.04))
+
+    def _forward(self, x: torch.Tensor, stream) -> torch.Tensor:
+        """The network on a prepared batch; ``stream`` is one key for the whole batch, a list of keys
+        (one per frame, e.g. cameras batched together in live) or None (independent images)."""
+        streams = list(stream) if isinstance(stream, (list, tuple)) else [stream] * x.shape[0]
+        if self.temporal is None or all(s is None for s in streams):
+            return self.net(x)
+        if len(streams) != x.shape[0]:
+            raise ValueError(f"{len(streams)} stream ids for {x.shape[0]} frames")
+        self.temporal.begin(x, streams)
+        return self.temporal.steady_level(x, self.net.forward_smoothed(x, self.temporal.smooth))
+
+    def _gate(self, frames: torch.Tensor, out: torch.Tensor, stream: str | None) -> torch.Tensor:
+        """Haze gating (engine/haze.py): clear frames kept raw or blended by their visibility, since
+        dehazing a clear frame can cost detections. The measure runs under every policy (it is cheap)
+        and is kept, on the device, as ``last_haze``: (3, N) level, visibility_m, strength."""
+        out, self.last_haze = self.gate(frames, out)
+        return out
 
     def __call__(self, frames):
         if isinstance(frames, torch.Tensor):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import queue
 import signal
 import sys
@@ -23,6 +24,8 @@ from ..io.sources import Source
 from .batcher import iter_batches
 from .dehazer import Dehazer
 
+_RUNS = itertools.count()
+
 
 @dataclass
 class RunStats:
@@ -36,6 +39,8 @@ class RunStats:
     # Busy time of each stage where it runs: decode (reader thread), dehaze and detect (main thread),
     # write (writer threads, summed over sinks).
     stage_seconds: dict = field(default_factory=lambda: {"decode": 0.0, "dehaze": 0.0, "detect": 0.0, "write": 0.0})
+    frames_left_raw: int = 0        # haze gate: frames measured clear and passed through undehazed
+    frames_blended: int = 0         # haze gate: frames dehazed at partial strength
 
     @property
     def fps(self) -> float:
@@ -121,6 +126,16 @@ class BatchProcessor:
         self.stream = torch.cuda.Stream(self.device) if self.cuda else None
         self.needs = needs
         self.lock = model_lock or contextlib.nullcontext()
+        self._run = next(_RUNS)  # temporal state is per pipeline run: a rerun of a file starts fresh
+
+    def _streams(self, fb: FrameBatch, streams: list | None):
+        """Temporal-state keys for the dehazer: the source (or, in live, each frame's camera); None for
+        image-folder frames, which are independent pictures and must not be smoothed."""
+        if streams is not None:
+            return [None if s is None else f"{s}#{self._run}" for s in streams]
+        if any(f.name is not None for f in fb.frames):
+            return None
+        return f"{fb.source_id}#{self._run}"
 
     def _on_stream(self):
         return torch.cuda.stream(self.stream) if self.cuda else contextlib.nullcontext()
@@ -129,16 +144,17 @@ class BatchProcessor:
         if self.stats is not None:
             self.stats.stage_seconds[stage] += time.perf_counter() - t0
 
-    def dehaze(self, fb: FrameBatch) -> tuple:
+    def dehaze(self, fb: FrameBatch, streams: list | None = None) -> tuple:
         t0 = time.perf_counter()
         with self.lock, self._on_stream():
             raw = fb.to_device(self.device)
-            dehazed = self.dehazer.process(raw)
+            dehazed = self.dehazer.process(raw, stream=self._streams(fb, streams))
+            haze = getattr(self.dehazer, "last_haze", None)  # read under the lock: the next batch replaces it
         self._time("dehaze", t0)
-        return fb, raw, dehazed
+        return fb, raw, dehazed, haze
 
     def finish(self, item: tuple) -> BatchResult:
-        fb, raw, dehazed = item
+        fb, raw, dehazed, haze = item
         t0 = time.perf_counter()
         with self._on_stream():
             dets = raw_dets = None
@@ -152,10 +168,11 @@ class BatchProcessor:
                 if self.cuda and "i420" in self.needs and h % 2 == 0 and w % 2 == 0 else None
             out = DeviceFrames(dehazed, prefetch="dehazed" in self.needs)
             raw_host = DeviceFrames(raw, prefetch="raw" in self.needs) if fb.images is None or self.cuda else None
-        return BatchResult(fb, out, dets, raw_dets, dehazed_i420=i420, raw=raw_host)
+            haze = None if haze is None else DeviceFrames(haze, prefetch=True)  # 3 x N floats
+        return BatchResult(fb, out, dets, raw_dets, dehazed_i420=i420, raw=raw_host, haze=haze)
 
-    def __call__(self, fb: FrameBatch) -> BatchResult:
-        return self.finish(self.dehaze(fb))
+    def __call__(self, fb: FrameBatch, streams: list | None = None) -> BatchResult:
+        return self.finish(self.dehaze(fb, streams))
 
 
 def dehaze_stream(source: Source, dehazer: Dehazer, batch: int = 4, max_latency_ms: float | None = None,
@@ -201,6 +218,10 @@ def run_pipeline(source: Source, dehazer: Dehazer, sinks: Sink | list[Sink], bat
             stats.latencies_ms.extend((now - f.captured_at) * 1000.0 for f in result.batch.frames if f.captured_at)
         stats.frames += len(result)
         stats.batches += 1
+        haze = result.haze
+        if haze is not None:
+            stats.frames_left_raw += int((haze[2] == 0).sum())
+            stats.frames_blended += int(((haze[2] > 0) & (haze[2] < 1)).sum())
         stats.seconds = time.perf_counter() - start
         if on_batch is not None:
             on_batch(stats)

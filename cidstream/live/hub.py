@@ -59,6 +59,8 @@ class CameraRun:
             else None
         self.processed = 0
         self.latencies_ms: deque = deque(maxlen=LATENCY_WINDOW)
+        self.visibility_m: deque = deque(maxlen=LATENCY_WINDOW)   # per frame, from the haze gate
+        self.gated = 0                                              # frames not fully dehazed (gate < 1)
         self._rate: deque = deque(maxlen=64)   # (monotonic time, processed) for the current fps
         self.error: str | None = None
 
@@ -82,6 +84,10 @@ class CameraRun:
             return
         now = time.monotonic()
         self.latencies_ms.extend((now - f.captured_at) * 1000.0 for f in frames)
+        haze = result.haze
+        if haze is not None:
+            self.visibility_m.extend(haze[1].tolist())
+            self.gated += int((haze[2] < 1).sum())
         self.processed += len(frames)
         self._rate.append((now, self.processed))
 
@@ -107,6 +113,9 @@ class CameraRun:
                 "dropped": s.dropped, "drop_rate": round(s.dropped / s.received, 4) if s.received else 0.0,
                 "latency_ms_p50": _round(percentile(self.latencies_ms, 50)),
                 "latency_ms_p95": _round(percentile(self.latencies_ms, 95)),
+                "visibility_m": _round(self.visibility_m[-1]) if self.visibility_m else None,
+                "visibility_m_p50": _round(percentile(self.visibility_m, 50)),
+                "gated_frames": self.gated,
                 "reconnects": s.reconnects, "watchdog_fires": s.watchdog_fires,
                 "error": self.error or s.last_error,
                 "segments": [p.name for p in self.video.segments] if self.video else [], "folder": str(self.folder),
@@ -155,12 +164,14 @@ class LiveHub:
         batch = self.cfg.engine.batch
         for i in range(0, len(items), batch):
             chunk = items[i:i + batch]
-            result = self.processor(FrameBatch.of([f for _, f in chunk]))
+            # Temporal state per camera: one batch mixes cameras, so each frame names its own.
+            result = self.processor(FrameBatch.of([f for _, f in chunk]), streams=[cam.name for cam, _ in chunk])
             n = len(chunk)
             dets = result.detections or [None] * n
             # One download per batch (only the forms the cameras' sinks read), then split per camera.
             dehazed = result.dehazed if "dehazed" in self.processor.needs else None
             i420 = result.dehazed_i420
+            haze = result.haze
             by_cam: dict[str, list[int]] = {}
             for j, (cam, _) in enumerate(chunk):
                 by_cam.setdefault(cam.name, []).append(j)
@@ -168,7 +179,8 @@ class LiveHub:
                 cam = chunk[idx[0]][0]
                 fb = FrameBatch(None, [chunk[j][1] for j in idx], cam.name)
                 cam.write(BatchResult(fb, None if dehazed is None else dehazed[idx], [dets[j] for j in idx], None,
-                                      dehazed_i420=None if i420 is None else i420[idx]))
+                                      dehazed_i420=None if i420 is None else i420[idx],
+                                      haze=None if haze is None else haze[:, idx]))
 
     def write_stats(self, started: float, reason: str | None = None) -> list[dict]:
         cams = [c.status() for c in self.cameras]

@@ -114,6 +114,12 @@ class CIDLite(DehazeModel):
         offset = torch.tanh(coeffs[:, 3:])                 # b = A (1 - 1 / t), in [-1, 1]
         return torch.cat((gain, offset), 1), work, mid
 
+    def forward_smoothed(self, x: torch.Tensor, smooth) -> torch.Tensor:
+        """``forward`` with the low-resolution (a, b) maps passed through ``smooth(name, maps)`` before
+        upsampling: video smooths them over time (engine/temporal.py); the guide stays this frame's."""
+        ab, work, _ = self.coefficient_maps(x)
+        return self.apply_coefficients(smooth("ab", ab), work, x)
+
     @staticmethod
     def apply_coefficients(ab: torch.Tensor, work: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         ab = guided_upsample(ab, work, x)

@@ -118,10 +118,16 @@ class DarkChannelPrior(DehazeModel):
                 "radius": self.radius, "eps": self.eps, "subsample": self.subsample,
                 "sky_tolerance": self.sky_tolerance}
 
-    def transmission(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Refined transmission (N, 1, H, W) and airlight (N, 3, 1, 1) of a [0, 1] batch."""
+    def transmission(self, x: torch.Tensor, smooth=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Refined transmission (N, 1, H, W) and airlight (N, 3, 1, 1) of a [0, 1] batch.
+
+        ``smooth(name, maps)``, for video, averages the airlight over time (engine/temporal.py); the
+        transmission stays each frame's own (averaging its coarse pattern raised the warping error
+        where vehicles move past a still camera: benchmarks/stability.py)."""
         x = x.float()
         airlight = estimate_airlight(x, dark_channel(x, self.patch), self.top_fraction)
+        if smooth is not None:
+            airlight = smooth("airlight", airlight)
         raw_t = 1.0 - self.omega * dark_channel(x / airlight, self.patch)
         # Default radius scales with the frame (about 60 px at 1080p, 20 px at 360p) so results do
         # not depend on resolution.
@@ -136,6 +142,11 @@ class DarkChannelPrior(DehazeModel):
             t = torch.minimum(t * (self.sky_tolerance / distance.clamp(min=1e-3)).clamp(min=1.0),
                               torch.ones_like(t))
         return t.clamp(self.t0, 1.0), airlight
+
+    def forward_smoothed(self, x: torch.Tensor, smooth) -> torch.Tensor:
+        """``forward`` with the airlight passed through ``smooth`` (video; see transmission)."""
+        t, airlight = self.transmission(x, smooth)
+        return (x.float() - airlight) / t + airlight
 
     def forward_features(self, x: torch.Tensor):
         t, airlight = self.transmission(x)

@@ -1,0 +1,61 @@
+"""Data entries of a training config: plain paths, or image sets restricted to one half of a
+labelled set (so the report half never reaches training) and to a visibility range."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from cidstream.detect.splits import SPLITS, split_of
+from cidstream.errors import ConfigError
+from cidstream.io.sources import list_images
+
+REPO = Path(__file__).resolve().parents[1]
+ENTRY_KEYS = {"path", "split", "split_by", "visibility", "max_visibility_m"}
+
+
+def resolve(p: str) -> str:
+    """Config paths are relative to the repository root."""
+    q = Path(p)
+    return str(q if q.is_absolute() else (REPO / q))
+
+
+def _visibility(path: str) -> dict[str, float]:
+    """frame (path relative to the visibility file's folder) -> metres, from a two-column TSV."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh, delimiter="\t"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the visibility table {path}: {exc.strerror or exc}") from None
+    return {r[0]: float(r[1]) for r in rows[1:] if len(r) >= 2}
+
+
+def _entry_images(entry: dict) -> list[str]:
+    unknown = set(entry) - ENTRY_KEYS
+    if unknown or "path" not in entry:
+        raise ConfigError(f"training data entry {entry}: needs 'path' and may have {', '.join(sorted(ENTRY_KEYS - {'path'}))}"
+                          + (f" (unknown: {', '.join(sorted(unknown))})" if unknown else ""))
+    split, split_by = entry.get("split", "all"), entry.get("split_by", "name")
+    if split not in (*SPLITS, "all") or split_by not in ("name", "folder"):
+        raise ConfigError(f"training data entry {entry['path']}: split must be select, report or all and split_by "
+                          f"name or folder")
+    root = Path(resolve(entry["path"]))
+    pattern = str(root / "**" / "*") if split_by == "folder" else str(root)
+    images = [Path(p) for p in list_images(pattern)]
+    if split != "all":
+        images = [p for p in images if split_of(p.parent.name if split_by == "folder" else p.name) == split]
+    if "visibility" in entry:  # keys are paths below the set's root (DAY/frame.jpg)
+        table = _visibility(resolve(entry["visibility"]))
+        limit = float(entry.get("max_visibility_m", float("inf")))
+        images = [p for p in images if table.get(p.relative_to(root).as_posix(), float("inf")) < limit]
+    if not images:
+        raise ConfigError(f"training data entry {entry['path']}: no images left after the split/visibility filters")
+    return [str(p) for p in images]
+
+
+def source_specs(entries: list) -> list[str]:
+    """Config entries (strings, or dicts with path/split/split_by/visibility/max_visibility_m) -> the
+    source specs ``load_frames`` reads: whole videos and folders, or the chosen single images."""
+    out: list[str] = []
+    for entry in entries:
+        out += _entry_images(entry) if isinstance(entry, dict) else [resolve(entry)]
+    return out
