@@ -75,7 +75,6 @@ def test_blend_strength_monotonic_and_mix():
 def test_off_returns_dehazed_unchanged_and_still_measures(clean):
     frames = np.stack([fogged(clean, 1.0), fogged(clean, 0.3)])
     plain = Dehazer("dcp", device="cpu")
-    plain.gate = None
     expected = plain(frames)
     cfg = load_config(overrides=[{"gate": {"policy": "off"}}])
     d = Dehazer.from_config(cfg, model="dcp")

@@ -179,10 +179,14 @@ def test_config_and_flag(cli):
 
 
 def test_real_clip_smoothing(shared_data):
-    """On the real foggy clip, smoothing lowers the warping error of dcp output."""
+    """On the real foggy clip smoothing steadies both models: dcp's averaged airlight lowers its
+    flicker (24 frames: 0.69 -> 0.62), cid-lite's averaged maps its warping error (1.46 -> 1.25)."""
     clip = shared_data / "videos" / "foggy_road_real.mp4"
     with open_source(str(clip), max_frames=24) as src:
         frames = [f.rgb() for f in src]
     plain = run(Dehazer("dcp", device="cpu", temporal=False), frames)
     smooth = run(Dehazer("dcp", device="cpu"), frames)
-    assert warp_error_ratio(frames, smooth) < warp_error_ratio(frames, plain)
+    assert flicker_ratio(frames, smooth) < flicker_ratio(frames, plain) - 0.03
+    plain = run(Dehazer("cid-lite", device="cpu", temporal=False), frames)
+    smooth = run(Dehazer("cid-lite", device="cpu"), frames)
+    assert warp_error_ratio(frames, smooth) < warp_error_ratio(frames, plain) - 0.1
