@@ -48,7 +48,8 @@ sys.path.insert(0, str(REPO))
 
 from cidstream.detect import VEHICLE_CLASSES, Detector  # noqa: E402
 from cidstream.detect.ap import GroundTruth, average_precision  # noqa: E402
-from cidstream.detect.bootstrap import bootstrap, match  # noqa: E402
+from cidstream.detect.ap import match  # noqa: E402
+from cidstream.detect.bootstrap import bootstrap  # noqa: E402
 from cidstream.engine import Dehazer  # noqa: E402
 from training import losses as L  # noqa: E402
 from training.generate import degrade_batch, depth_source, to_tensor, to_uint8  # noqa: E402

@@ -43,6 +43,16 @@ def cli(capsys):
     return run
 
 
+def faststart_copy(src, dst) -> None:
+    """Remux the video stream of ``src`` with the index (moov atom) first: cut short, the file still opens."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+
+
 def run_cli_subprocess(*args, timeout=300, **kw):
     env = dict(os.environ, COLUMNS="400")
     return subprocess.run([sys.executable, "-m", "cidstream", *map(str, args)], capture_output=True, text=True,

@@ -9,14 +9,13 @@ import os
 import re
 import typing
 
-import av
 import numpy as np
 import pytest
 
 from cidstream.config import Config, load_config, parse_assignment, validate
 from cidstream.errors import ConfigError, OutputError
 
-from .conftest import SAMPLE, cut_clip
+from .conftest import SAMPLE, cut_clip, faststart_copy
 
 DAWN = "dawn_fog"
 
@@ -342,22 +341,13 @@ def test_dawn_offset_warning_reaches_the_terminal_and_the_html(cli, shared_data,
 
 # --- 10. bench on a truncated file -----------------------------------------------------------------------
 
-def _faststart_copy(src, dst):
-    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
-        stream = out.add_stream_from_template(inp.streams.video[0])
-        for packet in inp.demux(inp.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = stream
-                out.mux(packet)
-
-
 def test_bench_on_a_truncated_file_says_so(tmp_path):
     # before: notes [] (90 frames asked, about 20 timed, nothing said)
     from cidstream.bench import run_bench
 
     clip, whole, cut = tmp_path / "clip.mp4", tmp_path / "whole.mp4", tmp_path / "cut.mp4"
     cut_clip(SAMPLE, clip, 40, width=160)
-    _faststart_copy(clip, whole)
+    faststart_copy(clip, whole)
     data = whole.read_bytes()
     cut.write_bytes(data[: int(len(data) * 0.6)])
     cfg = load_config(overrides=[{"model": {"name": "dcp"}, "engine": {"device": "cpu"}}])

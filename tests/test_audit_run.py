@@ -42,6 +42,23 @@ def start_run(*args, cwd=None):
                             stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
 
 
+def interrupt(proc, timeout: float, times: int = 1, gap: float = 0.3) -> str:
+    """Ctrl-C (``times`` of them, ``gap`` s apart); the run's stderr once it has exited."""
+    for k in range(times):
+        if k:
+            time.sleep(gap)
+        proc.send_signal(signal.SIGINT)
+    return proc.communicate(timeout=timeout)[1]
+
+
+def timed_interrupt(proc, err: "StderrLines") -> tuple[float, str]:
+    """One Ctrl-C: seconds until the run exited, and its stderr."""
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(60)
+    return time.monotonic() - sent, err.text()
+
+
 def wait_for(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -171,8 +188,7 @@ def test_interrupt_before_any_frame_claims_no_output(shared_data, tmp_path):
     try:
         wait_for(lambda: has_open(proc.pid, src), 120, "the input to be opened")
         time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        err = interrupt(proc, timeout=60)
     finally:
         proc.kill()
     assert proc.returncode == 130, err
@@ -325,11 +341,7 @@ def test_ctrl_c_mid_run_exits_quickly_with_a_playable_output(shared_data, tmp_pa
     try:
         wait_for(out.exists, 180, "the first frame to be encoded")  # the file appears with the first frame
         time.sleep(2)
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        proc.wait(60)
-        took = time.monotonic() - sent
-        err = err.text()
+        took, err = timed_interrupt(proc, err)
     finally:
         proc.kill()
     assert proc.returncode == 130, err
@@ -348,11 +360,7 @@ def test_ctrl_c_while_the_stream_stalls_exits_quickly(rtsp_server, tmp_path):
         time.sleep(1)
         os.kill(server.proc.pid, signal.SIGSTOP)
         time.sleep(1.5)  # the frames in flight are processed; then the decoder waits for a camera gone quiet
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        proc.wait(60)
-        took = time.monotonic() - sent
-        err = err.text()
+        took, err = timed_interrupt(proc, err)
     finally:
         os.kill(server.proc.pid, signal.SIGCONT)
         proc.kill()
@@ -369,10 +377,7 @@ def test_second_ctrl_c_while_finalizing_keeps_the_output_playable(shared_data, t
     try:
         wait_for(out.exists, 180, "the first frame to be encoded")
         time.sleep(3)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
+        err = interrupt(proc, timeout=120, times=2)
     finally:
         proc.kill()
     assert proc.returncode == 130, err

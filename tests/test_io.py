@@ -8,7 +8,7 @@ import numpy as np
 from cidstream.engine import Dehazer, dehaze_stream
 from cidstream.io import open_source
 
-from .conftest import SAMPLE
+from .conftest import SAMPLE, faststart_copy
 
 
 def probe(path):
@@ -99,12 +99,7 @@ def test_images_of_different_sizes_cannot_share_a_video(cli, tmp_path):
 def test_truncated_video_keeps_the_frames_before_the_cut(cli, tmp_path):
     # moov atom first (faststart), then cut: the file opens but ends early.
     whole = tmp_path / "whole.mp4"
-    with av.open(str(SAMPLE)) as inp, av.open(str(whole), "w", options={"movflags": "faststart"}) as out:
-        stream = out.add_stream_from_template(inp.streams.video[0])
-        for packet in inp.demux(inp.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = stream
-                out.mux(packet)
+    faststart_copy(SAMPLE, whole)
     data = whole.read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: int(len(data) * 0.6)])

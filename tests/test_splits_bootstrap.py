@@ -4,8 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from cidstream.detect.ap import GroundTruth, average_precision
-from cidstream.detect.bootstrap import bootstrap, match, resample_weights, weighted_ap
+from cidstream.detect.ap import GroundTruth, average_precision, match, voc_ap, weighted_ap
+from cidstream.detect.bootstrap import bootstrap, resample_weights
+from cidstream.detect.detections import box_iou
 from cidstream.detect.splits import in_split, split_of
 
 from .conftest import REPO
@@ -31,12 +32,34 @@ def _random_set(seed: int, n_images: int = 12, noise: float = 4.0):
     return truth, dets
 
 
+def _reference_ap(dets, truth) -> float:
+    """VOC AP written out step by step: detections by score, greedy matching, cumulative TP/FP."""
+    used = {k: np.zeros(len(g.boxes), bool) for k, g in truth.items()}
+    tp, fp = [], []
+    for name, _, box in sorted(dets, key=lambda d: -d[1]):
+        g = truth[name]
+        ious = box_iou(np.asarray(box, np.float64)[None], g.boxes)[0] if len(g.boxes) else np.zeros(0)
+        j = int(np.argmax(ious)) if len(ious) else -1
+        if j >= 0 and ious[j] >= 0.5 and g.difficult[j]:
+            continue
+        hit = j >= 0 and ious[j] >= 0.5 and not used[name][j]
+        if hit:
+            used[name][j] = True
+        tp.append(float(hit))
+        fp.append(float(not hit))
+    positives = sum(int((~g.difficult).sum()) for g in truth.values())
+    ctp, cfp = np.cumsum(tp), np.cumsum(fp)
+    return voc_ap(ctp / positives, ctp / np.maximum(ctp + cfp, 1e-12))
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_weighted_ap_with_unit_weights_is_voc_ap(seed):
     truth, dets = _random_set(seed)
     names = list(truth)
     m = match(dets, truth, names)
-    assert weighted_ap(m, np.ones(len(names))) == pytest.approx(average_precision(dets, truth).ap, abs=1e-12)
+    expected = _reference_ap(dets, truth)
+    assert weighted_ap(m, np.ones(len(names))) == pytest.approx(expected, abs=1e-12)
+    assert average_precision(dets, truth).ap == pytest.approx(expected, abs=1e-12)
 
 
 def test_weighted_ap_counts_an_image_twice_like_a_copy_of_it():

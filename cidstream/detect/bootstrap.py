@@ -6,60 +6,9 @@ it is done once; a resample then only reweights images, which makes 1000 resampl
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from .ap import GroundTruth, voc_ap
-from .detections import box_iou
-
-
-@dataclass
-class Matched:
-    """One class of one arm: detections sorted by score, each with its image's index and outcome."""
-    image: np.ndarray      # (D,) int: index into the image list
-    tp: np.ndarray         # (D,) float 1/0
-    counted: np.ndarray    # (D,) float: 0 for a match to a 'difficult' box (neither true nor false)
-    positives: np.ndarray  # (I,) non-difficult boxes per image
-
-
-def match(detections: list[tuple[str, float, np.ndarray]], truth: dict[str, GroundTruth],
-          images: list[str], iou_threshold: float = 0.5) -> Matched:
-    """VOC greedy matching (highest score first, one detection per box), as ``ap.average_precision``."""
-    index = {name: i for i, name in enumerate(images)}
-    positives = np.array([int((~truth[n].difficult).sum()) if n in truth else 0 for n in images], np.float64)
-    order = np.argsort([-d[1] for d in detections], kind="stable")
-    used = {k: np.zeros(len(g.boxes), bool) for k, g in truth.items()}
-    img, tp, counted = np.zeros(len(order), np.int64), np.zeros(len(order)), np.ones(len(order))
-    for rank, i in enumerate(order):
-        name, _, box = detections[i]
-        img[rank] = index[name]
-        g = truth.get(name)
-        if g is None or len(g.boxes) == 0:
-            continue
-        ious = box_iou(np.asarray(box, np.float64)[None], g.boxes)[0]
-        j = int(np.argmax(ious))
-        if ious[j] >= iou_threshold:
-            if g.difficult[j]:
-                counted[rank] = 0
-            elif not used[name][j]:
-                used[name][j] = True
-                tp[rank] = 1
-    return Matched(img, tp, counted, positives)
-
-
-def weighted_ap(m: Matched, weights: np.ndarray) -> float:
-    """AP with each image counted ``weights[i]`` times (NaN when the weighted set has no positives)."""
-    positives = float(weights @ m.positives)
-    if positives == 0:
-        return float("nan")
-    w = weights[m.image] * m.counted
-    keep = w > 0
-    if not keep.any():
-        return 0.0
-    ctp = np.cumsum((w * m.tp)[keep])
-    cfp = np.cumsum((w * (1 - m.tp))[keep])
-    return voc_ap(ctp / positives, ctp / np.maximum(ctp + cfp, np.finfo(np.float64).eps))
+from .ap import Matched, weighted_ap
 
 
 def resample_weights(n_images: int, resamples: int, seed: int = 0) -> np.ndarray:

@@ -17,8 +17,8 @@ from .. import __version__
 from ..errors import ConfigError, InputError, OutputError
 from ..io.images import read_image
 from ..io.sources import list_images
-from .ap import GroundTruth, average_precision
-from .bootstrap import bootstrap, match
+from .ap import GroundTruth, average_precision, match
+from .bootstrap import bootstrap
 from .detections import Detections, box_iou
 from .draw import draw_detections
 from .labels import Box, detect_format, match_labels, read_voc, read_yolo, yolo_name
