@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 
@@ -31,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from cidstream.config import load_config  # noqa: E402
 from cidstream.detect import Detector  # noqa: E402
-from cidstream.detect.ap import GroundTruth, average_precision  # noqa: E402
+from cidstream.detect.clear_check import REF_CONF, read_every, reference_ap  # noqa: E402
 from cidstream.detect.evaluate import VEHICLE, run_eval  # noqa: E402
 from cidstream.engine import Dehazer  # noqa: E402
 from cidstream.engine.haze import apply_gate, gate_strength  # noqa: E402
@@ -44,7 +43,6 @@ ARMS = {"off": ("off", 20000.0, 20000.0),
 CLEAR_SOURCES = {"highway_720p": ("videos/highway_720p.mp4", 6),
                  "ua_detrac": ("clear_traffic/ua_detrac_960x540.mp4", 3),
                  "intersection_cctv": ("clear_traffic/intersection_cctv_640x480.mp4", 12)}
-REF_CONF = 0.25
 MAX_DROP = 1.0   # AP50 points on clear frames
 
 
@@ -100,22 +98,6 @@ class FullDehaze:
         return self.cache[key]
 
 
-def read_every(path: Path, step: int) -> list[np.ndarray]:
-    frames = []
-    with av.open(str(path)) as c:
-        for i, f in enumerate(c.decode(video=0)):
-            if i % step == 0:
-                frames.append(f.to_ndarray(format="rgb24"))
-    return frames
-
-
-def clear_ap(frames: list[np.ndarray], ref: list, dets: list) -> float:
-    truth = {str(i): GroundTruth(r.xyxy[r.confidence >= REF_CONF], np.zeros(int((r.confidence >= REF_CONF).sum()),
-                                                                              bool)) for i, r in enumerate(ref)}
-    found = [(str(i), float(d.confidence[j]), d.xyxy[j]) for i, d in enumerate(dets) for j in range(len(d))]
-    return round(100 * average_precision(found, truth).ap, 2)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
@@ -139,13 +121,13 @@ def main(argv=None) -> int:
         frames = read_every(data / rel, step * (3 if args.quick else 1))
         ref = detector(np.stack(frames))
         row = {"frames": len(frames), "reference_boxes": int(sum((r.confidence >= REF_CONF).sum() for r in ref)),
-               "raw": clear_ap(frames, ref, ref)}
+               "raw": reference_ap(ref, ref)}
         for m, base in bases.items():
             for arm_name, (policy, clear_m, dense_m) in ARMS.items():
                 arm = Arm(base, policy, clear_m, dense_m)
                 gated = [arm(np.stack(frames[i:i + 4])) for i in range(0, len(frames), 4)]
                 dets = detector(np.concatenate(gated))
-                row[f"{m}|{arm_name}"] = clear_ap(frames, ref, dets)
+                row[f"{m}|{arm_name}"] = reference_ap(ref, dets)
                 row[f"{m}|{arm_name}|raw_share"] = round(float(np.mean(np.asarray(arm.strengths) == 0)), 3)
             vis = torch.cat([base(np.stack(frames[i:i + 4]))[1] for i in range(0, len(frames), 4)])
             row[f"{m}|visibility_m_median"] = round(float(vis.median()), 1)

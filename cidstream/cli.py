@@ -53,6 +53,17 @@ def _detector_args(p, conf_default: str | None = None) -> None:
     p.add_argument("--conf", type=float, help=f"detection confidence threshold (default: {conf}) [detect.conf]")
 
 
+def _arm_args(p, prefix: str, b_arms: str, fused_arms: str) -> None:
+    """--detector-b and --fuse: the extra arms of a comparison (run --compare, eval)."""
+    p.add_argument("--detector-b", metavar="MODEL",
+                   help=f"{prefix}a second detector with the same classes (e.g. one made by `cidstream train "
+                        f"detector`): the raw and dehazed frames go through it too, as {b_arms}, with the same "
+                        "settings")
+    p.add_argument("--fuse", choices=["wbf", "nms"],
+                   help=f"{prefix}one more arm per detector: its detections on the raw and the dehazed frame merged "
+                        f"by weighted box fusion or NMS {fused_arms}")
+
+
 def _common(p: argparse.ArgumentParser, repeat_model: bool = False) -> None:
     cfg = _defaults()
     if repeat_model:
@@ -115,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="detect on raw and dehazed frames and report the difference (implies --detect; "
                           "adds side_by_side video)")
     _detector_args(det)
+    _arm_args(det, "with --compare: ", "the arms raw_b and dehazed_b", "(fused, fused_b)")
     det.add_argument("--track", action="store_true", help="ByteTrack ids and unique-vehicle counts [detect.track]")
     det.add_argument("--no-video", action="store_true",
                      help="write detections and the report only, no dehazed video (analytics runs; encoding is "
@@ -166,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "between arms (0: none; default %(default)s)")
     ev.add_argument("--max-images", type=int, help="evaluate only the first N images")
     ev.add_argument("--examples", type=int, default=4, help="example images in eval.html (default %(default)s)")
+    _arm_args(ev, "", "arms tagged [B]", "(arms 'raw+MODEL wbf')")
     _detector_args(ev, conf_default=f"{EVAL_CONF:g} here, as AP needs the whole ranking")
     _common(ev, repeat_model=True)
 
@@ -360,6 +373,8 @@ def cmd_run(args, console) -> int:
     if args.duration is not None and not args.duration > 0:
         raise ConfigError("--duration must be positive")
     detecting = args.detect or args.compare
+    if (args.detector_b or args.fuse) and not args.compare:
+        raise ConfigError("--detector-b and --fuse add comparison arms: they need --compare")
     if not cfg.output.video and not detecting:
         raise ConfigError("--no-video (output.video false) needs --detect or --compare: there would be nothing to write")
     check_input_spec(args.input)
@@ -377,6 +392,7 @@ def cmd_run(args, console) -> int:
         from .detect import Detector
 
         detector = Detector.from_config(cfg.detect, dehazer.device)
+    detector_b = _detector_b(args.detector_b, cfg.detect, detector) if args.detector_b else None
     if not args.no_progress and not console.is_terminal:
         lines = _ProgressLines(console)
         view, on_start, on_batch = contextlib.nullcontext(), lines.start, lines.batch
@@ -388,7 +404,7 @@ def cmd_run(args, console) -> int:
     with view:
         result = process_input(args.input, output, cfg, dehazer, detector, compare=args.compare,
                                max_frames=args.max_frames, on_start=on_start, on_batch=on_batch,
-                               duration=args.duration)
+                               duration=args.duration, detector_b=detector_b, fuse=args.fuse)
     print_run_summary(console, args.input, result.sink, dehazer, result.stats, result.total, result.error,
                       result.report, result.folder, skipped=result.skipped, duration=args.duration)
     if result.error is not None:
@@ -447,6 +463,19 @@ def cmd_models(args, console) -> int:
     return 0
 
 
+def _detector_b(spec: str, d, detector):
+    """The second detector of a comparison: the first one's classes and settings, and the same class
+    names under the same ids, so its boxes mean the same thing."""
+    from .detect import Detector
+
+    second = Detector(spec, classes=d.classes, conf=d.conf, iou=d.iou, imgsz=d.imgsz, device=detector.device)
+    if second.names != detector.names:
+        raise ConfigError(f"--detector-b {second.label} names its classes differently from {detector.label} "
+                          f"({len(second.names)} vs {len(detector.names)} classes, or other names under the same "
+                          "ids): compare detectors trained on the same classes")
+    return second
+
+
 def cmd_eval(args, console) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
@@ -460,18 +489,21 @@ def cmd_eval(args, console) -> int:
         cfg.detect.conf = EVAL_CONF  # AP needs the whole ranking, not just confident boxes
     dehazers = {name: Dehazer.from_config(cfg, model=name) for name in dict.fromkeys(args.model or [cfg.model.name])}
     detector = Detector.from_config(cfg.detect, next(iter(dehazers.values())).device)
+    detector_b = _detector_b(args.detector_b, cfg.detect, detector) if args.detector_b else None
     with Progress(TextColumn("[bold]evaluating[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as progress:
         task = progress.add_task("eval", total=None)
         report = run_eval(args.images, args.labels, dehazers, detector, args.label_format, args.yolo_id_offset,
                           args.max_images, args.examples,
                           progress=lambda k, n: progress.update(task, completed=k, total=n), output_dir=args.output,
-                          split=args.split, resamples=args.bootstrap)
+                          split=args.split, resamples=args.bootstrap, detector_b=detector_b, fuse=args.fuse)
     json_path, html_path = write_eval(Path(args.output), report)
     variants = list(report["results"])
     table = Table(title=f"AP50 on {report['images']} images"
                         + ("" if report["split"] == "all" else f" ({report['split']} half)"),
-                  caption=f"{report['detector']}, imgsz {report['imgsz']}, conf {report['conf']}, "
+                  caption=f"{report['detector']}"
+                          + (f" ([B]: {report['detector_b']})" if report.get("detector_b") else "")
+                          + f", imgsz {report['imgsz']}, conf {report['conf']}, "
                           f"NMS IoU {report['iou']}; VOC all-point AP")
     table.add_column("class")
     table.add_column("GT", justify="right")

@@ -173,7 +173,7 @@ class BatchResult:
     encoder's 4:2:0 planes were made on the device (half the bytes of RGB to download)."""
 
     def __init__(self, batch: FrameBatch, dehazed, detections: list | None = None,
-                 raw_detections: list | None = None, dehazed_i420=None, raw=None, haze=None):
+                 raw_detections: list | None = None, dehazed_i420=None, raw=None, haze=None, arms=None):
         self.batch = batch
         self._dehazed = dehazed                   # (N, H, W, 3) uint8: numpy or DeviceFrames (or None: not needed)
         self.detections = detections              # list[Detections] on the dehazed frames
@@ -181,6 +181,11 @@ class BatchResult:
         self._i420 = dehazed_i420                 # (N, H*3/2, W) uint8 I420: numpy or DeviceFrames, or None
         self._raw = raw                           # host RGB of the raw frames when they were on the device
         self._haze = haze                         # (3, N) float haze level, visibility_m, gate strength (engine/haze.py)
+        self.arms = arms or {}                    # extra comparison arms (raw_b, dehazed_b, fused, fused_b) -> list
+
+    def stream(self, name: str) -> list | None:
+        """The detections of one arm: dehazed, raw or an extra one."""
+        return {"dehazed": self.detections, "raw": self.raw_detections}.get(name, self.arms.get(name))
 
     def __len__(self) -> int:
         return len(self.batch)

@@ -33,7 +33,8 @@ class InputRun:
 
 
 DETECTION_FILES = ("detections.jsonl", "detections.mot.txt", "detections.coco.json", "report.json", "report.html")
-COMPARE_FILES = ("detections_raw.mot.txt", "detections_raw.coco.json")
+COMPARE_FILES = tuple(f"detections_{arm}.{kind}" for arm in ("raw", "raw_b", "dehazed_b", "fused", "fused_b")
+                      for kind in ("mot.txt", "coco.json"))  # the extra arms' files only when asked for
 
 
 def input_files(spec: str, max_frames: int | None = None) -> tuple[list[Path], bool]:
@@ -125,13 +126,14 @@ def check_output(spec: str, output: str | Path, detect: bool = False, compare: b
 def process_input(spec: str, output: str | Path, cfg, dehazer: Dehazer, detector=None, compare: bool = False,
                   max_frames: int | None = None, on_start: Callable[[StreamInfo], None] | None = None,
                   on_batch: Callable[[RunStats], None] | None = None, model_lock=None,
-                  duration: float | None = None) -> InputRun:
+                  duration: float | None = None, detector_b=None, fuse: str | None = None) -> InputRun:
     """Dehaze ``spec`` into ``output``; with a ``detector``, ``output`` is a folder of detection outputs.
 
     Errors opening the input or output raise; errors while streaming are returned in ``InputRun.error``
     after every output is closed. ``model_lock`` serializes model calls when threads share one model;
     ``duration`` (seconds) stops the run after that long, finalized as a complete one. Images that
-    cannot be read are skipped and listed in ``InputRun.skipped``."""
+    cannot be read are skipped and listed in ``InputRun.skipped``. With ``compare``, ``detector_b`` and
+    ``fuse`` add comparison arms (detect/stage.py)."""
     device_type = dehazer.device.type
     with source_from_config(str(spec), cfg.input, max_frames, dehazer.device, cfg.live) as source:
         paths = getattr(source, "paths", None)
@@ -142,7 +144,7 @@ def process_input(spec: str, output: str | Path, cfg, dehazer: Dehazer, detector
         if detector is not None:
             from .detect.outputs import DetectionOutputs
 
-            outputs = DetectionOutputs(Path(output), source, cfg, dehazer, detector, compare)
+            outputs = DetectionOutputs(Path(output), source, cfg, dehazer, detector, compare, detector_b, fuse)
             sinks, stage = outputs.sinks, outputs.stage
         else:
             sinks, stage = [sink_from_config(str(output), source.info, cfg.output, device_type=device_type)], None

@@ -73,6 +73,12 @@ def print_run_summary(console, input_spec, sink, dehazer, stats, total, error, r
             rel = f" ({c['relative_change']:+.1%})" if c["relative_change"] is not None else ""
             table.add_row("vehicles", f"raw {t['raw']['vehicles']}, dehazed {t['dehazed']['vehicles']}{rel}; "
                                       f"frames with more {c['frames_more']}, fewer {c['frames_fewer']}")
+            extra = [s for s in t if s not in ("raw", "dehazed")]
+            if extra:
+                from .detect.report import ARM_LABELS
+
+                table.add_row("other arms", ", ".join(f"{ARM_LABELS.get(s, s)} {t[s]['vehicles']}" for s in extra)
+                              + (f" ([B]: {report['arms']['detector_b']})" if report["arms"].get("detector_b") else ""))
         else:
             table.add_row("vehicles", f"{t['dehazed']['vehicles']} detections in {report['frames']} frames")
         if report.get("haze"):

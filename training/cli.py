@@ -68,6 +68,29 @@ def register(sub) -> None:
         ph.add_argument("--steps-scale", type=float, default=1.0, help="multiply every phase's steps (smoke runs)")
         ph.set_defaults(func=cmd_train, phases=phases)
 
+    dt = tsub.add_parser("detector", help="fine-tune an Ultralytics detector for fog (no human labels)",
+                         description="Fine-tune an Ultralytics detection model with Ultralytics' own trainer on clean "
+                                     "frames and their multi-domain degraded copies (labels: the frozen base "
+                                     "detector's confident boxes on the clean frame, every class, its class ids) "
+                                     "plus real fog frames with pseudo-labels, then check it on clear frames it "
+                                     "never saw. OUT is a normal Ultralytics .pt (YOLO(OUT), or cidstream "
+                                     "--detector OUT) with our metadata under the key 'cidstream'. The training "
+                                     "set, Ultralytics' run (weights/last.pt, results.csv) and train.log go to "
+                                     "RUN_DIR.",
+                         epilog="example:\n  cidstream train detector --detector "
+                                "../shared/data/weights/yolo11n_coco_from_int8_unfused.pt --out fog_yolo11n.pt",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    dt.add_argument("--detector", help="base Ultralytics detection model, unfused (default: the config's detector)")
+    dt.add_argument("--config", default=str(REPO / "configs" / "train" / "detector.yaml"),
+                    help="detector training YAML (default configs/train/detector.yaml)")
+    dt.add_argument("--out", required=True, help="adapted detector to write, e.g. fog_yolo11n.pt")
+    dt.add_argument("--run-dir", default="runs/detector", help="training set, checkpoints, logs (default %(default)s)")
+    dt.add_argument("--resume", action="store_true", help="continue from RUN_DIR/yolo/weights/last.pt")
+    dt.add_argument("--epochs", type=int, help="override the config's train.epochs")
+    dt.add_argument("--device", default="auto", help="auto (the GPU when there is one, else the CPU), cpu, cuda or "
+                                                     "a GPU index (default auto)")
+    dt.set_defaults(func=cmd_detector)
+
     ex = tsub.add_parser("export", help="runtime weights (with metadata) from a training checkpoint",
                          description="Write a cidstream weights file (architecture, normalisation, training config, "
                                      "data, metrics, date) from RUN_DIR/checkpoint.pt or after_<phase>.pt.")
@@ -155,6 +178,65 @@ def cmd_train(args, console) -> int:
         summary = trainer.run(args.phases, resume=args.resume, progress=lambda phase, step, total, loss:
                               progress.update(task, phase=phase, completed=step, total=total, loss=loss))
     console.print(f"done: {summary['metrics']}; checkpoints in {summary['run_dir']}")
+    return 0
+
+
+def cmd_detector(args, console) -> int:
+    import datetime as dt
+
+    from rich.progress import Progress, TextColumn, TimeElapsedColumn
+
+    from cidstream.batch.outputs import check_writable_folder
+    from cidstream.errors import ConfigError
+
+    from .detector_train import load_detector_config, prepare, resolve_base, train_detector
+
+    _check_yaml(args.config, "detector training config")
+    if not Path(args.config).is_file():
+        raise ConfigError(f"detector training config not found: {args.config}")
+    cfg = load_detector_config(args.config)
+    spec = args.detector or cfg.get("detector")
+    if not spec:
+        raise ConfigError("no base detector: pass --detector or set 'detector' in the config")
+    base = resolve_base(spec)
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise ConfigError("--epochs must be at least 1")
+        cfg.setdefault("train", {})["epochs"] = args.epochs
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "0" if torch.cuda.is_available() else "cpu"
+    out, run_dir = Path(args.out), Path(args.run_dir)
+    check_writable_folder(run_dir, "run folder (--run-dir)")
+    check_writable_folder(out.parent if str(out.parent) else Path("."), "output folder (--out)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_file = (run_dir / "train.log").open("a", encoding="utf-8")
+
+    def log(msg: str) -> None:
+        console.print(msg, highlight=False)
+        log_file.write(f"{dt.datetime.now().isoformat(timespec='seconds')} {msg}\n")
+        log_file.flush()
+
+    try:
+        log(f"base detector {base}, config {args.config}, run folder {run_dir}")
+        with Progress(TextColumn("[bold]building the training set[/]: {task.fields[what]} {task.completed}"),
+                      TimeElapsedColumn(), console=console, transient=True) as progress:
+            task = progress.add_task("data", total=None, what="")
+            data = prepare(cfg, base, run_dir, log=log,
+                           progress=lambda what, k: progress.update(task, what=what, completed=k))
+        # Ultralytics prints its own progress bar per epoch from here
+        meta = train_detector(cfg, base, data, out, run_dir, device=device, resume=args.resume, log=log)
+    except KeyboardInterrupt:
+        log(f"interrupted: Ultralytics keeps {run_dir / 'yolo' / 'weights' / 'last.pt'} at each epoch's end; "
+            "continue with --resume")
+        return 130
+    finally:
+        log_file.close()
+    m = meta["metrics"]
+    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): validation on held-out adaptation frames "
+                  f"{m.get('adaptation_val')}; clear-weather check {m.get('clear_check')}", highlight=False)
     return 0
 
 

@@ -78,6 +78,7 @@ def draw_detections(image: np.ndarray, det: Detections | None, names: dict[int, 
     return out
 
 
-def side_by_side(raw: np.ndarray, dehazed: np.ndarray, raw_det, det, names: dict[int, str]) -> np.ndarray:
-    return np.concatenate([draw_detections(raw, raw_det, names, "raw"),
-                           draw_detections(dehazed, det, names, "dehazed")], axis=1)
+def side_by_side(raw: np.ndarray, dehazed: np.ndarray, raw_det, det, names: dict[int, str],
+                 suffix: str = "") -> np.ndarray:
+    return np.concatenate([draw_detections(raw, raw_det, names, "raw" + suffix),
+                           draw_detections(dehazed, det, names, "dehazed" + suffix)], axis=1)

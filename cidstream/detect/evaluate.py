@@ -21,6 +21,8 @@ from .ap import GroundTruth, average_precision, match
 from .bootstrap import bootstrap
 from .detections import Detections, box_iou
 from .draw import draw_detections
+from .fusion import FUSE_IOU, METHODS
+from .fusion import fuse as fuse_views
 from .labels import Box, detect_format, match_labels, read_voc, read_yolo, yolo_name
 from .splits import in_split
 
@@ -29,6 +31,7 @@ VEHICLE = "vehicle"  # the class-agnostic pseudo-class over all evaluated classe
 # (IoU >= 0.5, any class) vote for "label id - detector id". With at least SHIFT_MIN_VOTES votes of which
 # SHIFT_MIN_SHARE agree on one offset other than --yolo-id-offset, that offset is used and a warning says so.
 SHIFT_MIN_VOTES, SHIFT_MIN_SHARE, SHIFT_CONF = 5, 0.7, 0.25
+B_SUFFIX = " [B]"  # arms of the second detector (--detector-b)
 
 
 def _truth_for(boxes, classes) -> dict[str, GroundTruth]:
@@ -89,8 +92,13 @@ def _warn(warnings: list[str], text: str) -> None:
 
 def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_format: str = "auto",
              yolo_id_offset: int | None = 0, max_images: int | None = None, examples: int = 4, progress=None,
-             output_dir: str | Path | None = None, split: str | None = None, resamples: int = 1000) -> dict:
+             output_dir: str | Path | None = None, split: str | None = None, resamples: int = 1000,
+             detector_b=None, fuse: str | None = None) -> dict:
     """``dehazers``: name -> Dehazer. Returns the JSON-ready result (example images base64 under 'examples').
+
+    Arms: the raw images and each model's output, through ``detector``; with ``detector_b`` the same
+    views through it too (arm names end in " [B]"); with ``fuse`` ('wbf' or 'nms') also, per model and
+    detector, the raw and dehazed detections merged (arm "raw+MODEL wbf").
 
     ``output_dir``: where write_eval will write; checked for writability before any detection work.
     ``yolo_id_offset``: YOLO label id = detector class id + this; when the labels clearly say otherwise
@@ -118,7 +126,19 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_
     fmt = detect_format(labels) if label_format == "auto" else label_format
     pairs = match_labels(images, labels, fmt)
     classes = [detector.names[i] for i in (detector.class_ids or sorted(detector.names))]
-    variants = ["raw"] + list(dehazers)
+    if fuse is not None and fuse not in METHODS:
+        raise ConfigError(f"--fuse must be one of {', '.join(METHODS)}, got {fuse!r}")
+    if fuse and not dehazers:
+        raise ConfigError("--fuse merges raw and dehazed detections: it needs at least one --model")
+    detectors = {"": detector, **({B_SUFFIX: detector_b} if detector_b is not None else {})}
+    if detector_b is not None:
+        missing = set(classes) - set(detector_b.names.values())
+        if missing:
+            raise ConfigError(f"--detector-b {detector_b.label} has no class {', '.join(sorted(missing))}: both "
+                              "detectors must know the evaluated classes")
+    views = ["raw"] + list(dehazers)
+    fused = [f"raw+{m} {fuse}" for m in dehazers] if fuse else []
+    variants = [v + sfx for sfx in detectors for v in views + fused]
     gt: dict[str, list[Box]] = {}
     votes: Counter = Counter()
     found = {v: {c: [] for c in classes + [VEHICLE]} for v in variants}
@@ -130,17 +150,20 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_
                                                                           given_offset)
         image_id = img_path.name
         gt[image_id] = boxes
-        for v in variants:
-            frame = rgb if v == "raw" else dehazers[v](rgb)
-            det: Detections = detector(frame[None])[0]
-            if v == "raw" and fmt == "yolo":
-                _offset_votes(votes, boxes, det)
-            for i in range(len(det)):
-                name = detector.names[int(det.class_id[i])]
-                item = (image_id, float(det.confidence[i]), det.xyxy[i])
-                found[v][name].append(item)
-                found[v][VEHICLE].append(item)
-            shown[v][img_path] = int((det.confidence >= 0.25).sum())
+        frames = {v: rgb if v == "raw" else dehazers[v](rgb) for v in views}
+        for sfx, dt_model in detectors.items():
+            dets: dict[str, Detections] = {v: dt_model(frames[v][None])[0] for v in views}
+            if sfx == "" and fmt == "yolo":
+                _offset_votes(votes, boxes, dets["raw"])
+            for m, name in zip(dehazers, fused):
+                dets[name] = fuse_views([dets["raw"], dets[m]], fuse)
+            for v, det in dets.items():
+                arm = v + sfx
+                for i in range(len(det)):
+                    item = (image_id, float(det.confidence[i]), det.xyxy[i])
+                    found[arm].setdefault(dt_model.names[int(det.class_id[i])], []).append(item)
+                    found[arm][VEHICLE].append(item)
+                shown[arm][img_path] = int((det.confidence >= 0.25).sum())
         if progress is not None:
             progress(k + 1, len(images))
     warnings: list[str] = []
@@ -169,7 +192,7 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_
     for v in variants:
         per_class = {}
         for cls in classes + [VEHICLE]:
-            r = average_precision(found[v][cls], truth[cls])
+            r = average_precision(found[v].get(cls, []), truth[cls])
             per_class[cls] = {"ap50": None if math.isnan(r.ap) else round(r.ap, 4), "positives": r.positives,
                               "detections": r.detections, "true_positives": r.true_positives}
         valid = [per_class[c]["ap50"] for c in classes if per_class[c]["positives"] > 0]
@@ -177,8 +200,10 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_
                       "vehicle_ap50": per_class[VEHICLE]["ap50"], "per_class": per_class}
     if resamples > 0:
         names = list(gt)
-        matched = {v: {c: match(found[v][c], truth[c], names) for c in classes + [VEHICLE]} for v in variants}
-        intervals = bootstrap(matched, classes, VEHICLE, len(names), resamples)
+        matched = {v: {c: match(found[v].get(c, []), truth[c], names) for c in classes + [VEHICLE]}
+                   for v in variants}
+        compared = _pairs(variants) if detector_b is not None or fuse else None  # None: every pair
+        intervals = bootstrap(matched, classes, VEHICLE, len(names), resamples, pairs=compared)
         for v in variants:
             results[v]["vehicle_ap50_ci"] = intervals["arms"][v]["vehicle_ap50"]
             results[v]["map50_ci"] = intervals["arms"][v]["map50"]
@@ -192,45 +217,64 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_
     report = {"cidstream_version": __version__, "created": dt.datetime.now().isoformat(timespec="seconds"),
               "images": len(images), "images_source": images_spec, "split": split or "all",
               "bootstrap": bootstrap_info, "labels": str(labels), "label_format": fmt,
-              "detector": detector.label, "classes": classes, "conf": detector.conf, "iou": detector.iou,
+              "detector": detector.label, "detector_b": detector_b.label if detector_b is not None else None,
+              "fuse": fuse, "classes": classes, "conf": detector.conf, "iou": detector.iou,
               "imgsz": detector.imgsz, "iou_threshold": 0.5, "ap": "VOC all-point", "results": results,
               "models": {name: d.name for name, d in dehazers.items()}, "warnings": warnings}
     if fmt == "yolo":
         report["yolo_id_offset"] = {"given": yolo_id_offset, "used": offset,
                                     "votes": {str(d): n for d, n in votes.most_common(5)}}
-    report["examples"] = _examples(images, dehazers, detector, shown, pairs, fmt, offset, examples)
+    report["examples"] = _examples(images, dehazers, detectors, shown, pairs, fmt, offset, examples)
     return report
 
 
-def _examples(images, dehazers, detector, shown, pairs, fmt, offset, count) -> list[dict]:
-    """Images where the first model changed the confident detection count most, drawn side by side."""
+def _pairs(arms: list[str]) -> list[tuple[str, str]]:
+    """The differences worth an interval once a second detector or fusion multiplies the arms: each
+    arm against raw, each detector-B arm against raw [B], and each view across the two detectors."""
+    out = [(arms[0], a) for a in arms[1:]]
+    b_arms = [a for a in arms if a.endswith(B_SUFFIX)]
+    if b_arms:
+        out += [(b_arms[0], a) for a in b_arms[1:]]
+        out += [(a.removesuffix(B_SUFFIX), a) for a in b_arms[1:]]
+    return list(dict.fromkeys(out))
+
+
+def _examples(images, dehazers, detectors, shown, pairs, fmt, offset, count) -> list[dict]:
+    """Images where the first model changed the confident detection count most, drawn side by side
+    (each view through each detector)."""
     if not dehazers or count <= 0:
         return []
     first = next(iter(dehazers))
     ranked = sorted(images, key=lambda p: -abs(shown[first][p] - shown["raw"][p]))[:count]
-    saved_conf = detector.conf
-    detector.conf = max(saved_conf, 0.25)  # draw what a user would see, not the AP ranking tail
+    saved = {sfx: d.conf for sfx, d in detectors.items()}
+    for d in detectors.values():
+        d.conf = max(d.conf, 0.25)  # draw what a user would see, not the AP ranking tail
     out = []
     try:
         for path in ranked:
             rgb, _ = read_image(path)
             h, w = rgb.shape[:2]
-            gt = read_voc(pairs[path]) if fmt == "voc" else read_yolo(pairs[path], w, h, detector.names, offset)
-            panels = []
-            for v in ["raw"] + list(dehazers):
-                frame = rgb if v == "raw" else dehazers[v](rgb)
-                panel = draw_detections(frame, detector(frame[None])[0], detector.names, v)
-                for b in gt:
-                    x1, y1, x2, y2 = (int(round(c)) for c in b.xyxy)
-                    cv2.rectangle(panel, (x1, y1), (x2, y2), (255, 255, 255), 1)
-                panels.append(panel)
-            row = np.concatenate(panels, axis=1)
+            names = detectors[""].names
+            gt = read_voc(pairs[path]) if fmt == "voc" else read_yolo(pairs[path], w, h, names, offset)
+            frames = {v: rgb if v == "raw" else dehazers[v](rgb) for v in ["raw"] + list(dehazers)}
+            rows = []  # one row of views per detector
+            for sfx, d in detectors.items():
+                panels = []
+                for v, frame in frames.items():
+                    panel = draw_detections(frame, d(frame[None])[0], d.names, v + sfx)
+                    for b in gt:
+                        x1, y1, x2, y2 = (int(round(c)) for c in b.xyxy)
+                        cv2.rectangle(panel, (x1, y1), (x2, y2), (255, 255, 255), 1)
+                    panels.append(panel)
+                rows.append(np.concatenate(panels, axis=1))
+            row = np.concatenate(rows, axis=0)
             scale = min(1.0, 1500 / row.shape[1])
             row = cv2.resize(row, (int(row.shape[1] * scale), int(row.shape[0] * scale)), interpolation=cv2.INTER_AREA)
             ok, buf = cv2.imencode(".jpg", cv2.cvtColor(row, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
             out.append({"image": path.name, "image_jpeg_base64": base64.b64encode(buf.tobytes()).decode("ascii")})
     finally:
-        detector.conf = saved_conf
+        for sfx, d in detectors.items():
+            d.conf = saved[sfx]
     return out
 
 
@@ -279,6 +323,14 @@ def render_eval_html(report: dict) -> str:
     else:
         differences = ""
     warnings = "".join(f"<p class=warn>warning: {e(w)}</p>" for w in report.get("warnings", []))
+    arms_note = ""
+    if report.get("detector_b"):
+        arms_note += (f"<p>Arms without a tag: detector <b>{e(report['detector'])}</b>; arms tagged{e(B_SUFFIX)}: "
+                      f"detector <b>{e(report['detector_b'])}</b>.</p>")
+    if report.get("fuse"):
+        arms_note += (f"<p>Arms “raw+MODEL {e(report['fuse'])}”: one detector's detections on the raw image and on "
+                      f"MODEL's output merged ({'weighted box fusion' if report['fuse'] == 'wbf' else 'NMS'}, "
+                      f"IoU {FUSE_IOU[report['fuse']]}).</p>")
     examples = "".join(f"<h3>{e(x['image'])}</h3><img alt='{e(x['image'])}' "
                        f"src='data:image/jpeg;base64,{x['image_jpeg_base64']}'>" for x in report["examples"])
     return f"""<!doctype html><html lang=en><head><meta charset=utf-8><title>cidstream eval</title>
@@ -286,13 +338,14 @@ def render_eval_html(report: dict) -> str:
 table{{border-collapse:collapse}}td,th{{border-bottom:1px solid #eee;padding:.3em .9em;text-align:right}}
 td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}.muted{{color:#777}}
 .warn{{background:#fff4e5;border-left:4px solid #d97706;padding:.5em .8em}}</style></head><body>
-<h1>Detection AP50: raw vs dehazed</h1>
+<h1>Detection AP50: raw vs dehazed</h1>{arms_note}
 <p class=muted>{report['images']} images from {e(report['images_source'])} ({e(report.get('split', 'all'))}) · labels {e(report['labels'])}
 ({report['label_format']}) · detector {e(report['detector'])} · imgsz {report['imgsz']}, conf {report['conf']},
 NMS IoU {report['iou']} · {e(report['ap'])} AP at IoU {report['iou_threshold']} · {e(report['created'])}</p>
 {warnings}<table><tr><th>class</th><th>GT boxes</th>{''.join(f'<th>{e(v)}</th>' for v in variants)}</tr>{rows}</table>
 {differences}
-<h2>Examples</h2><p class=muted>White: ground truth. Coloured: detections with confidence ≥ 0.25.</p>{examples}
+<h2>Examples</h2><p class=muted>White: ground truth. Coloured: detections with confidence ≥ 0.25. One row per
+detector.</p>{examples}
 </body></html>"""
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import OutputError
 from ..frames import BatchResult, StreamInfo
 from ..io.sinks import ImageFolderSink, Sink, ThreadedSink, VideoSink, sink_from_config
@@ -19,16 +21,19 @@ class DetectionLog(Sink):
     """One JSON line per frame as results arrive, MOT lines alongside, COCO files on close.
 
     Line format: {"frame", "time", "pts", "name", "source", "haze", "visibility_m", "gate", "dehazed": [boxes],
-    "raw": [boxes]} (``raw`` only in compare mode; haze level, visibility and gate strength from engine/haze.py); a box is {"box": [x1, y1, x2, y2], "class", "class_id",
-    "confidence"[, "track_id"]} in pixels of the original frame."""
+    "raw": [boxes], ...} (``raw`` only in compare mode, with the extra arms raw_b, dehazed_b, fused,
+    fused_b when asked for; haze level, visibility and gate strength from engine/haze.py); a box is
+    {"box": [x1, y1, x2, y2], "class", "class_id", "confidence"[, "track_id"]} in pixels of the
+    original frame."""
 
     needs = frozenset()
 
-    def __init__(self, folder: Path, names: dict[int, str], info: StreamInfo, compare: bool, exports: bool = True):
+    def __init__(self, folder: Path, names: dict[int, str], info: StreamInfo, compare: bool, exports: bool = True,
+                 extra: tuple[str, ...] = ()):
         self.folder = Path(folder)
         self.path = self.folder / "detections.jsonl"
         self.names, self.info, self.compare = names, info, compare
-        self.streams = STREAMS if compare else STREAMS[:1]
+        self.streams = STREAMS + tuple(extra) if compare else STREAMS[:1]
         self.exports = exports  # COCO and MOT files; off for live streams (COCO is kept in memory until close)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -41,10 +46,10 @@ class DetectionLog(Sink):
 
     @staticmethod
     def _stem(stream: str, suffix: str) -> str:
-        return f"detections.{suffix}" if stream == "dehazed" else f"detections_raw.{suffix}"
+        return f"detections.{suffix}" if stream == "dehazed" else f"detections_{stream}.{suffix}"
 
     def write_result(self, result: BatchResult) -> None:
-        per_stream = {"dehazed": result.detections, "raw": result.raw_detections}
+        per_stream = {s: result.stream(s) for s in self.streams}
         for i, frame in enumerate(result.batch.frames):
             h, w = frame.shape
             line = {"frame": frame.index, "time": None if frame.time is None else round(frame.time, 4),
@@ -89,27 +94,33 @@ class DetectionLog(Sink):
 
 
 class SideBySideSink(Sink):
-    """raw | dehazed with boxes and per-frame counts, as a video (or images for image inputs)."""
+    """raw | dehazed with boxes and per-frame counts, as a video (or images for image inputs); with
+    ``second`` (a second detector), its raw | dehazed below."""
 
     needs = frozenset({"raw", "dehazed"})
 
-    def __init__(self, target: Sink, names: dict[int, str]):
-        self.target, self.names, self.path = target, names, target.path
+    def __init__(self, target: Sink, names: dict[int, str], second: bool = False):
+        self.target, self.names, self.second, self.path = target, names, second, target.path
 
     @classmethod
     def create(cls, folder: Path, info: StreamInfo, names: dict[int, str], output_cfg,
-               device_type: str = "cpu") -> "SideBySideSink":
+               device_type: str = "cpu", second: bool = False) -> "SideBySideSink":
         o = output_cfg
         if info.kind == "images":
-            return cls(ImageFolderSink(Path(folder) / "side_by_side", o.jpeg_quality), names)
+            return cls(ImageFolderSink(Path(folder) / "side_by_side", o.jpeg_quality), names, second)
         return cls(VideoSink(Path(folder) / "side_by_side.mp4", info, codec=o.codec, crf=o.crf, preset=o.preset,
-                             copy_audio=False, device_type=device_type, threads=o.threads), names)
+                             copy_audio=False, device_type=device_type, threads=o.threads), names, second)
 
     def write_result(self, result: BatchResult) -> None:
         raw_dets = result.raw_detections or [None] * len(result)
         raw, dehazed = result.raw, result.dehazed
         for i, frame in enumerate(result.batch.frames):
-            self.target.write(frame, side_by_side(raw[i], dehazed[i], raw_dets[i], result.detections[i], self.names))
+            image = side_by_side(raw[i], dehazed[i], raw_dets[i], result.detections[i], self.names)
+            if self.second:
+                below = side_by_side(raw[i], dehazed[i], result.arms["raw_b"][i], result.arms["dehazed_b"][i],
+                                     self.names, suffix=" [B]")
+                image = np.concatenate([image, below], axis=0)
+            self.target.write(frame, image)
             self.written += 1
 
     def close(self) -> None:
@@ -120,22 +131,26 @@ class DetectionOutputs:
     """The sinks of a detection run (dehazed frames, log and exports, report collector, side by side)
     and the report written at the end."""
 
-    def __init__(self, folder: Path, source, cfg, dehazer, detector, compare: bool):
+    def __init__(self, folder: Path, source, cfg, dehazer, detector, compare: bool, detector_b=None,
+                 fuse: str | None = None):
         info = source.info
         self.folder, self.detector, self.dehazer, self.cfg = folder, detector, dehazer, cfg
+        self.detector_b, self.fuse = detector_b, fuse
         self.input = info.source
         dehazed = folder / ("dehazed" if info.kind == "images" else "dehazed.mp4")
-        self.collector = ReportCollector(detector.names, compare)
+        self.stage = DetectStage(detector, compare=compare, track=cfg.detect.track,
+                                 frame_rate=float(info.fps or 25), detector_b=detector_b, fuse=fuse)
+        names = detector.names  # a second detector has the same class ids and names (cli._detector_b checks)
+        self.collector = ReportCollector(names, compare, self.stage.extra)
         device_type = dehazer.device.type
-        self.sinks = [ThreadedSink(DetectionLog(folder, detector.names, info, compare), cfg.output.queue_size),
+        self.sinks = [ThreadedSink(DetectionLog(folder, names, info, compare, extra=self.stage.extra),
+                                   cfg.output.queue_size),
                       ThreadedSink(self.collector, cfg.output.queue_size)]
         if cfg.output.video:  # off (--no-video): detections and the report only, nothing to encode
             self.sinks.insert(0, sink_from_config(str(dehazed), info, cfg.output, device_type=device_type))
         if compare:
-            self.sinks.append(ThreadedSink(SideBySideSink.create(folder, info, detector.names, cfg.output, device_type),
-                                           cfg.output.queue_size))
-        self.stage = DetectStage(detector, compare=compare, track=cfg.detect.track,
-                                 frame_rate=float(info.fps or 25))
+            self.sinks.append(ThreadedSink(SideBySideSink.create(folder, info, names, cfg.output, device_type,
+                                                                 detector_b is not None), cfg.output.queue_size))
         self.report = None
 
     def finish(self, stats) -> None:
@@ -143,5 +158,8 @@ class DetectionOutputs:
                 "detector": self.detector.label, "classes": [self.detector.names[i] for i in
                                                              (self.detector.class_ids or self.detector.names)],
                 "conf": self.cfg.detect.conf, "iou": self.cfg.detect.iou, "imgsz": self.cfg.detect.imgsz}
+        if self.stage.extra:
+            meta["arms"] = {"detector_b": self.detector_b.label if self.detector_b is not None else None,
+                            "fuse": self.fuse, "extra": list(self.stage.extra)}
         self.report = build_report(self.collector, meta, stats, self.stage.unique_counts())
         write_report(self.folder, self.report)

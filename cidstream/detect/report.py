@@ -56,9 +56,9 @@ class ReportCollector(Sink):
 
     needs = frozenset()  # pixels only for the few highlight frames, fetched when kept
 
-    def __init__(self, names: dict[int, str], compare: bool):
+    def __init__(self, names: dict[int, str], compare: bool, extra: tuple[str, ...] = ()):
         self.names, self.compare = names, compare
-        self.streams = ("raw", "dehazed") if compare else ("dehazed",)
+        self.streams = ("raw", "dehazed") + tuple(extra) if compare else ("dehazed",)
         self.frame_index: list[int] = []
         self.times: list[float | None] = []
         self.counts = {s: [] for s in self.streams}
@@ -72,7 +72,7 @@ class ReportCollector(Sink):
         self._fewer: list = []
 
     def write_result(self, result: BatchResult) -> None:
-        dets = {"dehazed": result.detections, "raw": result.raw_detections}
+        dets = {s: result.stream(s) for s in self.streams}
         for i, frame in enumerate(result.batch.frames):
             self.frame_index.append(frame.index)
             self.times.append(frame.time)
@@ -203,6 +203,11 @@ def speed_rows_for_people(speed: dict) -> list[tuple[str, str]]:
     return rows
 
 
+STREAM_COLORS = ("#8c8c8c", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
+ARM_LABELS = {"raw": "raw", "dehazed": "dehazed", "raw_b": "raw [B]", "dehazed_b": "dehazed [B]",
+              "fused": "fused raw+dehazed", "fused_b": "fused raw+dehazed [B]"}
+
+
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -216,8 +221,8 @@ def _plots(report: dict) -> dict[str, str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    streams = [s for s in ("raw", "dehazed") if s in report["totals"]]
-    colors = {"raw": "#8c8c8c", "dehazed": "#1f77b4"}
+    streams = list(report["totals"])
+    colors = dict(zip(streams, STREAM_COLORS))
     pf = report["per_frame"]
     x = [t if t is not None else f for t, f in zip(pf["time"], pf["frame"])]
     xlabel = "time (s)" if pf["time"] and pf["time"][0] is not None else "frame"
@@ -272,9 +277,9 @@ def render_html(report: dict) -> str:
         rel = f" ({cmp_['relative_change']:+.1%})" if cmp_["relative_change"] is not None else ""
         cls = "up" if diff > 0 else "down" if diff < 0 else ""
         cards.append(f"<div class=card>dehazed − raw<b class={cls}>{diff:+d}{rel}</b>detections over all frames</div>")
-        cards.append(f"<div class=card>raw<b>{t['raw']['vehicles']}</b>{t['raw']['per_frame_mean']:.2f} per frame</div>")
-    cards.append(f"<div class=card>dehazed<b>{t['dehazed']['vehicles']}</b>"
-                 f"{t['dehazed']['per_frame_mean']:.2f} per frame</div>")
+    for s in t:  # every arm side by side: raw, dehazed, and the extra ones
+        cards.append(f"<div class=card>{e(ARM_LABELS.get(s, s))}<b>{t[s]['vehicles']}</b>"
+                     f"{t[s]['per_frame_mean']:.2f} per frame</div>")
     if cmp_:
         cards.append(f"<div class=card>frames with more / fewer<b>{cmp_['frames_more']} / {cmp_['frames_fewer']}"
                      f"</b>of {report['frames']} ({cmp_['frames_equal']} equal)</div>")
@@ -290,14 +295,20 @@ def render_html(report: dict) -> str:
         u = report["unique_vehicles"]
         cards.append("<div class=card>unique vehicles (tracked)<b>" + " / ".join(str(u[k]) for k in u) +
                      "</b>" + " / ".join(u) + "</div>")
-    streams = [s for s in ("raw", "dehazed") if s in t]
+    streams = list(t)
     classes = sorted({c for s in streams for c in t[s]["per_class"]})
     rows = "".join(f"<tr><td>{e(c)}</td>" + "".join(f"<td>{t[s]['per_class'].get(c, 0)}</td>" for s in streams)
                    + "</tr>" for c in classes)
     rows += "<tr><td><b>all</b></td>" + "".join(f"<td><b>{t[s]['vehicles']}</b></td>" for s in streams) + "</tr>"
     rows += "<tr><td>mean confidence</td>" + "".join(
         f"<td>{t[s]['mean_confidence'] if t[s]['mean_confidence'] is not None else '–'}</td>" for s in streams) + "</tr>"
-    class_table = f"<table><tr><th>class</th>{''.join(f'<th>{s}</th>' for s in streams)}</tr>{rows}</table>"
+    class_table = f"<table><tr><th>class</th>{''.join(f'<th>{e(s)}</th>' for s in streams)}</tr>{rows}</table>"
+    arms = report.get("arms") or {}
+    arms_note = ""
+    if arms.get("detector_b"):
+        arms_note += f" · arms _b: detector <b>{e(arms['detector_b'])}</b>"
+    if arms.get("fuse"):
+        arms_note += f" · fused: raw and dehazed detections merged by {e(arms['fuse'].upper())}"
     highlights = ""
     if cmp_:
         for key, title in (("highlights_more", "Frames where dehazing found more"),
@@ -316,7 +327,7 @@ def render_html(report: dict) -> str:
 <h1>Detection with vs without dehazing</h1>
 <p class=muted>{e(str(report['input']))} · model <b>{e(str(report['model']))}</b> · detector <b>{e(str(report['detector']))}</b>
 · classes {e(', '.join(report['classes']))} · confidence ≥ {report['conf']} · {report['frames']} frames
-· {e(report['created'])} · cidstream {e(report['cidstream_version'])}</p>
+· {e(report['created'])} · cidstream {e(report['cidstream_version'])}{arms_note}</p>
 <div class=cards>{''.join(cards)}</div>
 <h2>Vehicles per frame</h2><img alt='vehicles per frame' src='data:image/png;base64,{plots['timeline']}'>
 <h2>Per class</h2><div class=cards><div>{class_table}</div>

@@ -116,7 +116,10 @@ class BatchProcessor:
     """One batch through the device: to the device as RGB (4:2:0 converted there), dehaze, detect,
     and start the downloads the sinks need. On CUDA all of it is queued on one stream of its own, so
     decoding (which waits on the default stream) never waits for the model; the host waits only
-    where a result is handed to it (the detections, or a sink reading its frames)."""
+    where a result is handed to it (the detections, or a sink reading its frames).
+
+    ``detect(raw, dehazed)`` returns (detections on the dehazed frames, on the raw ones or None,
+    extra comparison arms as a dict), as detect/stage.py's ``DetectStage`` does."""
 
     def __init__(self, dehazer: Dehazer, detect=None, needs: frozenset = frozenset({"dehazed"}),
                  stats: "RunStats | None" = None, model_lock=None):
@@ -157,10 +160,10 @@ class BatchProcessor:
         fb, raw, dehazed, haze = item
         t0 = time.perf_counter()
         with self._on_stream():
-            dets = raw_dets = None
+            dets = raw_dets = arms = None
             if self.detect is not None:
                 with self.lock:
-                    dets, raw_dets = self.detect(raw, dehazed)
+                    dets, raw_dets, arms = self.detect(raw, dehazed)
             self._time("detect", t0)
             # 4:2:0 for the encoder is made on the GPU: half the bytes of RGB come back.
             h, w = fb.shape
@@ -169,7 +172,7 @@ class BatchProcessor:
             out = DeviceFrames(dehazed, prefetch="dehazed" in self.needs)
             raw_host = DeviceFrames(raw, prefetch="raw" in self.needs) if fb.images is None or self.cuda else None
             haze = None if haze is None else DeviceFrames(haze, prefetch=True)  # 3 x N floats
-        return BatchResult(fb, out, dets, raw_dets, dehazed_i420=i420, raw=raw_host, haze=haze)
+        return BatchResult(fb, out, dets, raw_dets, dehazed_i420=i420, raw=raw_host, haze=haze, arms=arms)
 
     def __call__(self, fb: FrameBatch, streams: list | None = None) -> BatchResult:
         return self.finish(self.dehaze(fb, streams))

@@ -141,7 +141,7 @@ class LiveHub:
         self.cameras = [CameraRun(spec, cfg, self.root, dehazer.device.type, self.notify, detector, max_frames)
                         for spec in cameras_file.cameras]
         needs = sink_needs([s for c in self.cameras for s in c.sinks])
-        self.processor = BatchProcessor(dehazer, (lambda raw, out: (detector(out), None)) if detector else None,
+        self.processor = BatchProcessor(dehazer, (lambda raw, out: (detector(out), None, {})) if detector else None,
                                         needs)
         self.stats_path = self.root / "stats.json"
         self._turn = 0

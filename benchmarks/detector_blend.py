@@ -1,0 +1,86 @@
+"""Choose output.base_share of `cidstream train detector` on the SELECT half: for each share, the adapted
+weights blended with the base (training/detector_train.blend_with_base), then
+  (a) vehicle AP50 and mAP50 of raw/adapted and MODEL/adapted on the select half of dawn_fog (cidstream eval's
+      run_eval, gate off);
+  (b) clear-frame AP50 against the base detector's boxes (configs/train/detector.yaml clear_check sources).
+The report half is never touched here.
+
+    python benchmarks/detector_blend.py --trained runs/detector/yolo/weights/best.pt [--shares 0 0.25 0.5 0.75] (default 0 0.5)
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cidstream.config import load_config  # noqa: E402
+from cidstream.detect import Detector  # noqa: E402
+from cidstream.detect.clear_check import clear_check  # noqa: E402
+from cidstream.detect.evaluate import run_eval  # noqa: E402
+from cidstream.engine import Dehazer  # noqa: E402
+from training.detector_train import blend_with_base  # noqa: E402
+
+
+class CachedDehazer:
+    """The dehazer's output per image computed once and reused for every share."""
+
+    def __init__(self, dehazer):
+        self.dehazer, self.name, self.cache = dehazer, dehazer.name, {}
+
+    def __call__(self, rgb):
+        key = hashlib.blake2b(rgb.tobytes(), digest_size=16).digest()
+        if key not in self.cache:
+            self.cache[key] = self.dehazer(rgb)
+        return self.cache[key]
+
+
+def main(argv=None) -> int:
+    data = ROOT.parent / "shared" / "data"
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trained", required=True, help="the trained weights (RUN_DIR/yolo/weights/best.pt)")
+    ap.add_argument("--base", default=str(data / "weights" / "yolo11n_coco_from_int8_unfused.pt"))
+    ap.add_argument("--shares", type=float, nargs="+", default=[0.0, 0.5])
+    ap.add_argument("--model", default="dcp")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "detector_blend.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    t0 = time.perf_counter()
+    check = yaml.safe_load((ROOT / "configs" / "train" / "detector.yaml").read_text())["clear_check"]
+    sources = [dict(s, path=str((ROOT / s["path"]).resolve())) for s in check["sources"]]
+    cfg = load_config(overrides=[{"gate": {"policy": "off"}}])
+    dehazers = {args.model: CachedDehazer(Dehazer.from_config(cfg, model=args.model))}
+    result = {"trained": args.trained, "model": args.model, "split": "select", "shares": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for share in args.shares:
+            ckpt = torch.load(args.trained, map_location="cpu", weights_only=False)
+            blend_with_base(ckpt, args.base, share)
+            path = Path(tmp) / f"blend_{share:g}.pt"
+            torch.save(ckpt, path)
+            # the blended detector alone (the base arms do not change with the share: eval them once with
+            # `cidstream eval --split select`)
+            ev = run_eval(str(data / "dawn_fog" / "JPEGImages"), str(data / "dawn_fog" / "Annotations"), dehazers,
+                          Detector(str(path), conf=0.001), "voc", examples=0, split="select", resamples=0)
+            row = {arm: {"vehicle_ap50": r["vehicle_ap50"], "map50": r["map50"]} for arm, r in ev["results"].items()}
+            clear = clear_check({"adapted": str(path)}, sources, reference=args.base, log=lambda m: None)
+            row["clear_ap50"] = {k: v["adapted"] for k, v in clear.items()}
+            row["clear_ap50_min"] = min(row["clear_ap50"].values())
+            result["shares"][f"{share:g}"] = row
+            print(f"share {share:g}: {json.dumps(row)}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Clear weather must not suffer: AP50 of an arm on clean frames, with the base detector's own confident
+boxes on the same raw frames as the reference (no human labels needed, and a perfect score means
+"sees exactly what the base detector sees"). Used by the haze-gate benchmark, the detector training's
+metadata and the fog-detector benchmark."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+
+from .ap import GroundTruth, average_precision
+from .detections import Detections
+from .detector import VEHICLE_CLASSES, Detector
+
+REF_CONF = 0.25
+
+
+def read_every(path: str | Path, step: int) -> list[np.ndarray]:
+    """Every ``step``-th frame of a video as RGB uint8."""
+    frames = []
+    with av.open(str(path)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i % step == 0:
+                frames.append(f.to_ndarray(format="rgb24"))
+    return frames
+
+
+def reference_ap(reference: list[Detections], found: list[Detections], ref_conf: float = REF_CONF) -> float:
+    """Class-agnostic AP50 (in points, 0-100) of ``found`` against ``reference``'s boxes at ``ref_conf``."""
+    truth = {}
+    for i, r in enumerate(reference):
+        keep = r.confidence >= ref_conf
+        truth[str(i)] = GroundTruth(r.xyxy[keep].astype(np.float64), np.zeros(int(keep.sum()), bool))
+    ranked = [(str(i), float(d.confidence[j]), d.xyxy[j]) for i, d in enumerate(found) for j in range(len(d))]
+    return round(100 * average_precision(ranked, truth).ap, 2)
+
+
+def clear_check(detectors: dict[str, str], sources: list[dict], reference: str, ref_conf: float = REF_CONF,
+                imgsz: int = 640, classes=VEHICLE_CLASSES, log=print) -> dict:
+    """Per source ({path, step}): AP50 of each named detector file on the raw frames against
+    ``reference``'s confident boxes, vehicle classes only."""
+    ref_det = Detector(reference, classes=classes, conf=ref_conf, imgsz=imgsz)
+    dets = {name: Detector(path, classes=classes, conf=0.001, imgsz=imgsz) for name, path in detectors.items()}
+    out = {}
+    for src in sources:
+        path = Path(src["path"])
+        frames = read_every(path, int(src.get("step", 6)))
+        ref = [ref_det(f[None])[0] for f in frames]
+        row = {"frames": len(frames), "reference_boxes": int(sum(len(r) for r in ref))}
+        for name, d in dets.items():
+            row[name] = reference_ap(ref, [d(f[None])[0] for f in frames], ref_conf)
+        out[path.stem] = row
+        log(f"  {path.stem}: {row}")
+    return out

@@ -1,0 +1,255 @@
+"""The fog-adapted detector: fusion of raw and dehazed detections, the four arms (and fused ones) of
+eval and run --compare, and `cidstream train detector` end to end on real data with the real detector."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from cidstream.detect.detections import Detections
+from cidstream.detect.fusion import fuse
+
+
+def dets(*rows):
+    """rows of (x1, y1, x2, y2, confidence, class)."""
+    a = np.asarray(rows, np.float32).reshape(-1, 6)
+    return Detections(a[:, :4], a[:, 4], a[:, 5].astype(np.int32))
+
+
+def test_wbf_averages_agreeing_boxes_and_discounts_a_single_view():
+    raw = dets((0, 0, 10, 10, 0.75, 2), (50, 50, 60, 60, 0.8, 2))
+    dehazed = dets((1, 1, 11, 11, 0.25, 2))
+    out = fuse([raw, dehazed], "wbf")
+    assert len(out) == 2
+    agreed = np.flatnonzero(out.xyxy[:, 0] < 20)[0]
+    np.testing.assert_allclose(out.xyxy[agreed], [0.25, 0.25, 10.25, 10.25], atol=1e-5)  # confidence-weighted
+    assert out.confidence[agreed] == pytest.approx(0.5)      # mean of 0.75 and 0.25, both views saw it
+    assert out.confidence[1 - agreed] == pytest.approx(0.4)  # 0.8 seen by one view of two
+    assert list(out.confidence) == sorted(out.confidence, reverse=True)
+
+
+def test_nms_keeps_the_most_confident_box_per_class():
+    raw = dets((0, 0, 10, 10, 0.6, 2), (0, 0, 10, 10, 0.9, 7))   # a car and a truck on the same spot
+    dehazed = dets((0.5, 0.5, 10.5, 10.5, 0.8, 2))   # IoU 0.82 with the raw car
+    out = fuse([raw, dehazed], "nms")
+    kept = sorted((int(c), round(float(p), 3)) for c, p in zip(out.class_id, out.confidence))
+    assert kept == [(2, 0.8), (7, 0.9)]
+
+
+@pytest.mark.parametrize("method", ["wbf", "nms"])
+def test_two_views_that_agree_fuse_to_what_one_view_found(method):
+    """Two cars overlapping at IoU 0.6 are two objects after the detector's NMS (0.7): fusing a view
+    with itself must keep both, with their confidences."""
+    one = dets((0, 0, 100, 100, 0.9, 2), (25, 0, 125, 100, 0.7, 2), (300, 300, 340, 330, 0.2, 7))
+    out = fuse([one, one], method)
+    order = np.argsort(-one.confidence)
+    np.testing.assert_allclose(out.xyxy, one.xyxy[order], atol=1e-4)
+    np.testing.assert_allclose(out.confidence, one.confidence[order], atol=1e-6)
+
+
+def test_fusion_of_nothing_is_nothing():
+    assert len(fuse([Detections.empty(), Detections.empty()], "wbf")) == 0
+    with pytest.raises(ValueError, match="unknown fusion"):
+        fuse([Detections.empty()], "vote")
+
+
+@pytest.fixture(scope="module")
+def copy_of_base(yolo_weights, tmp_path_factory):
+    """The base detector under another name: as detector B its arms must equal the base arms exactly."""
+    path = tmp_path_factory.mktemp("b") / "same_as_base.pt"
+    shutil.copy(yolo_weights, path)
+    return path
+
+
+def test_eval_four_arms_and_fusion(cli, shared_data, yolo_weights, copy_of_base, tmp_path):
+    code, text = cli("eval", shared_data / "dawn_fog" / "JPEGImages", "--labels", shared_data / "dawn_fog" /
+                     "Annotations", "--model", "dcp", "--detector", yolo_weights, "--detector-b", copy_of_base,
+                     "--fuse", "wbf", "--split", "report", "--max-images", "6", "--bootstrap", "50",
+                     "-o", tmp_path / "ev")
+    assert code == 0, text
+    report = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    res = report["results"]
+    assert list(res) == ["raw", "dcp", "raw+dcp wbf", "raw [B]", "dcp [B]", "raw+dcp wbf [B]"]
+    for arm in ("raw", "dcp", "raw+dcp wbf"):  # the same weights under another name: the same numbers
+        assert res[arm]["vehicle_ap50"] == res[arm + " [B]"]["vehicle_ap50"]
+    # fusion keeps every view's boxes: at least as many true positives as either view alone
+    tp = {a: res[a]["per_class"]["vehicle"]["true_positives"] for a in ("raw", "dcp", "raw+dcp wbf")}
+    assert tp["raw+dcp wbf"] >= max(tp["raw"], tp["dcp"])
+    assert report["detector_b"] == "same_as_base.pt" and report["fuse"] == "wbf"
+    pairs = {(d["a"], d["b"]) for d in report["bootstrap"]["differences"]}
+    assert ("raw [B]", "raw") in pairs and ("dcp [B]", "dcp") in pairs and ("dcp [B]", "raw [B]") in pairs
+    page = (tmp_path / "ev" / "eval.html").read_text()
+    assert "same_as_base.pt" in page and "weighted box fusion" in page
+
+
+def test_run_compare_four_arms(cli, shared_data, yolo_weights, copy_of_base, tmp_path):
+    from .conftest import cut_clip
+
+    clip = tmp_path / "fog.mp4"
+    cut_clip(shared_data / "videos" / "foggy_road_real.mp4", clip, 6, width=180)
+    code, text = cli("run", clip, "--compare", "--model", "dcp", "--gate", "off", "--detector", yolo_weights,
+                     "--detector-b", copy_of_base, "--fuse", "nms", "-o", tmp_path / "o", "--no-progress")
+    assert code == 0, text
+    out = tmp_path / "o"
+    for arm in ("raw_b", "dehazed_b", "fused", "fused_b"):
+        assert (out / f"detections_{arm}.coco.json").is_file() and (out / f"detections_{arm}.mot.txt").is_file()
+    lines = [json.loads(x) for x in (out / "detections.jsonl").read_text().splitlines()]
+    report = json.loads((out / "report.json").read_text())
+    assert report["arms"] == {"detector_b": "same_as_base.pt", "fuse": "nms",
+                              "extra": ["raw_b", "dehazed_b", "fused", "fused_b"]}
+    for arm in ("raw", "dehazed", "raw_b", "dehazed_b", "fused", "fused_b"):
+        assert report["totals"][arm]["vehicles"] == sum(len(x[arm]) for x in lines)
+    for x in lines:
+        assert x["raw_b"] == x["raw"] and x["dehazed_b"] == x["dehazed"]  # same weights, same boxes
+        assert len(x["fused"]) <= len(x["raw"]) + len(x["dehazed"])
+    assert "other arms" in text and "dehazed [B]" in text
+    import av
+
+    def size(path):
+        with av.open(str(path)) as c:
+            return c.streams.video[0].codec_context.width, c.streams.video[0].codec_context.height
+
+    w, h = size(out / "dehazed.mp4")
+    assert size(out / "side_by_side.mp4") == (2 * w, 2 * h)  # raw | dehazed, base above and B below
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--detector-b", "{w}"], "need --compare"),
+    (["--detect", "--fuse", "wbf"], "need --compare"),
+    (["--compare", "--detector-b", "{t}/renamed.pt"], "names its classes differently"),
+])
+def test_arm_errors(cli, tmp_path, yolo_weights, args, message):
+    from .conftest import SAMPLE
+
+    # A detector whose classes carry other names: a real checkpoint with its names edited (no such file ships).
+    ckpt = torch.load(yolo_weights, map_location="cpu", weights_only=False)
+    ckpt["model"].names = {**ckpt["model"].names, 0: "pedestrian"}  # the vehicle classes are still there
+    torch.save(ckpt, tmp_path / "renamed.pt")
+    code, text = cli("run", SAMPLE, "--detector", yolo_weights, *[a.format(t=tmp_path, w=yolo_weights) for a in args],
+                     "-o", tmp_path / "o", "--max-frames", "2", "--no-progress")
+    assert code == 2, text
+    assert message in text and "Traceback" not in text
+
+
+SMOKE = """detector: {base}
+data:
+  recipe: configs/train/generate.yaml
+  clean: [{data}/videos/highway2_720p.mp4]
+  clean_stride: 20
+  copies: 2
+  clean_share: 0.5
+  max_clean: 6
+  real: [{{path: {data}/dawn_fog/JPEGImages, split: select}}]
+  max_real: 4
+  val_share: 0.3
+train: {{epochs: 1, batch: 4, imgsz: 320}}
+output: {{base_share: 0.5}}
+clear_check:
+  sources: [{{path: {data}/videos/highway_720p.mp4, step: 150}}]
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(shared_data, tmp_path_factory):
+    from cidstream.cli import main
+
+    root = tmp_path_factory.mktemp("train_detector")
+    cfg = root / "detector.yaml"
+    cfg.write_text(SMOKE.format(base=shared_data / "weights" / "yolo11n_coco_from_int8_unfused.pt", data=shared_data))
+    code = main(["train", "detector", "--config", str(cfg), "--out", str(root / "fog.pt"), "--run-dir",
+                 str(root / "run")])
+    assert code == 0
+    return root, cfg
+
+
+def test_train_detector_writes_a_drop_in_ultralytics_model(trained, shared_data):
+    from ultralytics import YOLO
+
+    from cidstream.detect import Detector
+
+    root, _ = trained
+    model = YOLO(str(root / "fog.pt"))
+    assert model.task == "detect" and len(model.names) == 80  # every class of the base, its ids
+    meta = model.ckpt["cidstream"]
+    assert meta["base_model"].endswith("yolo11n_coco_from_int8_unfused.pt")
+    assert meta["data"]["clean_frames"] == 6 and meta["data"]["real_fog_frames"] == 4
+    assert meta["train_args"]["epochs"] == 1
+    check = meta["metrics"]["clear_check"]["highway_720p"]
+    assert check["base"] == 100.0 and 0 <= check["adapted"] <= 100  # the base matches its own boxes exactly
+    assert "metrics/mAP50(B)" in meta["metrics"]["adaptation_val"]
+    frames = np.zeros((1, 64, 96, 3), np.uint8)
+    assert len(Detector(str(root / "fog.pt"))(frames)) == 1  # usable as --detector
+
+
+def test_output_is_the_trained_weights_blended_with_the_base(trained, shared_data):
+    root, _ = trained
+    out = torch.load(root / "fog.pt", map_location="cpu", weights_only=False)
+    trained_w = torch.load(root / "run" / "yolo" / "weights" / "best.pt", map_location="cpu", weights_only=False)
+    base = torch.load(shared_data / "weights" / "yolo11n_coco_from_int8_unfused.pt", map_location="cpu",
+                      weights_only=False)
+    assert out["cidstream"]["base_share"] == 0.5
+    a, t, b = (c["model"].state_dict() for c in (out, trained_w, base))
+    moved = 0
+    for k, v in a.items():
+        if v.is_floating_point():
+            mid = (t[k].float() + b[k].float()) / 2
+            assert torch.allclose(v.float(), mid, atol=2e-3, rtol=2e-3), k
+            moved += int(not torch.equal(t[k].float(), b[k].float()))
+    assert moved > 100  # training changed the weights, so the blend is a real midpoint
+
+
+def test_train_detector_labels_come_from_the_clean_view(trained, shared_data):
+    """Each clean frame's copies (clean or degraded) carry the same labels; real fog comes from the select
+    half only; label files hold the base detector's class ids."""
+    from cidstream.detect.splits import split_of
+
+    root, _ = trained
+    data = root / "run" / "dataset"
+    rows = [line.split("\t") for line in (data / "images.tsv").read_text().splitlines()[1:]]
+    by_frame: dict = {}
+    for part, file, view, source, frame in rows:
+        label = (data / "labels" / part / file.replace(".jpg", ".txt")).read_text()
+        if view == "real_fog":
+            assert split_of(source) == "select"
+        else:
+            by_frame.setdefault((source, frame), set()).add(label)
+    assert len(by_frame) == 6
+    assert all(len(labels) == 1 for labels in by_frame.values())
+    ids = {int(line.split()[0]) for labels in by_frame.values() for text in labels for line in text.splitlines()}
+    assert ids and ids <= set(range(80)) and 2 in ids  # COCO car = 2 on a highway
+    views = {r[2] for r in rows}
+    assert "clean" in views and views - {"clean", "real_fog"}  # clean copies and degraded domains
+
+
+def test_train_detector_resume_after_the_end_and_errors(trained, cli, shared_data, tmp_path):
+    root, cfg = trained
+    code, text = cli("train", "detector", "--config", cfg, "--out", tmp_path / "again.pt", "--run-dir",
+                     root / "run", "--resume")
+    assert code == 0, text
+    assert "training set already built" in text and "nothing left to train" in text
+    assert (tmp_path / "again.pt").is_file()
+    code, text = cli("train", "detector", "--config", cfg, "--detector", shared_data / "weights" /
+                     "yolo11n_coco_from_int8.pt", "--out", tmp_path / "x.pt", "--run-dir", tmp_path / "r")
+    assert code == 2 and "is fused" in text and "Traceback" not in text
+    code, text = cli("train", "detector", "--config", cfg, "--detector", tmp_path / "missing.pt", "--out",
+                     tmp_path / "x.pt", "--run-dir", tmp_path / "r")
+    assert code == 2 and "not found" in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize("text, message", [
+    ("data: {recipe: configs/train/generate.yaml, clean: [x], colour: 3}\n", "unknown keys colour"),
+    ("data: {clean: [x]}\n", "needs recipe"),
+    ("data: {recipe: a, clean: [x]}\ntrain: {epochz: 2}\n", "train: unknown keys epochz"),
+    ("data: {recipe: a, clean: [x]}\nclear_check: {sources: [highway.mp4]}\n", "clear_check needs 'sources'"),
+    ("data: {recipe: a, clean: [x]}\noutput: {base_share: 1.5}\n", "base_share must be in [0, 1)"),
+    ("data: [\n", "line"),
+])
+def test_train_detector_config_errors(cli, shared_data, tmp_path, text, message):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text)
+    code, out = cli("train", "detector", "--config", cfg, "--detector", shared_data / "weights" /
+                    "yolo11n_coco_from_int8_unfused.pt", "--out", tmp_path / "x.pt", "--run-dir", tmp_path / "r")
+    assert code == 2, out
+    assert message in out and "Traceback" not in out
+    assert not (tmp_path / "x.pt").exists()

@@ -1,0 +1,219 @@
+"""`cidstream train detector`: fine-tune an Ultralytics detector on the fog-adaptation set with
+Ultralytics' own trainer, check it on clear frames it never saw, and write a normal Ultralytics .pt
+with our metadata under the checkpoint key "cidstream"."""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from cidstream.errors import ConfigError, InputError
+
+from .detector_data import build_dataset
+from .sources import resolve
+
+CONFIG_KEYS = {"detector", "data", "train", "output", "clear_check"}
+# Ultralytics train() arguments a config may set (the rest are fixed by us: data, project, name, device).
+TRAIN_KEYS = {"epochs", "imgsz", "batch", "workers", "optimizer", "lr0", "lrf", "cos_lr", "warmup_epochs", "momentum",
+              "weight_decay", "mosaic", "close_mosaic", "mixup", "hsv_h", "hsv_s", "hsv_v", "degrees", "translate",
+              "scale", "fliplr", "patience", "seed", "freeze", "amp", "cache", "val"}
+
+
+def load_detector_config(path: str) -> dict:
+    from cidstream.config import read_yaml
+
+    cfg = read_yaml(path, "detector training config") or {}
+    unknown = set(cfg) - CONFIG_KEYS
+    if unknown or "data" not in cfg:
+        raise ConfigError(f"{path}: needs a 'data' section and may have {', '.join(sorted(CONFIG_KEYS))}"
+                          + (f" (unknown: {', '.join(sorted(unknown))})" if unknown else ""))
+    check = cfg.get("clear_check")
+    if check is not None and not (isinstance(check, dict) and isinstance(check.get("sources"), list)
+                                  and all(isinstance(x, dict) and "path" in x for x in check["sources"])):
+        raise ConfigError(f"{path}: clear_check needs 'sources', a list of {{path, step}} entries")
+    if set(cfg.get("output") or {}) - {"base_share"}:
+        raise ConfigError(f"{path}: output: the only key is base_share")
+    share = (cfg.get("output") or {}).get("base_share", 0.0)
+    if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 <= share < 1:
+        raise ConfigError(f"{path}: output.base_share must be in [0, 1), got {share!r}")
+    bad = set(cfg.get("train") or {}) - TRAIN_KEYS
+    if bad:
+        raise ConfigError(f"{path}: train: unknown keys {', '.join(sorted(bad))} (known: {', '.join(sorted(TRAIN_KEYS))})")
+    return cfg
+
+
+def check_trainable(path: str) -> None:
+    """Ultralytics rebuilds the model from its YAML and copies matching weights: a fused model (BatchNorm
+    folded into the convolutions) would lose them silently."""
+    from cidstream.detect.detector import load_yolo
+
+    yolo = load_yolo(path)
+    if getattr(yolo, "task", "detect") != "detect":
+        raise ConfigError(f"{Path(path).name} is a {yolo.task} model; cidstream train detector fine-tunes detection "
+                          "models")
+    if not any(isinstance(m, torch.nn.BatchNorm2d) for m in yolo.model.modules()):
+        raise ConfigError(f"{Path(path).name} is fused (its BatchNorm layers are folded into the convolutions), so "
+                          "Ultralytics' trainer cannot start from it: pass the unfused weights (e.g. "
+                          "../shared/data/weights/yolo11n_coco_from_int8_unfused.pt)")
+
+
+def _train_args(cfg: dict, device: str) -> dict:
+    args = {"epochs": 6, "imgsz": 640, "batch": 8, "workers": 2, "optimizer": "AdamW", "lr0": 0.0002,
+            "warmup_epochs": 0.5, "mosaic": 0.5, "close_mosaic": 2, "patience": 100, "seed": 0, "amp": False}
+    args.update(cfg.get("train") or {})
+    args.update(device=device, plots=False, exist_ok=True, verbose=True)
+    return args
+
+
+@contextlib.contextmanager
+def ultralytics_verbose():
+    """The runtime keeps Ultralytics quiet (YOLO_VERBOSE=False); its trainer's per-epoch progress bars
+    and validation tables are what a user watching a training wants to see."""
+    import ultralytics.utils as uu
+
+    level, verbose = uu.LOGGER.level, uu.VERBOSE
+    uu.LOGGER.setLevel(logging.INFO)
+    uu.VERBOSE = True
+    try:
+        yield
+    finally:
+        uu.LOGGER.setLevel(level)
+        uu.VERBOSE = verbose
+
+
+def _resumable(last: Path) -> bool:
+    """An unfinished run's last.pt keeps the optimizer and the epoch; a finished one has neither (and
+    Ultralytics, asked to resume it, would start a new training on its default dataset instead)."""
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    return ckpt.get("optimizer") is not None and ckpt.get("epoch", -1) >= 0
+
+
+def ultralytics_train(base: str, data_yaml: Path, run_dir: Path, args: dict, resume: bool, log) -> Path:
+    """Train (or resume) under RUN_DIR/yolo; returns the best checkpoint (last if no best was saved)."""
+    from ultralytics import YOLO
+
+    weights = run_dir / "yolo" / "weights"
+    last = weights / "last.pt"
+    threads = torch.get_num_threads()
+    try:
+        with ultralytics_verbose():
+            if resume and last.is_file() and not _resumable(last):
+                log(f"nothing left to train in {last} (Ultralytics strips a finished run's optimizer state): "
+                    "going on to the checks")
+            elif resume and last.is_file():
+                log(f"resuming Ultralytics training from {last}")
+                YOLO(str(last)).train(resume=True)
+            else:
+                if resume:
+                    log(f"no {last} to resume from: starting a new training")
+                # absolute: Ultralytics puts a relative project under its own runs/ folder
+                YOLO(base).train(data=str(data_yaml), project=str(run_dir.resolve()), name="yolo", **args)
+    finally:
+        torch.set_num_threads(threads)  # Ultralytics' CPU device selection changes it for the process
+    best = weights / "best.pt"
+    if best.is_file():
+        return best
+    if last.is_file():
+        return last
+    raise InputError(f"Ultralytics wrote no weights into {weights}")
+
+
+def ultralytics_metrics(run_dir: Path) -> dict:
+    """The last row of Ultralytics' results.csv (validation on the held-out adaptation frames)."""
+    import csv
+
+    path = run_dir / "yolo" / "results.csv"
+    if not path.is_file():
+        return {}
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return {}
+    last = {k.strip(): v for k, v in rows[-1].items()}
+    out = {k: round(float(last[k]), 4) for k in ("epoch", "metrics/mAP50(B)", "metrics/mAP50-95(B)",
+                                                  "metrics/precision(B)", "metrics/recall(B)") if k in last}
+    if "time" in last:  # Ultralytics' training time so far, over resumes too
+        out["train_seconds"] = round(float(last["time"]), 1)
+    return out
+
+
+def blend_with_base(ckpt: dict, base: str, share: float) -> None:
+    """Weight-space ensembling (WiSE-FT): the model's floating-point weights and BatchNorm statistics
+    become (1 - share) x adapted + share x base. Fine-tuning moves the weights a short way from the base,
+    so points between the two keep much of the fog gain while drifting less on clear frames."""
+    if not 0 <= share < 1:
+        raise ConfigError(f"output.base_share must be in [0, 1), got {share}")
+    if share == 0:
+        return
+    model = ckpt["model"]
+    base_state = torch.load(base, map_location="cpu", weights_only=False)["model"].state_dict()
+    state = model.state_dict()
+    for k, v in state.items():
+        if v.is_floating_point():
+            state[k] = ((1 - share) * v.float() + share * base_state[k].float()).to(v.dtype)
+    model.load_state_dict(state)
+
+
+def write_weights(best: Path, out: Path, meta: dict, base: str | None = None, base_share: float = 0.0) -> Path:
+    """The Ultralytics checkpoint (YOLO(out) loads it; blended with the base when asked), plus our
+    metadata; written atomically."""
+    ckpt = torch.load(best, map_location="cpu", weights_only=False)
+    if base is not None:
+        blend_with_base(ckpt, base, base_share)
+    ckpt["cidstream"] = meta
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part")
+    torch.save(ckpt, tmp)
+    tmp.replace(out)
+    return out
+
+
+def prepare(cfg: dict, base: str, run_dir: Path, log=print, progress=None) -> dict:
+    """Check the base model and build (or reuse) the training set; returns the set's summary."""
+    check_trainable(base)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return build_dataset(cfg["data"], base, run_dir / "dataset", log=log, progress=progress)
+
+
+def train_detector(cfg: dict, base: str, data: dict, out: Path, run_dir: Path, device: str = "cpu",
+                   resume: bool = False, log=print) -> dict:
+    """Ultralytics training on the set ``prepare`` built, the clear-weather check, the output file."""
+    from cidstream.detect.clear_check import clear_check
+
+    args = _train_args(cfg, device)
+    best = ultralytics_train(base, run_dir / "dataset" / "data.yaml", run_dir, args, resume, log)
+    # Ultralytics' validation is of the trained weights, before any blending with the base
+    metrics = {"adaptation_val": ultralytics_metrics(run_dir)}
+    base_share = float((cfg.get("output") or {}).get("base_share", 0.0))
+    final = best
+    if base_share:
+        final = run_dir / "blended.pt"
+        write_weights(best, final, {}, base, base_share)
+        log(f"output weights: {1 - base_share:g} x adapted + {base_share:g} x base (output.base_share)")
+    check = cfg.get("clear_check")
+    if check:
+        log("clear-weather check: the adapted detector against the base detector's boxes on clean frames it never "
+            "saw")
+        metrics["clear_check"] = clear_check({"base": base, "adapted": str(final)},
+                                             [dict(s, path=resolve(s["path"])) for s in check["sources"]],
+                                             reference=base, ref_conf=float(check.get("ref_conf", 0.25)),
+                                             imgsz=int(args["imgsz"]), log=log)
+    meta = {"base_model": str(base), "created": dt.datetime.now().isoformat(timespec="seconds"),
+            "recipe": cfg["data"]["recipe"], "dataset_fingerprint": data["fingerprint"],
+            "data": {k: v for k, v in data.items() if k != "fingerprint"},
+            "train_args": {k: v for k, v in args.items() if k not in ("plots", "exist_ok", "verbose")},
+            "base_share": base_share, "metrics": metrics, "device": device}
+    write_weights(best, out, meta, base, base_share)
+    (run_dir / "metadata.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    return meta
+
+
+def resolve_base(spec: str) -> str:
+    path = Path(resolve(spec)) if not Path(spec).exists() else Path(spec)
+    if not path.is_file():
+        raise InputError(f"detector weights not found: {spec}")
+    return str(path)
