@@ -202,12 +202,14 @@ def cmd_detector(args, console) -> int:
     if args.epochs is not None:
         if args.epochs < 1:
             raise ConfigError("--epochs must be at least 1")
-        cfg.setdefault("train", {})["epochs"] = args.epochs
+        cfg["train"] = {**(cfg.get("train") or {}), "epochs": args.epochs}
     device = args.device
     if device == "auto":
         import torch
 
         device = "0" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda"):  # Ultralytics names GPUs by index
+        device = device.partition(":")[2] or "0"
     out, run_dir = Path(args.out), Path(args.run_dir)
     check_writable_folder(run_dir, "run folder (--run-dir)")
     check_writable_folder(out.parent if str(out.parent) else Path("."), "output folder (--out)")
