@@ -46,19 +46,18 @@ def main(argv=None) -> int:
     cfg = load_config(overrides=[{"gate": {"policy": args.gate}}] if args.gate else ())
     dehazer = Dehazer.from_config(cfg, model=args.model)
     dets = {"base": Detector(args.base, conf=0.001, imgsz=640), "adapted": Detector(args.adapted, conf=0.001, imgsz=640)}
-    ref_det = Detector(args.base, conf=REF_CONF, imgsz=640)
     result = {"base": Path(args.base).name, "adapted": Path(args.adapted).name, "model": args.model,
               "gate": cfg.gate.policy, "reference": f"base detector's boxes with confidence >= {REF_CONF} on the raw "
                                                      "frame", "sources": {}}
     for src in check["sources"]:
         path = (ROOT / src["path"]).resolve()
         frames = read_every(path, int(src.get("step", 6)))
-        ref = [ref_det(f[None])[0] for f in frames]
+        ref = [dets["base"](f[None])[0] for f in frames]  # reference_ap keeps its boxes >= REF_CONF as truth
         dehazed = [dehazer(f[None])[0] for f in frames]
-        row = {"frames": len(frames), "reference_boxes": int(sum(len(r) for r in ref)),
+        row = {"frames": len(frames), "reference_boxes": int(sum((r.confidence >= REF_CONF).sum() for r in ref)),
                "frames_left_raw": int(sum(np.array_equal(a, b) for a, b in zip(frames, dehazed)))}
         for name, d in dets.items():
-            raw = [d(f[None])[0] for f in frames]
+            raw = ref if name == "base" else [d(f[None])[0] for f in frames]
             deh = [d(f[None])[0] for f in dehazed]
             row[f"raw/{name}"] = reference_ap(ref, raw)
             row[f"{args.model}/{name}"] = reference_ap(ref, deh)

@@ -158,13 +158,8 @@ def blend_with_base(ckpt: dict, base: str, share: float) -> None:
     model.load_state_dict(state)
 
 
-def write_weights(best: Path, out: Path, meta: dict, base: str | None = None, base_share: float = 0.0) -> Path:
-    """The Ultralytics checkpoint (YOLO(out) loads it; blended with the base when asked), plus our
-    metadata; written atomically."""
-    ckpt = torch.load(best, map_location="cpu", weights_only=False)
-    if base is not None:
-        blend_with_base(ckpt, base, base_share)
-    ckpt["cidstream"] = meta
+def save_checkpoint(ckpt: dict, out: Path) -> Path:
+    """An Ultralytics checkpoint dict (YOLO(out) loads it), written atomically."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
     torch.save(ckpt, tmp)
@@ -189,10 +184,11 @@ def train_detector(cfg: dict, base: str, data: dict, out: Path, run_dir: Path, d
     # Ultralytics' validation is of the trained weights, before any blending with the base
     metrics = {"adaptation_val": ultralytics_metrics(run_dir)}
     base_share = float((cfg.get("output") or {}).get("base_share", 0.0))
+    ckpt = torch.load(best, map_location="cpu", weights_only=False)
+    blend_with_base(ckpt, base, base_share)
     final = best
     if base_share:
-        final = run_dir / "blended.pt"
-        write_weights(best, final, {}, base, base_share)
+        final = save_checkpoint(ckpt, run_dir / "blended.pt")  # what the clear-weather check loads
         log(f"output weights: {1 - base_share:g} x adapted + {base_share:g} x base (output.base_share)")
     check = cfg.get("clear_check")
     if check:
@@ -207,7 +203,8 @@ def train_detector(cfg: dict, base: str, data: dict, out: Path, run_dir: Path, d
             "data": {k: v for k, v in data.items() if k != "fingerprint"},
             "train_args": {k: v for k, v in args.items() if k not in ("plots", "exist_ok", "verbose")},
             "base_share": base_share, "metrics": metrics, "device": device}
-    write_weights(best, out, meta, base, base_share)
+    ckpt["cidstream"] = meta
+    save_checkpoint(ckpt, out)
     (run_dir / "metadata.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return meta
 

@@ -13,24 +13,20 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-import torchvision
 
+from cidstream.detect.detections import Detections
+from cidstream.detect.fusion import nms_fuse
 
 
 def merge_detections(views: list[tuple[np.ndarray, np.ndarray, np.ndarray]], conf: float,
                      iou: float) -> np.ndarray:
     """Union of several views' detections (xyxy, confidence, class) above ``conf``, duplicates
-    removed by class-aware NMS at ``iou``. Returns (K, 5) rows of class, x1, y1, x2, y2."""
-    xyxy = np.concatenate([v[0] for v in views]).reshape(-1, 4).astype(np.float32)
-    score = np.concatenate([v[1] for v in views]).astype(np.float32)
-    cls = np.concatenate([v[2] for v in views]).astype(np.int64)
-    keep = score >= conf
-    xyxy, score, cls = xyxy[keep], score[keep], cls[keep]
-    if len(score) == 0:
-        return np.zeros((0, 5), np.float32)
-    kept = torchvision.ops.batched_nms(torch.from_numpy(xyxy), torch.from_numpy(score), torch.from_numpy(cls),
-                                       iou).numpy()
-    return np.concatenate([cls[kept, None].astype(np.float32), xyxy[kept]], axis=1)
+    removed by class-aware NMS at ``iou`` (the runtime's ``fuse --nms``). Returns (K, 5) rows of
+    class, x1, y1, x2, y2."""
+    dets = [Detections(np.asarray(x, np.float32).reshape(-1, 4), np.asarray(s, np.float32), np.asarray(c, np.int32))
+            for x, s, c in views]
+    merged = nms_fuse([d[d.confidence >= conf] for d in dets], iou)
+    return np.concatenate([merged.class_id[:, None].astype(np.float32), merged.xyxy], axis=1).reshape(-1, 5)
 
 
 def crop_boxes(boxes: np.ndarray, top: int, left: int, size: int, keep_fraction: float = 0.5) -> np.ndarray:
