@@ -68,7 +68,7 @@ def register(sub) -> None:
         ph.add_argument("--steps-scale", type=float, default=1.0, help="multiply every phase's steps (smoke runs)")
         ph.set_defaults(func=cmd_train, phases=phases)
 
-    dt = tsub.add_parser("detector", help="fine-tune an Ultralytics detector for fog (no human labels)",
+    fog = tsub.add_parser("detector", help="fine-tune an Ultralytics detector for fog (no human labels)",
                          description="Fine-tune an Ultralytics detection model with Ultralytics' own trainer on clean "
                                      "frames and their multi-domain degraded copies (labels: the frozen base "
                                      "detector's confident boxes on the clean frame, every class, its class ids) "
@@ -80,16 +80,16 @@ def register(sub) -> None:
                          epilog="example:\n  cidstream train detector --detector "
                                 "../shared/data/weights/yolo11n_coco_from_int8_unfused.pt --out fog_yolo11n.pt",
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    dt.add_argument("--detector", help="base Ultralytics detection model, unfused (default: the config's detector)")
-    dt.add_argument("--config", default=str(REPO / "configs" / "train" / "detector.yaml"),
+    fog.add_argument("--detector", help="base Ultralytics detection model, unfused (default: the config's detector)")
+    fog.add_argument("--config", default=str(REPO / "configs" / "train" / "detector.yaml"),
                     help="detector training YAML (default configs/train/detector.yaml)")
-    dt.add_argument("--out", required=True, help="adapted detector to write, e.g. fog_yolo11n.pt")
-    dt.add_argument("--run-dir", default="runs/detector", help="training set, checkpoints, logs (default %(default)s)")
-    dt.add_argument("--resume", action="store_true", help="continue from RUN_DIR/yolo/weights/last.pt")
-    dt.add_argument("--epochs", type=int, help="override the config's train.epochs")
-    dt.add_argument("--device", default="auto", help="auto (the GPU when there is one, else the CPU), cpu, cuda or "
+    fog.add_argument("--out", required=True, help="adapted detector to write, e.g. fog_yolo11n.pt")
+    fog.add_argument("--run-dir", default="runs/detector", help="training set, checkpoints, logs (default %(default)s)")
+    fog.add_argument("--resume", action="store_true", help="continue from RUN_DIR/yolo/weights/last.pt")
+    fog.add_argument("--epochs", type=int, help="override the config's train.epochs")
+    fog.add_argument("--device", default="auto", help="auto (the GPU when there is one, else the CPU), cpu, cuda or "
                                                      "a GPU index (default auto)")
-    dt.set_defaults(func=cmd_detector)
+    fog.set_defaults(func=cmd_detector)
 
     ex = tsub.add_parser("export", help="runtime weights (with metadata) from a training checkpoint",
                          description="Write a cidstream weights file (architecture, normalisation, training config, "
