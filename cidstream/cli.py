@@ -375,6 +375,8 @@ def cmd_run(args, console) -> int:
     detecting = args.detect or args.compare
     if (args.detector_b or args.fuse) and not args.compare:
         raise ConfigError("--detector-b and --fuse add comparison arms: they need --compare")
+    if args.track and not detecting:
+        raise ConfigError("--track counts the detector's vehicles: it needs --detect or --compare")
     if not cfg.output.video and not detecting:
         raise ConfigError("--no-video (output.video false) needs --detect or --compare: there would be nothing to write")
     check_input_spec(args.input)
@@ -424,11 +426,14 @@ class _Reported(Exception):
 
 def cmd_bench(args, console) -> int:
     from .bench import run_bench
+    from .engine.device import select_device
+    from .engine.memory import check_memory
     from .summary import print_bench
 
     cfg = make_config(args)
     if args.frames < 1 or args.repeats < 1 or args.streams < 1:
         raise ConfigError("--frames, --repeats and --streams must be at least 1")
+    check_memory(cfg, select_device(cfg.engine.device), detect=args.detect)  # the frame size is known only later
     with console.status("benchmarking") as status:
         result = run_bench(args.input, cfg, frames=args.frames, repeats=args.repeats, detect=args.detect,
                            streams=args.streams, progress=lambda label: status.update(f"benchmarking: {label}"))
@@ -468,7 +473,7 @@ def _detector_b(spec: str, d, detector):
     names under the same ids, so its boxes mean the same thing."""
     from .detect import Detector
 
-    second = Detector(spec, classes=d.classes, conf=d.conf, iou=d.iou, imgsz=d.imgsz, device=detector.device)
+    second = Detector(spec, classes=d.classes, conf=d.conf, iou=d.iou, imgsz=detector.imgsz, device=detector.device)
     if second.names != detector.names:
         raise ConfigError(f"--detector-b {second.label} names its classes differently from {detector.label} "
                           f"({len(second.names)} vs {len(detector.names)} classes, or other names under the same "
@@ -483,12 +488,14 @@ def cmd_eval(args, console) -> int:
     from .detect import Detector
     from .detect.evaluate import VEHICLE, difference_rows, fmt_interval, run_eval, write_eval
     from .engine import Dehazer
+    from .engine.memory import check_memory
 
     cfg = make_config(args)
     if args.conf is None:
         cfg.detect.conf = EVAL_CONF  # AP needs the whole ranking, not just confident boxes
     dehazers = {name: Dehazer.from_config(cfg, model=name) for name in dict.fromkeys(args.model or [cfg.model.name])}
     detector = Detector.from_config(cfg.detect, next(iter(dehazers.values())).device)
+    check_memory(cfg, detector.device, detect=True, batch=1)  # one image at a time, of any size
     detector_b = _detector_b(args.detector_b, cfg.detect, detector) if args.detector_b else None
     with Progress(TextColumn("[bold]evaluating[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as progress:
@@ -549,6 +556,7 @@ def cmd_live(args, console) -> int:
     import logging
 
     from .engine import Dehazer
+    from .engine.memory import check_memory
     from .live.cameras import load_cameras
     from .live.hub import LiveHub
     from .live.view import status_line, status_table
@@ -568,6 +576,7 @@ def cmd_live(args, console) -> int:
         from .detect import Detector
 
         detector = Detector.from_config(cfg.detect, dehazer.device)
+    check_memory(cfg, dehazer.device, detect=detector is not None)  # cameras' frame sizes come with their frames
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     hub = LiveHub(cameras, cfg, root, dehazer, detector, args.max_frames)
     console.print(f"{len(hub.cameras)} camera(s) -> {root}/ (model {dehazer.name} on {dehazer.device}); "
@@ -586,6 +595,9 @@ def cmd_live(args, console) -> int:
                                                                  for c in cams])
     console.print(status_table(result.cameras, title=f"stopped ({result.reason}) after {result.seconds:.0f} s"))
     console.print(f"stats: {hub.stats_path}")
+    if result.reason == "duration" and not result.received:
+        console.print(f"[bold red]error:[/] no camera delivered a frame in {args.duration:g} s", highlight=False)
+        return 1
     failed = [c for c in result.cameras if c["state"] == "failed"]
     return 1 if failed and result.reason != "interrupted" else 0
 

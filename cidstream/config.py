@@ -253,7 +253,7 @@ RANGES: dict[str, Range] = {
     "output.queue_size": Range(1),
     "detect.conf": Range(0, 1),
     "detect.iou": Range(0, 1, lo_open=True),
-    "detect.imgsz": Range(32, 8192),
+    "detect.imgsz": Range(32, 4096),                   # 4096: a 4K frame at full size; memory decides below that
     "live.open_timeout_s": Range(0, lo_open=True),
     "live.read_timeout_s": Range(0, lo_open=True),
     "live.watchdog_s": Range(0, lo_open=True),
@@ -279,7 +279,13 @@ RANGES: dict[str, Range] = {
 }
 
 
-def _get(cfg: Config, key: str):
+# libx264's and libx265's presets, fastest first: another name fails only when the encoder opens ("Invalid argument").
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
+
+
+def setting(cfg: Config, key: str):
+    """The value of a dotted key (``engine.batch``)."""
     node = cfg
     for part in key.split("."):
         node = getattr(node, part)
@@ -288,7 +294,7 @@ def _get(cfg: Config, key: str):
 
 def validate(cfg: Config) -> Config:
     for key, allowed in RANGES.items():
-        value = _get(cfg, key)
+        value = setting(cfg, key)
         if value is not None and not allowed.holds(value):
             raise ConfigError(f"{key} must be {allowed.describe()}, got {value!r}")
     e = cfg.engine
@@ -296,6 +302,18 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"engine.precision must be auto, fp32, bf16 or fp16, got {e.precision!r}")
     if cfg.input.decode not in ("auto", "rgb24", "yuv420p", "nvdec"):
         raise ConfigError(f"input.decode must be auto, rgb24, yuv420p or nvdec, got {cfg.input.decode!r}")
+    if cfg.input.options:  # FFmpeg ignores names it does not know: refuse them here instead
+        from .io.decode import unknown_ffmpeg_options
+
+        unknown = unknown_ffmpeg_options(cfg.input.options)
+        if unknown:
+            raise ConfigError(f"input.options: FFmpeg has no option {', '.join(map(repr, unknown))} (for any demuxer, "
+                              "protocol or decoder): check the name")
+    o = cfg.output
+    codec = "libx264" if o.codec == "auto" else o.codec  # auto is libx264 wherever NVENC is not used
+    if codec in ("libx264", "libx265") and o.preset not in X264_PRESETS:
+        raise ConfigError(f"output.preset must be one of {', '.join(X264_PRESETS[:-1])} or {X264_PRESETS[-1]} "
+                          f"for {codec}, got {o.preset!r}")
     lv = cfg.live
     if lv.transport not in ("tcp", "udp"):
         raise ConfigError(f"live.transport must be tcp or udp, got {lv.transport!r}")

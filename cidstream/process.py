@@ -1,17 +1,21 @@
 """One input to one output: what `cidstream run` does, also used for each file of `cidstream batch`."""
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from .engine import Dehazer, run_pipeline
+from .engine.memory import check_memory
 from .engine.pipeline import RunStats
 from .errors import CidstreamError, OutputError
 from .frames import StreamInfo
 from .io import sink_from_config, source_from_config
+from .io.atomic import OutputLock
 from .io.sinks import Sink, output_kind
+from .io.sources import image_names
 
 
 @dataclass
@@ -62,7 +66,7 @@ def _video_frames(spec: str) -> int | None:
 
 def planned_outputs(output: str | Path, names: list[str] | None, images: bool, detect: bool = False,
                     compare: bool = False, video: bool = True) -> list[Path]:
-    """Every file a run into ``output`` would write (image inputs: ``names`` are their file names)."""
+    """Every file a run into ``output`` would write (image inputs: ``names`` as io.sources.image_names gives them)."""
     folder, names = Path(output), names or []
     if detect:
         planned = [folder / n for n in DETECTION_FILES + (COMPARE_FILES if compare else ())]
@@ -83,9 +87,11 @@ def check_output(spec: str, output: str | Path, detect: bool = False, compare: b
                  inputs: tuple[list[Path], bool] | None = None) -> None:
     """Refuse, before any frame is processed, an output that would overwrite an input file (by file
     identity: the same device and inode, so also through a hard link, symlink, relative path or
-    case-folding file system) and a single image path for an input of several frames."""
+    case-folding file system), a single image path for an input of several frames, and an output
+    another run is writing."""
     spec, out = str(spec), str(output)
     paths, images = inputs if inputs is not None else input_files(spec, max_frames)
+    names = image_names(spec, paths) if images else None  # refuses two images with one output name
     if not detect and output_kind(out) == "image":
         if frames is None:
             if max_frames == 1:
@@ -99,6 +105,8 @@ def check_output(spec: str, output: str | Path, detect: bool = False, compare: b
             what = f"{frames} frames" if frames else "several frames"
             raise OutputError(f"output {out} is a single image but the input {spec} has {what}: give a folder "
                               "(images) or a video path (.mp4) as output, or --max-frames 1")
+    if detect or output_kind(out) != "null":
+        OutputLock(out).check()
     ids = {}
     for p in paths:
         try:
@@ -108,7 +116,7 @@ def check_output(spec: str, output: str | Path, detect: bool = False, compare: b
         ids[(st.st_dev, st.st_ino)] = p
     if not ids:
         return
-    for target in planned_outputs(out, [p.name for p in paths] if images else None, images, detect, compare, video):
+    for target in planned_outputs(out, names, images, detect, compare, video):
         try:
             st = os.stat(target)
         except OSError:
@@ -135,11 +143,17 @@ def process_input(spec: str, output: str | Path, cfg, dehazer: Dehazer, detector
     cannot be read are skipped and listed in ``InputRun.skipped``. With ``compare``, ``detector_b`` and
     ``fuse`` add comparison arms (detect/stage.py)."""
     device_type = dehazer.device.type
-    with source_from_config(str(spec), cfg.input, max_frames, dehazer.device, cfg.live) as source:
+    with contextlib.ExitStack() as claims:
+        source = claims.enter_context(source_from_config(str(spec), cfg.input, max_frames, dehazer.device, cfg.live))
         paths = getattr(source, "paths", None)
         check_output(str(spec), output, detect=detector is not None, compare=compare, video=cfg.output.video,
                      max_frames=max_frames, frames=source.info.frame_count if source.info.kind != "live" else None,
                      inputs=(list(paths), True) if paths is not None else None)
+        # settings beyond this machine's memory: refused before any output
+        check_memory(cfg, dehazer.device, (source.info.height, source.info.width), dehazer.net.arch,
+                     detector is not None, compare)
+        if detector is not None or output_kind(str(output)) != "null":  # held until every output is final
+            claims.enter_context(OutputLock(output))
         outputs = None
         if detector is not None:
             from .detect.outputs import DetectionOutputs
@@ -159,6 +173,9 @@ def process_input(spec: str, output: str | Path, cfg, dehazer: Dehazer, detector
             error = exc
         finally:
             if outputs is not None:  # the report covers whatever was processed, even after an error
-                outputs.finish(stats)
+                try:
+                    outputs.finish(stats)
+                except CidstreamError as exc:
+                    error = error or exc
         return InputRun(stats, source.info.frame_count, sinks[0], outputs.report if outputs else None,
                         outputs.folder if outputs else None, error, list(getattr(source, "skipped", [])))

@@ -22,7 +22,7 @@ def print_run_summary(console, input_spec, sink, dehazer, stats, total, error, r
     table.add_column()
     written = sink.written
     if error is not None:
-        status = f"[red]failed[/]: {error}"
+        status = "[red]failed[/] (error below)"
     elif stats is not None and stats.interrupted:
         status = ("[yellow]interrupted[/] (output finalized with every processed frame)" if written else
                   "[yellow]interrupted[/] before any frame was processed: nothing was written")
@@ -36,6 +36,8 @@ def print_run_summary(console, input_spec, sink, dehazer, stats, total, error, r
     table.add_row("input", str(input_spec))
     if not sink.path:
         table.add_row("output", "none (null sink)")
+    elif sink.discarded:  # cut short (a full disk): removed, as it would not play
+        table.add_row("output", f"nothing kept: {sink.path} could not be completed")
     elif written:
         table.add_row("output", str(sink.path))
     else:  # an empty video is deleted on close; nothing there is ours to point at
@@ -90,8 +92,11 @@ def print_run_summary(console, input_spec, sink, dehazer, stats, total, error, r
             table.add_row("unique", ", ".join(f"{k} {v}" for k, v in report["unique_vehicles"].items()))
         if report.get("speed", {}).get("detector_share") is not None:
             table.add_row("detector", f"{report['detector']}: {report['speed']['detector_share']:.0%} of the time")
-        table.add_row("report", str(folder / "report.html"))
+        html = folder / "report.html"
+        table.add_row("report", str(html) if html.exists() else "not written")
     console.print(table)
+    if error is not None:  # last, in the one-line form of every error (README), after what was kept
+        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
 
 
 def print_bench(console, r) -> None:

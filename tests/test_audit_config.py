@@ -69,7 +69,7 @@ def test_every_numeric_setting_has_a_range():
     ("output.queue_size=0", "output.queue_size must be at least 1, got 0"),
     ("detect.conf=1.5", "detect.conf must be within 0..1, got 1.5"),
     ("detect.iou=0", "detect.iou must be greater than 0 and at most 1, got 0.0"),
-    ("detect.imgsz=16", "detect.imgsz must be within 32..8192, got 16"),
+    ("detect.imgsz=16", "detect.imgsz must be within 32..4096, got 16"),
     ("live.open_timeout_s=0", "live.open_timeout_s must be greater than 0, got 0.0"),
     ("live.read_timeout_s=-1", "live.read_timeout_s must be greater than 0, got -1.0"),
     ("live.watchdog_s=0", "live.watchdog_s must be greater than 0, got 0.0"),

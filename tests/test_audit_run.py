@@ -84,12 +84,20 @@ class StderrLines:
 
 
 def has_open(pid: int, path: Path) -> bool:
-    """Whether process ``pid`` has ``path`` open (Linux /proc)."""
+    """Whether process ``pid`` has ``path`` open (Linux /proc). The fd links name the file with every
+    symlink resolved (../shared may be one), so ``path`` is resolved too."""
     fds = Path(f"/proc/{pid}/fd")
+    target = str(Path(path).resolve())
     try:
-        return any(os.readlink(fd) == str(path) for fd in fds.iterdir())
+        return any(os.path.realpath(os.readlink(fd)) == target for fd in fds.iterdir())
     except OSError:
         return False
+
+
+def being_written(out: Path, pid: int) -> Path:
+    """Where run ``pid`` writes the video ``out`` until it is finalized (io/atomic.partial_path); like
+    ``out`` before it, it appears with the first encoded frame."""
+    return out.with_name(f".{out.name}.{pid}.tmp{out.suffix}")
 
 
 def summary_frames(text: str) -> int:
@@ -339,7 +347,7 @@ def test_ctrl_c_mid_run_exits_quickly_with_a_playable_output(shared_data, tmp_pa
     proc = start_run(shared_data / "videos" / "heavy_foggy_road_synthetic.mp4", "-o", out)
     err = StderrLines(proc)
     try:
-        wait_for(out.exists, 180, "the first frame to be encoded")  # the file appears with the first frame
+        wait_for(being_written(out, proc.pid).exists, 180, "the first frame to be encoded")
         time.sleep(2)
         took, err = timed_interrupt(proc, err)
     finally:
@@ -356,7 +364,7 @@ def test_ctrl_c_while_the_stream_stalls_exits_quickly(rtsp_server, tmp_path):
     proc = start_run(server.url, "-o", out, "--model", "dcp")
     err = StderrLines(proc)
     try:
-        wait_for(out.exists, 120, "the first frame to be encoded")
+        wait_for(being_written(out, proc.pid).exists, 120, "the first frame to be encoded")
         time.sleep(1)
         os.kill(server.proc.pid, signal.SIGSTOP)
         time.sleep(1.5)  # the frames in flight are processed; then the decoder waits for a camera gone quiet
@@ -375,7 +383,7 @@ def test_second_ctrl_c_while_finalizing_keeps_the_output_playable(shared_data, t
     proc = start_run(shared_data / "videos" / "highway_720p.mp4", "-o", out, "--model", "dcp",
                      "--set", "output.preset=veryslow", "--no-progress")
     try:
-        wait_for(out.exists, 180, "the first frame to be encoded")
+        wait_for(being_written(out, proc.pid).exists, 180, "the first frame to be encoded")
         time.sleep(3)
         err = interrupt(proc, timeout=120, times=2)
     finally:

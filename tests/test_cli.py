@@ -108,7 +108,8 @@ def test_ctrl_c_finalizes_a_playable_output(shared_data, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**__import__("os").environ, "COLUMNS": "400"})
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 50_000):
+    partial = out.with_name(f".{out.name}.{proc.pid}.tmp{out.suffix}")  # written there until finalized
+    while time.monotonic() < deadline and (not partial.exists() or partial.stat().st_size < 50_000):
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

@@ -2,6 +2,7 @@
 a dead camera beside a live one, clean stops on signals, drop-oldest, flat memory."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -64,7 +65,10 @@ def test_real_footage_over_rtsp_end_to_end(shared_data, rtsp_server, tmp_path):
     r = run_cli_subprocess("run", server.url, "-o", tmp_path / "out.mp4", "--max-frames", 40)
     assert r.returncode == 0, r.stderr
     assert "latency" in r.stderr
-    assert frame_count(tmp_path / "out.mp4") == 40
+    # A live source drops the oldest frame when processing lags (a busy machine): every frame the run
+    # counted is in the file, nothing else.
+    dropped = re.search(r"dropped\s+(\d+) frames", r.stderr)
+    assert frame_count(tmp_path / "out.mp4") == 40 - (int(dropped.group(1)) if dropped else 0)
 
 
 def test_server_killed_and_restarted_on_the_same_port(rtsp_server, tmp_path):

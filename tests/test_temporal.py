@@ -119,8 +119,12 @@ def test_stateless_output_unchanged(model):
     frames = hazy_sequence(6)
     on, off = Dehazer(model, device="cpu"), Dehazer(model, device="cpu", temporal=False)
     ref = [off(f) for f in frames]
-    assert all(np.array_equal(a, b) for a, b in zip(run(off, frames), ref))
-    assert all(np.array_equal(a, b) for a, b in zip(run(on, frames, stream=None), ref))
+    batched = run(off, frames)
+    # A batch may take other CPU kernels than a single frame (AVX2 machines without AVX-512: a rounding
+    # step of 1 level on a few pixels); smoothing moves far more, so batched output is held to 1 level
+    # and to exact equality with the same batching.
+    assert all(np.abs(a.astype(int) - b).max() <= 1 for a, b in zip(batched, ref))
+    assert all(np.array_equal(a, b) for a, b in zip(run(on, frames, stream=None), batched))
     assert all(np.array_equal(on(f), r) for f, r in zip(frames, ref))
     # the smoothing entry point with nothing to smooth is the plain forward
     x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255

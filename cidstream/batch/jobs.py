@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import copy
 import csv
-import glob as _glob
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config, merge, parse_assignment, validate
 from ..errors import ConfigError, InputError
-from ..io.images import natural_key
+from ..io.images import natural_path_key
 from ..io.sinks import VIDEO_SUFFIXES as WRITABLE_VIDEO_SUFFIXES
-from ..io.sources import is_glob, is_image_input
-from ..models.registry import bundled_weights
+from ..io.sources import expand_glob, is_glob, is_image_input, no_match
+from ..models.registry import bundled_weights, canonical_name
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
 # Keys of a manifest line that are not config keys.
@@ -26,7 +26,8 @@ RUNTIME_ONLY = {"engine": ("device", "batch", "max_latency_ms", "channels_last")
 
 @dataclass
 class Job:
-    key: str                # the ledger's name for this file: its absolute path
+    key: str                # the ledger's name for this job: the input's absolute path (+ " -> OUTPUT"
+    #                         when the batch has several jobs of that file)
     input: str
     output: str             # relative to the batch's output folder
     cfg: Config
@@ -75,22 +76,16 @@ def fingerprint(job: Job) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _glob_root(pattern: str) -> Path:
-    parts = []
-    for part in Path(pattern).parts:
-        if is_glob(part):
-            break
-        parts.append(part)
-    return Path(*parts) if parts else Path(".")
-
-
-def _path_key(path: Path):
-    """Natural order, folder by folder (cam2/ before cam10/)."""
-    return [natural_key(Path(part)) for part in path.parts]
-
-
 def _videos_under(folder: Path, suffixes: set[str]) -> list[Path]:
-    return sorted((p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes), key=_path_key)
+    return sorted((p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes),
+                  key=natural_path_key)
+
+
+def _stem_below(item: Path, folder: Path) -> str:
+    """A default output name for ``item``: its path below ``folder`` without the suffix, or its file
+    name when it lies elsewhere ('../x.mp4' of a manifest: x), so that it stays inside the output folder."""
+    rel = os.path.normpath(os.path.relpath(item, folder))
+    return item.stem if rel.split(os.sep)[0] == ".." else str(Path(rel).with_suffix(""))
 
 
 def _manifest_rows(path: Path) -> list[tuple[str, dict]]:
@@ -176,17 +171,16 @@ def collect_jobs(inputs: list[str], cfg: Config, detect: bool = False, compare: 
     for spec in inputs:
         path = Path(spec)
         if is_glob(spec):
-            root = _glob_root(spec)
-            found = sorted((Path(p) for p in _glob.glob(spec, recursive=True)), key=_path_key)
-            found = [p for p in found if p.is_file() and p.suffix.lower() in suffixes]
+            root, found = expand_glob(spec)
+            found = sorted((p for p in found if p.is_file() and p.suffix.lower() in suffixes), key=natural_path_key)
             if not found:
-                raise InputError(f"no video files match {spec} (looked for {', '.join(sorted(suffixes))})")
-            entries += [(p, str(p.relative_to(root).with_suffix("")), cfg, {}) for p in found]
+                raise no_match(spec, "video file", sorted(suffixes))
+            entries += [(p, _stem_below(p, root), cfg, {}) for p in found]
         elif path.is_dir():
             found = _videos_under(path, suffixes)
             if not found:
                 raise InputError(f"no video files under {spec} (looked for {', '.join(sorted(suffixes))})")
-            entries += [(p, str(p.relative_to(path).with_suffix("")), cfg, {}) for p in found]
+            entries += [(p, _stem_below(p, path), cfg, {}) for p in found]
         elif path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
             for where, row in _manifest_rows(path):
                 job_cfg, opts = _with_options(cfg, row, where)
@@ -201,10 +195,7 @@ def collect_jobs(inputs: list[str], cfg: Config, detect: bool = False, compare: 
                         raise ConfigError(f"manifest {where}: output '{stem}': videos are written as "
                                           f"{', '.join(WRITABLE_VIDEO_SUFFIXES)}")
                 else:
-                    try:
-                        stem = str(item.relative_to(path.parent).with_suffix(""))
-                    except ValueError:
-                        stem = item.stem
+                    stem = _stem_below(item, path.parent)
                 entries.append((item, stem, job_cfg, {**opts, "where": where}))
         elif path.is_file():
             entries.append((path, path.stem, cfg, {}))
@@ -213,13 +204,30 @@ def collect_jobs(inputs: list[str], cfg: Config, detect: bool = False, compare: 
     return _make_jobs(entries, detect, compare, max_frames, model_settings(cfg, detect))
 
 
+def _model_tag(cfg: Config) -> str:
+    return Path(canonical_name(cfg.model.name)).stem
+
+
+def _free_name(stem: str, ext: str, used, tag: str | None) -> str:
+    """STEM+EXT when free, else STEM_TAG+EXT, else STEM_2+EXT, STEM_3+EXT..."""
+    candidates = [stem] + ([f"{stem}_{tag}"] if tag else [])
+    n = 2
+    while True:
+        for candidate in candidates:
+            if candidate + ext not in used:
+                return candidate + ext
+        candidates, n = [f"{stem}_{n}"], n + 1
+
+
 def _make_jobs(entries, detect: bool, compare: bool, max_frames: int | None, base_models: str = "") -> list[Job]:
-    jobs, seen_inputs, used = [], set(), set()
+    """One job per entry, each with its own output. A file named twice with the same settings (a folder
+    and a glob over it) runs once; with other settings or another output (a manifest line per model) it
+    is a job of its own. Outputs that manifest lines set are refused when two are one; default outputs
+    are made unique: a.mp4 and a.mkv give a.mp4 and a_mkv.mp4, a second model of x.mp4 x_MODEL.mp4,
+    other settings x_2.mp4."""
+    planned = []   # (job, output stem, extension, the output its manifest line set or None)
+    seen = set()
     for item, stem, cfg, opts in entries:
-        key = str(item.resolve())
-        if key in seen_inputs:  # the same file named twice (e.g. a folder and a glob over it)
-            continue
-        seen_inputs.add(key)
         where = opts.get("where", str(item))
         job_detect = _as_bool(opts["detect"], where) if "detect" in opts else detect
         job_compare = _as_bool(opts["compare"], where) if "compare" in opts else compare
@@ -227,24 +235,40 @@ def _make_jobs(entries, detect: bool, compare: bool, max_frames: int | None, bas
         frames = _yaml_value(opts["max_frames"]) if "max_frames" in opts else max_frames
         if frames is not None and (not isinstance(frames, int) or frames < 1):
             raise ConfigError(f"{where}: max_frames must be a positive integer, got {frames!r}")
-        folder_out = job_detect or is_image_input(str(item))
-        stem = stem.strip("/") or item.stem
-        if Path(stem).is_absolute() or ".." in Path(stem).parts:
+        stem = os.path.normpath(stem.strip("/") or item.stem)
+        if stem == "." or Path(stem).is_absolute() or Path(stem).parts[0] == "..":
             raise ConfigError(f"{where}: output '{stem}' must stay inside the output folder")
-        ext = opts.get("suffix", ".mp4")
-        output = stem if folder_out else f"{stem}{ext}"
-        if output in used:  # a.mp4 and a.mkv side by side
-            stem = f"{stem}_{item.suffix.lstrip('.').lower() or 'file'}"
-            output = stem if folder_out else f"{stem}{ext}"
-        n = 2
-        while output in used:
-            output = f"{stem}_{n}" if folder_out else f"{stem}_{n}{ext}"
-            n += 1
-        used.add(output)
-        job = Job(key, str(item.absolute()), output, cfg, job_detect, job_compare, frames)
+        ext = "" if job_detect or is_image_input(str(item)) else opts.get("suffix", ".mp4")
+        given = stem + ext if "output" in opts else None
+        job = Job(str(item.resolve()), str(item.absolute()), given or "", cfg, job_detect, job_compare, frames)
+        same = (job.key, json.dumps(job.settings(), sort_keys=True, default=str))
+        if same in seen:
+            continue
+        seen.add(same)
         if "where" in opts:
-            job.where = opts["where"]
+            job.where = where
             job.own_models = model_settings(cfg, job_detect) != base_models
+        planned.append((job, stem, ext, given))
+    used: dict[str, Job] = {}
+    for job, _, _, given in planned:
+        if given is not None:
+            if given in used:
+                raise ConfigError(f"{used[given].where} and {job.where} would both write {given}: give each "
+                                  "line its own output")
+            used[given] = job
+    models: dict[str, list[str]] = {}   # input -> the models of its jobs so far
+    for job, stem, ext, given in planned:
+        earlier, model = models.setdefault(job.key, []), _model_tag(job.cfg)
+        if given is None:
+            if earlier:  # x.mp4 once per model: x_cid-lite.mp4; with other settings x_2.mp4
+                tag = model if model not in earlier else None
+            else:        # a.mp4 next to a.mkv: a_mkv.mp4
+                tag = Path(job.input).suffix.lstrip(".").lower() or "file"
+            job.output = _free_name(stem, ext, used, tag)
+            used[job.output] = job
+        earlier.append(model)
+    for job, *_ in planned:
+        if len(models[job.key]) > 1:  # the ledger keeps one entry per job
+            job.key = f"{job.key} -> {job.output}"
         job.fingerprint = fingerprint(job)
-        jobs.append(job)
-    return jobs
+    return [job for job, *_ in planned]

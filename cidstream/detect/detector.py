@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +125,11 @@ def resize_linear_u8(frames: torch.Tensor, nh: int, nw: int) -> torch.Tensor:
     return ((out + 2) >> 2).clamp_(0, 255).to(torch.uint8)
 
 
+def stride_multiple(imgsz: int, stride: int = 32) -> int:
+    """``imgsz`` rounded up to a multiple of ``stride``: the sizes a detector takes."""
+    return -(-imgsz // stride) * stride
+
+
 def letterbox_params(h: int, w: int, imgsz: int,
                      stride: int = 32) -> tuple[float, tuple[int, int], tuple[int, int, int, int]]:
     """Ultralytics' LetterBox geometry for a same-shape batch at predict time (auto=True, centred, scale-up
@@ -163,11 +169,15 @@ class Detector:
         self.yolo = load_yolo(self.spec)
         self.names: dict[int, str] = {int(k): v for k, v in self.yolo.names.items()}
         self.class_ids = self.resolve_classes(classes)
-        self.conf, self.iou, self.imgsz = conf, iou, imgsz
+        self.conf, self.iou = conf, iou
         self.device = torch.device(device)
         self.quantize = 16 if self.device.type == "cuda" else None  # fp16 on the GPU
         stride = getattr(self.yolo.model, "stride", None)  # Ultralytics pads to max(model stride, 32)
         self.stride = max(int(stride.max()), 32) if isinstance(stride, torch.Tensor) else 32
+        self.imgsz = stride_multiple(imgsz, self.stride)
+        if self.imgsz != imgsz:  # the model takes sizes on its stride grid; Ultralytics' check_imgsz rounds up too
+            print(f"warning: detect.imgsz {imgsz} is not a multiple of {self.stride} (the detector's stride): "
+                  f"using {self.imgsz}", file=sys.stderr)
 
     @classmethod
     def from_config(cls, detect_cfg, device) -> "Detector":

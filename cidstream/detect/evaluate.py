@@ -122,6 +122,9 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_
         images = images[:max_images]
     labels = Path(labels_dir)
     if not labels.is_dir():
+        if labels.exists():
+            raise InputError(f"--labels needs a folder of label files (VOC .xml or YOLO .txt, named like the "
+                             f"images); {labels_dir} is a file, not a folder")
         raise InputError(f"labels folder not found: {labels_dir}")
     fmt = detect_format(labels) if label_format == "auto" else label_format
     pairs = match_labels(images, labels, fmt)

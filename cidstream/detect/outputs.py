@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import OutputError
 from ..frames import BatchResult, StreamInfo
+from ..io.atomic import partial_path, write_atomic, write_error
 from ..io.sinks import ImageFolderSink, Sink, ThreadedSink, VideoSink, sink_from_config
 from .detections import Detections
 from .draw import side_by_side
@@ -24,7 +26,10 @@ class DetectionLog(Sink):
     "raw": [boxes], ...} (``raw`` only in compare mode, with the extra arms raw_b, dehazed_b, fused,
     fused_b when asked for; haze level, visibility and gate strength from engine/haze.py); a box is
     {"box": [x1, y1, x2, y2], "class", "class_id", "confidence"[, "track_id"]} in pixels of the
-    original frame."""
+    original frame.
+
+    With ``exports`` (a run) every file is written under a temporary name and renamed when closed whole,
+    so a full disk never leaves one cut under its final name; a live stream's log is appended to in place."""
 
     needs = frozenset()
 
@@ -35,20 +40,36 @@ class DetectionLog(Sink):
         self.names, self.info, self.compare = names, info, compare
         self.streams = STREAMS + tuple(extra) if compare else STREAMS[:1]
         self.exports = exports  # COCO and MOT files; off for live streams (COCO is kept in memory until close)
+        self._partials: dict[Path, Path] = {}   # temporary name -> final name
+        self._failed = False
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self._jsonl = self.path.open("a" if not exports else "w", encoding="utf-8")
-            self._mot = {s: (self.folder / self._stem(s, "mot.txt")).open("w", encoding="utf-8")
-                         for s in self.streams} if exports else {}
+            self._jsonl = self._open(self.path)
+            self._mot = {s: self._open(self.folder / self._stem(s, "mot.txt")) for s in self.streams} \
+                if exports else {}
         except OSError as exc:
             raise OutputError(f"cannot write detections into {self.folder}: {exc.strerror or exc}") from exc
         self._coco = {s: {"images": [], "annotations": []} for s in self.streams} if exports else {}
+
+    def _open(self, path: Path):
+        if not self.exports:
+            return path.open("a", encoding="utf-8")
+        tmp = partial_path(path)
+        self._partials[tmp] = path
+        return tmp.open("w", encoding="utf-8")
 
     @staticmethod
     def _stem(stream: str, suffix: str) -> str:
         return f"detections.{suffix}" if stream == "dehazed" else f"detections_{stream}.{suffix}"
 
     def write_result(self, result: BatchResult) -> None:
+        try:
+            self._write(result)
+        except OSError as exc:
+            self._failed = True
+            raise write_error(self.folder, exc) from exc
+
+    def _write(self, result: BatchResult) -> None:
         per_stream = {s: result.stream(s) for s in self.streams}
         for i, frame in enumerate(result.batch.frames):
             h, w = frame.shape
@@ -82,15 +103,31 @@ class DetectionLog(Sink):
                                     f"{det.confidence[j]:.4f},-1,-1,-1\n")
 
     def close(self) -> None:
-        self._jsonl.close()
-        for fh in self._mot.values():
-            fh.close()
-        categories = [{"id": k, "name": v} for k, v in sorted(self.names.items())]
-        for stream, coco in self._coco.items():
-            payload = {"info": {"source": self.info.source, "stream": stream,
-                                "note": "category ids are the detector's class ids"},
-                       "categories": categories, **coco}
-            (self.folder / self._stem(stream, "coco.json")).write_text(json.dumps(payload), encoding="utf-8")
+        """Keep what is whole: the log and MOT files when every line reached the disk, then each COCO file."""
+        error = None
+        for fh in (self._jsonl, *self._mot.values()):
+            try:
+                fh.close()
+            except OSError as exc:
+                error = error or exc
+        try:
+            if error is None and not self._failed:
+                for tmp, final in self._partials.items():
+                    os.replace(tmp, final)
+                categories = [{"id": k, "name": v} for k, v in sorted(self.names.items())]
+                for stream, coco in self._coco.items():
+                    payload = {"info": {"source": self.info.source, "stream": stream,
+                                        "note": "category ids are the detector's class ids"},
+                               "categories": categories, **coco}
+                    write_atomic(self.folder / self._stem(stream, "coco.json"), json.dumps(payload))
+        except OSError as exc:
+            error = exc
+        finally:
+            for tmp in self._partials:
+                tmp.unlink(missing_ok=True)
+        self.discarded = bool(self._partials) and (error is not None or self._failed)
+        if error is not None:
+            raise write_error(self.folder, error) from error
 
 
 class SideBySideSink(Sink):
@@ -109,7 +146,8 @@ class SideBySideSink(Sink):
         if info.kind == "images":
             return cls(ImageFolderSink(Path(folder) / "side_by_side", o.jpeg_quality), names, second)
         return cls(VideoSink(Path(folder) / "side_by_side.mp4", info, codec=o.codec, crf=o.crf, preset=o.preset,
-                             copy_audio=False, device_type=device_type, threads=o.threads), names, second)
+                             copy_audio=False, device_type=device_type, threads=o.threads, atomic=True),
+                   names, second)
 
     def write_result(self, result: BatchResult) -> None:
         raw_dets = result.raw_detections or [None] * len(result)
@@ -157,9 +195,12 @@ class DetectionOutputs:
         meta = {"input": self.input, "model": self.dehazer.name, "device": str(self.dehazer.device),
                 "detector": self.detector.label, "classes": [self.detector.names[i] for i in
                                                              (self.detector.class_ids or self.detector.names)],
-                "conf": self.cfg.detect.conf, "iou": self.cfg.detect.iou, "imgsz": self.cfg.detect.imgsz}
+                "conf": self.cfg.detect.conf, "iou": self.cfg.detect.iou, "imgsz": self.detector.imgsz}
         if self.stage.extra:
             meta["arms"] = {"detector_b": self.detector_b.label if self.detector_b is not None else None,
                             "fuse": self.fuse, "extra": list(self.stage.extra)}
         self.report = build_report(self.collector, meta, stats, self.stage.unique_counts())
-        write_report(self.folder, self.report)
+        try:
+            write_report(self.folder, self.report)
+        except OSError as exc:
+            raise write_error(self.folder / "report.json", exc) from exc

@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import __version__
 from ..frames import BatchResult
+from ..io.atomic import write_atomic
 from ..io.sinks import Sink
 from .detections import Detections, box_iou
 from .draw import side_by_side
@@ -347,6 +348,6 @@ def write_report(folder: Path, report: dict) -> tuple[Path, Path]:
     for key in ("highlights_more", "highlights_fewer"):
         for item in slim.get("comparison", {}).get(key, []):
             item.pop("image_jpeg_base64", None)
-    json_path.write_text(json.dumps(slim, indent=1), encoding="utf-8")
-    html_path.write_text(render_html(report), encoding="utf-8")
+    write_atomic(json_path, json.dumps(slim, indent=1))  # a full disk leaves the old report or none, never half
+    write_atomic(html_path, render_html(report))
     return json_path, html_path

@@ -85,12 +85,16 @@ class _Until:
 @contextlib.contextmanager
 def _finalizing():
     """While the outputs are finalized, a second Ctrl-C (or SIGTERM) would cut the file short and leave
-    it unplayable: hold both off until the files are closed (main thread only; other threads get no signals)."""
+    it unplayable: hold both off until the files are closed (main thread only; other threads get no signals).
+    Yields the list of signals held: one that came during the encoding of the last frames still makes
+    the run an interrupted one."""
+    held: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield held
         return
 
     def hold(signum, frame):
+        held.append(signum)
         sys.stderr.write("still finalizing the output with the frames already processed; one moment\n")
 
     previous = {}
@@ -101,7 +105,7 @@ def _finalizing():
             except (ValueError, OSError):
                 pass
     try:
-        yield
+        yield held
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -245,7 +249,7 @@ def run_pipeline(source: Source, dehazer: Dehazer, sinks: Sink | list[Sink], bat
     except KeyboardInterrupt:
         stats.interrupted = True
     finally:
-        with _finalizing():
+        with _finalizing() as held:
             if overlap is not None:
                 overlap.shutdown(wait=True, cancel_futures=True)
             stop = getattr(source, "stop", None)
@@ -259,6 +263,7 @@ def run_pipeline(source: Source, dehazer: Dehazer, sinks: Sink | list[Sink], bat
             finally:
                 stats.seconds = time.perf_counter() - start
                 stats.stage_seconds["write"] = sum(getattr(s, "busy_seconds", 0.0) for s in sinks)
+        stats.interrupted = stats.interrupted or bool(held)
     return stats
 
 

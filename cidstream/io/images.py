@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from ..errors import InputError, OutputError
+from .atomic import write_atomic, write_error
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -27,6 +28,11 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 def natural_key(path: Path):
     """Sort frame2 before frame10."""
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
+
+
+def natural_path_key(path: Path):
+    """Natural order, folder by folder (cam2/ before cam10/)."""
+    return [natural_key(Path(part)) for part in path.parts]
 
 
 def to_rgb8(img: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -318,8 +324,12 @@ def write_image(path: Path, rgb: np.ndarray, alpha: np.ndarray | None = None, jp
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if suffix in (".jpg", ".jpeg") else []
     try:
-        ok = cv2.imwrite(str(path), bgr, params)
+        ok, data = cv2.imencode(suffix, bgr, params)
     except cv2.error as exc:
         raise OutputError(f"cannot write image {path}: {exc}") from exc
     if not ok:
-        raise OutputError(f"cannot write image {path} (unwritable location or unsupported format)")
+        raise OutputError(f"cannot encode image {path} as {suffix}")
+    try:  # encoded here and written by us: a full disk is told as such (imwrite only says False), never half a file
+        write_atomic(path, data.tobytes(), sync=False)
+    except OSError as exc:
+        raise write_error(path, exc) from exc

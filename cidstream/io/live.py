@@ -6,6 +6,9 @@ camera that keeps the connection alive without sending pictures, so when no fram
 ``watchdog_s`` the connection is abandoned (its thread exits at its next read or timeout and closes
 its own container) and a new one is opened after an exponential backoff with jitter. Frames go into
 a small drop-oldest queue: whoever consumes them always gets fresh ones and latency stays bounded.
+
+A source that has never sent a frame and cannot be opened for a reason no reconnect fixes (see
+``PERMANENT_ERRORS``) fails at once instead of retrying forever.
 """
 from __future__ import annotations
 
@@ -31,6 +34,13 @@ log = logging.getLogger("cidstream.live")
 # Live timestamps are wall-clock milliseconds since the source started, so they stay monotonic
 # across reconnects and show the real timing of a stream with dropped frames.
 LIVE_TIME_BASE = Fraction(1, 1000)
+
+# Errors opening a stream that reconnecting will not fix: nothing at that path (an absent /dev/videoN),
+# not a stream FFmpeg can read (an HTML page), HTTP/RTSP 404, or a protocol or format this FFmpeg
+# lacks. Trusted only while the source has never sent a frame: a camera that streamed once may come
+# back whatever it answers now, and a refused connection or a timeout is a camera rebooting.
+PERMANENT_ERRORS = (av.error.FileNotFoundError, av.error.InvalidDataError, av.error.HTTPNotFoundError,
+                    av.error.LookupError)
 
 
 def is_capture_device(spec: str) -> bool:
@@ -61,6 +71,7 @@ class _Connection:
         self.started = time.monotonic()
         self.last_frame = None          # monotonic time of the newest frame
         self.error: str | None = None
+        self.permanent = False          # av.open failed with one of PERMANENT_ERRORS
         self.ended = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"live-{source.name}-{attempt}", daemon=True)
         self.thread.start()
@@ -89,6 +100,7 @@ class _Connection:
             self.error = str(exc)
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             self.error = ffmpeg_message(exc)
+            self.permanent = container is None and isinstance(exc, PERMANENT_ERRORS)
         except Exception as exc:  # anything else from the decoder: this connection is over, try another
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -202,7 +214,7 @@ class LiveSource(Source):
             self.stats.state = "connecting"
             with self._lock:
                 self._current = conn = _Connection(self, attempt)
-            reason = self._watch(conn)
+            reason, permanent = self._watch(conn)
             with self._lock:
                 self._current = None
             conn.stop.set()
@@ -212,13 +224,12 @@ class LiveSource(Source):
                 failures = 0  # it worked for a while: start the backoff from the beginning
             failures += 1
             self.stats.last_error = reason
+            if permanent and not self.stats.received:
+                self._fail(f"cannot read camera {self.name}: {reason}")
+                break
             if not self.reconnect or (self.max_reconnects and self.stats.reconnects >= self.max_reconnects):
-                self.failure = InputError(f"camera {self.name}: {reason}; "
-                                          + ("reconnecting is off" if not self.reconnect else
-                                             f"gave up after {self.stats.reconnects} reconnects"))
-                self.stats.state = "failed"
-                self.stats.event(str(self.failure))
-                log.error("%s", self.failure)
+                self._fail(f"camera {self.name}: {reason}; " + ("reconnecting is off" if not self.reconnect else
+                                                               f"gave up after {self.stats.reconnects} reconnects"))
                 break
             delay = self._backoff(failures)
             self.stats.state = "waiting"
@@ -231,17 +242,24 @@ class LiveSource(Source):
         if self.notify is not None:
             self.notify.set()
 
-    def _watch(self, conn: _Connection) -> str:
-        """Wait until the connection ends or goes silent; returns why it is over."""
+    def _fail(self, message: str) -> None:
+        self.failure = InputError(message)
+        self.stats.state = "failed"
+        self.stats.event(message)
+        log.error("%s", message)
+
+    def _watch(self, conn: _Connection) -> tuple[str, bool]:
+        """Wait until the connection ends or goes silent; returns why it is over, and whether that
+        reason is one of PERMANENT_ERRORS."""
         while not self._stop.is_set():
             if conn.ended.wait(0.05):
-                return conn.error or "the connection closed"
+                return conn.error or "the connection closed", conn.permanent
             newest = conn.last_frame or conn.started
             if time.monotonic() - newest > self.watchdog_s:
                 self.stats.watchdog_fires += 1
                 what = "no frame" if conn.last_frame is not None else "no first frame"
-                return f"watchdog: {what} for {self.watchdog_s:g} s"
-        return "stopped"
+                return f"watchdog: {what} for {self.watchdog_s:g} s", False
+        return "stopped", False
 
     # -- consumer side --------------------------------------------------------------------------
     @property

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import OutputError
 from ..frames import BatchResult, Frame, FrameBatch, StreamInfo
+from .atomic import partial_path, write_error
 from .hwcodec import encoder_options, resolve_encoder
 from .images import IMAGE_SUFFIXES, write_image
 from .sources import ffmpeg_message
@@ -31,6 +32,7 @@ class Sink:
     written = 0
     path: Path | None = None
     needs: frozenset = frozenset({"dehazed"})
+    discarded = False   # the output could not be completed (a full disk) and was removed
 
     def write(self, frame: Frame, image: np.ndarray) -> None:
         raise NotImplementedError
@@ -88,12 +90,17 @@ class VideoSink(Sink):
 
     Audio packets of the source are copied (not re-encoded), interleaved by time.
     Odd frame sizes are encoded as yuv444p, since 4:2:0 needs even sizes.
+    With ``atomic`` the video is written under a temporary name and renamed when finalized: a file
+    cut short (a full disk, a killed process) never appears under the final name. (A live segment is
+    fragmented instead, and stays visible: it plays up to its last fragment.)
     """
 
     def __init__(self, path: str | Path, info: StreamInfo, codec: str = "libx264", crf: int = 20,
                  preset: str = "veryfast", copy_audio: bool = True, device_type: str = "cpu",
-                 container_options: dict | None = None, threads: int = 0):
+                 container_options: dict | None = None, threads: int = 0, atomic: bool = False):
         self.path = Path(path)
+        self.writing = partial_path(self.path) if atomic else self.path
+        self._failed: BaseException | None = None
         self.threads = threads
         # On CUDA the 4:2:0 planes are made on the GPU (even frame sizes; odd ones come as RGB).
         self.needs = frozenset({"i420"} if device_type == "cuda" else {"dehazed"})
@@ -103,7 +110,7 @@ class VideoSink(Sink):
         self.codec, self.crf, self.preset = resolve_encoder(codec, device_type), crf, preset
         self.expected_frames = info.frame_count
         try:
-            self.container = av.open(str(self.path), mode="w", options=container_options or {})
+            self.container = av.open(str(self.writing), mode="w", options=container_options or {})
         except (av.error.FFmpegError, OSError) as exc:
             raise OutputError(f"cannot write video {self.path}: {ffmpeg_message(exc)}") from exc
         self.stream = None
@@ -188,26 +195,43 @@ class VideoSink(Sink):
             for packet in self.stream.encode(vf):
                 self.container.mux(packet)
         except (av.error.FFmpegError, OSError) as exc:
-            raise OutputError(f"writing {self.path} failed: {ffmpeg_message(exc)}") from exc
+            self._failed = exc
+            raise write_error(self.path, exc) from exc
         self.written += 1
 
     def close(self) -> None:
+        """Finalize the file; one whose writing failed is removed (atomic), as it would not play."""
         if self.container is None:
             return
+        error = self._failed
         try:
-            if self.stream is not None:
+            if self.stream is not None and error is None:
                 for packet in self.stream.encode(None):
                     self.container.mux(packet)
                 # A complete run keeps the whole soundtrack; a cut one (Ctrl-C, --max-frames) ends with the video.
                 complete = bool(self.expected_frames) and self.written >= self.expected_frames
                 self._mux_audio_until(None if complete else self._end_time)
+        except (av.error.FFmpegError, OSError) as exc:
+            error = exc
         finally:
-            self.container.close()
+            try:
+                self.container.close()  # writes the index: on a full disk this is what fails
+            except (av.error.FFmpegError, OSError) as exc:
+                error = error or exc
             self.container = None
             if self._audio_in is not None:
                 self._audio_in.close()
-            if self.written == 0:
-                self.path.unlink(missing_ok=True)  # an mp4 with no frames plays nowhere
+        if self.written == 0 or (error is not None and self.writing != self.path):
+            self.writing.unlink(missing_ok=True)  # an mp4 with no frames plays nowhere, nor does a cut one
+            self.discarded = error is not None
+        elif self.writing != self.path:
+            try:
+                os.replace(self.writing, self.path)
+            except OSError as exc:
+                self.writing.unlink(missing_ok=True)
+                self.discarded, error = True, exc
+        if error is not None and error is not self._failed:  # a failed write has raised already
+            raise write_error(self.path, error) from error
 
 
 class ImageFolderSink(Sink):
@@ -227,7 +251,14 @@ class ImageFolderSink(Sink):
 
     def write(self, frame: Frame, image: np.ndarray) -> None:
         name = frame.name or f"frame_{frame.index:06d}.png"
-        write_image(self.path / name, image, frame.alpha, self.jpeg_quality)
+        target = self.path / name
+        if target.parent != self.path:  # a recursive glob's a/1.jpg keeps its folder
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError(f"cannot create the folder {target.parent}: "
+                                  f"{_create_problem(target.parent, exc)}") from exc
+        write_image(target, image, frame.alpha, self.jpeg_quality)
         self.written += 1
 
 
@@ -288,6 +319,10 @@ class ThreadedSink(Sink):
     def written(self) -> int:
         return self.inner.written
 
+    @property
+    def discarded(self) -> bool:
+        return self.inner.discarded
+
     def write_result(self, result: BatchResult) -> None:
         if self._error is not None:
             raise self._error
@@ -343,7 +378,7 @@ def open_sink(spec: str, info: StreamInfo, codec: str = "libx264", crf: int = 20
         return NullSink()
     if kind == "video":
         return VideoSink(spec, info, codec=codec, crf=crf, preset=preset, copy_audio=copy_audio,
-                         device_type=device_type, threads=threads)
+                         device_type=device_type, threads=threads, atomic=True)
     if kind == "image":
         return ImageFileSink(spec, jpeg_quality)
     return ImageFolderSink(spec, jpeg_quality)

@@ -16,13 +16,44 @@ import torch
 from ..errors import InputError
 from ..frames import Frame, StreamInfo
 from .decode import FrameDecoder, probe_orientation
-from .images import IMAGE_SUFFIXES, natural_key, read_image
+from .images import IMAGE_SUFFIXES, natural_key, natural_path_key, read_image
 
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 
 
+def has_wildcards(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
 def is_glob(spec: str) -> bool:
-    return any(c in spec for c in "*?[")
+    """A pattern to expand: wildcards, and no file or folder of that name (an existing path wins, so
+    'photo[1].jpg' is that file, not photo1.jpg)."""
+    return has_wildcards(spec) and not os.path.lexists(spec)
+
+
+def glob_root(pattern: str) -> Path:
+    """The folder a pattern searches: its leading parts up to the first one with wildcards that is not
+    the name of an existing folder ('shots [2024]/*.png' searches 'shots [2024]')."""
+    root = Path()
+    for part in Path(pattern).parts:
+        if has_wildcards(part) and not os.path.lexists(root / part):
+            break
+        root /= part
+    return root
+
+
+def expand_glob(pattern: str) -> tuple[Path, list[Path]]:
+    """(root, paths matched) of a pattern, ``**`` recursive; the root is taken as named, not as a pattern."""
+    root = glob_root(pattern)
+    rest = Path(pattern).relative_to(root)
+    escaped = os.path.join(_glob.escape(str(root)), str(rest)) if root.parts else str(rest)
+    return root, [Path(p) for p in _glob.glob(escaped, recursive=True)]
+
+
+def no_match(spec: str, what: str, suffixes) -> InputError:
+    """A pattern that matched nothing may have been meant as a file name: say both."""
+    return InputError(f"no file or folder named {spec}, and as a pattern it matches no {what} "
+                      f"(looked for {', '.join(suffixes)})")
 
 
 def is_url(spec: str) -> bool:
@@ -197,12 +228,12 @@ class VideoSource(Source):
 
 
 def list_images(spec: str) -> list[Path]:
-    """Image files of a folder (natural sort), a glob pattern, or one image file."""
+    """Image files of a folder (natural sort), a glob pattern (natural sort, folder by folder) or one image file."""
     if is_glob(spec):
-        paths = [Path(p) for p in _glob.glob(spec, recursive=True)]
-        paths = sorted((p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), key=natural_key)
+        paths = sorted((p for p in expand_glob(spec)[1] if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+                       key=natural_path_key)
         if not paths:
-            raise InputError(f"no images match {spec} (looked for {', '.join(IMAGE_SUFFIXES)})")
+            raise no_match(spec, "image", IMAGE_SUFFIXES)
         return paths
     path = Path(spec)
     if not _stat.S_ISDIR(check_input_path(spec, regular=False).st_mode):
@@ -217,6 +248,26 @@ def list_images(spec: str) -> list[Path]:
     return paths
 
 
+def image_names(spec: str, paths: list[Path]) -> list[str]:
+    """The names the images ``paths`` of ``spec`` are written under: their paths below the pattern's root
+    for a glob ('g/**/*.jpg': a/1.jpg and b/1.jpg), else their file names. Refused when two would share one."""
+    if not is_glob(spec):
+        names = [p.name for p in paths]
+    else:
+        root = glob_root(spec)
+        names = [os.path.normpath(p.relative_to(root)) for p in paths]
+        outside = next((p for p, n in zip(paths, names) if n.split(os.sep)[0] == ".."), None)
+        if outside is not None:
+            raise InputError(f"{spec} matches {outside}, outside the folder {root} it searches: "
+                             "its name in the output would be outside the output folder")
+    first: dict[str, Path] = {}
+    for path, name in zip(paths, names):
+        if first.setdefault(name, path) != path:
+            raise InputError(f"{first[name]} and {path} of {spec} would get the same output name {name}: "
+                             "give a pattern that matches each image once")
+    return names
+
+
 class ImageFolderSource(Source):
     """Images of a folder (natural sort), a glob pattern, or a single image file."""
 
@@ -225,6 +276,7 @@ class ImageFolderSource(Source):
         self.paths = list_images(spec)
         if max_frames is not None:
             self.paths = self.paths[:max_frames]
+        self.names = image_names(spec, self.paths)
         # An image that cannot be read is skipped (and listed here, (path, reason)), not the end of the run.
         self.skipped: list[tuple[Path, str]] = []
         first = None
@@ -252,7 +304,7 @@ class ImageFolderSource(Source):
     def __iter__(self) -> Iterator[Frame]:
         i = 0
         skipped_at_open = {p for p, _ in self.skipped}
-        for path in self.paths:
+        for path, name in zip(self.paths, self.names):
             if path in skipped_at_open:
                 continue
             image = self._first if self._first is not None and i == 0 else self._read(path)
@@ -260,7 +312,7 @@ class ImageFolderSource(Source):
             if image is None:
                 continue
             rgb, alpha = image
-            yield Frame(rgb, i, pts=i, time=i / float(self.info.fps), name=path.name, alpha=alpha,
+            yield Frame(rgb, i, pts=i, time=i / float(self.info.fps), name=name, alpha=alpha,
                         captured_at=time.monotonic())
             i += 1
 

@@ -12,7 +12,7 @@ from ..errors import ConfigError
 @dataclass
 class CameraConfig:
     name: str = ""
-    url: str = ""                # rtsp://, rtsps://, http(s):// (MJPEG, HLS), or /dev/videoN
+    url: str = ""                # rtsp://, rtsps://, http(s):// (MJPEG, HLS), or /dev/videoN; no files
     options: dict = field(default_factory=dict)  # FFmpeg/PyAV options for this camera only
     output: str = ""             # folder under the run's output folder (default: the name)
 
@@ -25,6 +25,12 @@ class CamerasFile:
 
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def is_file_url(url: str) -> bool:
+    """A path or file: URL, not a stream or a capture device (/dev/...): `live` would replay a file in a
+    loop, faster than real time, with a reconnect at each end, so such a camera is refused."""
+    return url.lower().startswith("file:") or ("://" not in url and not url.startswith("/dev/"))
 
 
 def load_cameras(path: str | Path) -> CamerasFile:
@@ -51,6 +57,9 @@ def _load(path: str | Path) -> CamerasFile:
         merge(cam, entry if isinstance(entry, dict) else {"url": entry}, where=f"cameras[{i}]")
         if not cam.url:
             raise ConfigError(f"{where}: no url")
+        if is_file_url(cam.url):
+            raise ConfigError(f"{where}: url {cam.url!r} is a file, not a camera stream (rtsp://, http(s)://, "
+                              "/dev/videoN): use `cidstream run` or `cidstream batch` for video files")
         cam.name = cam.name or f"camera{i + 1}"
         if not NAME.match(cam.name):
             raise ConfigError(f"{where}: name {cam.name!r} must be letters, digits, '.', '_' or '-' (it names files)")

@@ -132,6 +132,11 @@ class HubResult:
     seconds: float
     reason: str          # why it stopped: interrupted, duration, max-frames, all cameras failed
 
+    @property
+    def received(self) -> int:
+        """Frames the cameras delivered: none after --duration means the run watched nothing, a failure."""
+        return sum(c["received"] for c in self.cameras)
+
 
 class LiveHub:
     def __init__(self, cameras_file, cfg, root: Path, dehazer, detector=None, max_frames: int | None = None):

@@ -4,11 +4,13 @@ from .cid import CIDNet
 from .cid_lite import CIDLite
 from .dcp import DarkChannelPrior
 from .exported import ExportedModel, load_exported
-from .registry import ARCHITECTURES, DESCRIPTIONS, LoadedModel, bundled_weights, build, load_model, model_names
+from .registry import (ARCHITECTURES, DESCRIPTIONS, LoadedModel, bundled_weights, build, canonical_name, load_model,
+                       model_names)
 from .weights import WeightsFile, read_weights, save_weights
 
 __all__ = [
     "ARCHITECTURES", "CIDLite", "CIDNet", "DESCRIPTIONS", "DarkChannelPrior", "DehazeModel", "ExportedModel",
-    "LoadedModel", "Normalization", "WeightsFile", "build", "bundled_weights", "load_exported", "load_model",
+    "LoadedModel", "Normalization", "WeightsFile", "build", "bundled_weights", "canonical_name", "load_exported",
+    "load_model",
     "model_names", "read_weights", "save_weights",
 ]

@@ -1,6 +1,7 @@
 """Models by name (``cid``, ``cid-lite``, ``dcp``) or by weights path."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,8 +41,18 @@ def model_names() -> list[str]:
     return list(ARCHITECTURES)
 
 
+def canonical_name(spec: str) -> str:
+    """The registry name ``spec`` stands for in any case ('DCP' is dcp), unless a file or folder of that
+    name exists (then it is a weights path); other specs unchanged."""
+    spec = str(spec)
+    name = spec.lower()
+    if spec != name and name in ARCHITECTURES and not os.path.lexists(spec):
+        return name
+    return spec
+
+
 def bundled_weights(name: str) -> Path | None:
-    path = BUNDLED_WEIGHTS.get(name)
+    path = BUNDLED_WEIGHTS.get(canonical_name(name))
     return path if path is not None and path.exists() else None
 
 
@@ -71,6 +82,7 @@ def load_model(spec: str, *, random_init: bool = False, dcp: dict | None = None)
     ``random_init`` allows a learned model without weights (speed benchmarks only).
     ``dcp`` holds the DCP parameters from the config.
     """
+    spec = canonical_name(spec)
     if spec in ARCHITECTURES:
         if spec == "dcp":
             return LoadedModel(build("dcp", **(dcp or {})).eval(), "dcp")

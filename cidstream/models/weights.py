@@ -12,12 +12,16 @@ from pathlib import Path
 
 import torch
 
-from ..errors import WeightsError
+from ..config import Config, merge, validate
+from ..errors import ConfigError, WeightsError
 from .base import Normalization
 
 FORMAT = "cidstream-weights"
 FORMAT_VERSION = 1
 OFFICIAL_CID_NORMALIZATION = Normalization(input="symmetric", output="clamp")
+# Network sizes a weights file's config may hold: key -> (how many integers, 1 for a single one; the
+# least each may be). cid-lite's work_short_side 0 (or null) means "never downscale".
+ARCH_SIZES = {"cid-lite": {"widths": (4, 1), "work_short_side": (1, 0)}, "cid": {"layers": (3, 1)}}
 
 
 @dataclass
@@ -62,6 +66,32 @@ def _is_state_dict(obj) -> bool:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
+def check_config(arch: str, config, path: Path) -> dict:
+    """``config`` as stored for ``arch``, refused unless it fits: dcp's settings within the ranges of the
+    config's model.dcp section, network sizes positive integers. A weights file is handed around like
+    data: a value out of range would give washed-out frames or an internal error later."""
+    if not isinstance(config, dict):
+        raise WeightsError(f"weights {path}: its config is a {type(config).__name__}, not a mapping")
+    if arch == "dcp":
+        try:
+            cfg = Config()
+            merge(cfg, {"model": {"dcp": config}})
+            validate(cfg)
+        except ConfigError as exc:
+            raise WeightsError(f"weights {path}: {exc} (stored in the weights file)") from None
+    for key, (count, least) in ARCH_SIZES.get(arch, {}).items():
+        if key not in config or (count == 1 and config[key] is None):
+            continue
+        value = config[key]
+        values = [value] if count == 1 else value
+        if not (isinstance(values, (list, tuple)) and len(values) == count
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= least for v in values)):
+            what = f"{count} positive integers" if count > 1 else f"an integer of at least {least}"
+            raise WeightsError(f"weights {path}: {arch} {key} must be {what}, got {value!r} "
+                               "(stored in the weights file)")
+    return config
+
+
 def read_weights(path: str | Path) -> WeightsFile:
     """Load a weights file, telling the user what is wrong with it when it cannot be used."""
     path = Path(path)
@@ -101,7 +131,8 @@ def read_weights(path: str | Path) -> WeightsFile:
             raise WeightsError(f"{path}: bad normalization metadata: {exc}") from exc
         meta = dict(obj.get("metadata") or {})
         meta.update({k: obj[k] for k in ("cidstream_version", "created") if k in obj})
-        return WeightsFile(obj["arch"], obj["state_dict"], dict(obj.get("config") or {}), norm, meta, path)
+        config = check_config(obj["arch"], obj.get("config") or {}, path)
+        return WeightsFile(obj["arch"], obj["state_dict"], dict(config), norm, meta, path)
 
     # Official CID checkpoint: {'model': state_dict} with DataParallel's 'module.' prefix.
     state = obj.get("model") if isinstance(obj, dict) and "model" in obj else obj
