@@ -21,7 +21,7 @@ from .engine import Dehazer, run_pipeline
 from .errors import InputError
 from .frames import BatchResult, FrameBatch
 from .io import ThreadedSink, source_from_config
-from .io.sinks import NullSink, VideoSink
+from .io.sinks import EncoderSettings, NullSink, VideoSink, uses_i420
 from .ops.color import rgb_to_yuv420
 from .ops.stability import StabilityMeter
 
@@ -196,7 +196,8 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
     stability = meter.result()
     res.flicker_ratio, res.warp_ratio = stability["flicker_ratio"], stability["warp_ratio"]
     res.temporal = stream is not None and dehazer.temporal is not None
-    i420 = cuda and w % 2 == 0 and h % 2 == 0
+    encoder = EncoderSettings.from_config(o, device.type)  # every video sink of the benchmark encodes with these
+    i420 = uses_i420(encoder.needs, device.type, h, w)
     # Upload is a stage where it does work: a copy to the GPU, or 4:2:0 -> RGB (on a CPU, RGB is no copy).
     counts_upload = cuda or batches[0].images is None
     lock = threading.Lock() if streams > 1 else None
@@ -224,8 +225,7 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
             if cuda:
                 runs["download"].append(_timed(device, download, n))
 
-            sink = VideoSink(Path(tmp) / f"enc{r}.mp4", info, codec=o.codec, crf=o.crf, preset=o.preset,
-                             copy_audio=False, device_type=device.type, threads=o.threads)  # encode only
+            sink = VideoSink(Path(tmp) / f"enc{r}.mp4", info, encoder, copy_audio=False)  # encode only
             items = [BatchResult(fb, out, dehazed_i420=rgb_to_yuv420(torch.from_numpy(out)).numpy() if i420 else None)
                      for fb, out in zip(batches, host_out)]
             t0 = time.perf_counter()
@@ -236,9 +236,8 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
             res.encode_path = sink.codec
 
             def video_sinks(i, src, r=r):
-                return ThreadedSink(VideoSink(Path(tmp) / f"e2e{r}_{i}.mp4", src.info, codec=o.codec, crf=o.crf,
-                                              preset=o.preset, copy_audio=False, device_type=device.type,
-                                              threads=o.threads), o.queue_size)
+                return ThreadedSink(VideoSink(Path(tmp) / f"e2e{r}_{i}.mp4", src.info, encoder, copy_audio=False),
+                                    o.queue_size)
 
             def stage_for():
                 return DetectStage(detector) if detector is not None else None

@@ -495,7 +495,7 @@ def cmd_eval(args, console) -> int:
         cfg.detect.conf = EVAL_CONF  # AP needs the whole ranking, not just confident boxes
     dehazers = {name: Dehazer.from_config(cfg, model=name) for name in dict.fromkeys(args.model or [cfg.model.name])}
     detector = Detector.from_config(cfg.detect, next(iter(dehazers.values())).device)
-    check_memory(cfg, detector.device, detect=True, batch=1)  # one image at a time, of any size
+    check_memory(cfg, detector.device, detect=True, batch=cfg.engine.batch)  # images of one size batched
     detector_b = _detector_b(args.detector_b, cfg.detect, detector) if args.detector_b else None
     with Progress(TextColumn("[bold]evaluating[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as progress:
@@ -503,7 +503,8 @@ def cmd_eval(args, console) -> int:
         report = run_eval(args.images, args.labels, dehazers, detector, args.label_format, args.yolo_id_offset,
                           args.max_images, args.examples,
                           progress=lambda k, n: progress.update(task, completed=k, total=n), output_dir=args.output,
-                          split=args.split, resamples=args.bootstrap, detector_b=detector_b, fuse=args.fuse)
+                          split=args.split, resamples=args.bootstrap, detector_b=detector_b, fuse=args.fuse,
+                          batch=cfg.engine.batch)
     json_path, html_path = write_eval(Path(args.output), report)
     variants = list(report["results"])
     table = Table(title=f"AP50 on {report['images']} images"

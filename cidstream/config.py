@@ -92,8 +92,11 @@ class LiveConfig:
     status_every_s: float = 2.0     # cidstream live: terminal status and stats.json refresh
 
 
-VIDEO_SUFFIXES = [".mp4", ".mkv", ".mov", ".avi", ".ts", ".m2ts", ".mts", ".m4v", ".webm", ".mpg", ".mpeg", ".flv",
-                  ".wmv", ".3gp"]
+# Video files an input folder or glob picks up (input: 14 suffixes). Not cidstream.io.sinks.VIDEO_SUFFIXES, the
+# containers an output may be written as (5).
+INPUT_VIDEO_SUFFIXES = [".mp4", ".mkv", ".mov", ".avi", ".ts", ".m2ts", ".mts", ".m4v", ".webm", ".mpg", ".mpeg",
+                        ".flv", ".wmv", ".3gp"]
+VIDEO_SUFFIXES = INPUT_VIDEO_SUFFIXES  # the older name
 
 
 @dataclass
@@ -105,7 +108,7 @@ class BatchConfig:
     cpus_per_task: float = 1.0  # ray: CPUs reserved per file
     gpus_per_task: float = 1.0  # ray: GPUs reserved per file when running on CUDA (0.5 packs two per GPU)
     max_attempts: int = 2       # tries per file when its worker process dies (not for files that fail to decode)
-    video_suffixes: list = field(default_factory=lambda: list(VIDEO_SUFFIXES))  # what a folder or glob picks up
+    video_suffixes: list = field(default_factory=lambda: list(INPUT_VIDEO_SUFFIXES))  # what a folder or glob picks up
 
 
 @dataclass

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from cidstream.frames import Frame, StreamInfo
-from cidstream.io import VideoSink
+from cidstream.io import EncoderSettings, VideoSink
 
 W, H, HORIZON, VX = 640, 360, 150, 320
 FAR = 60.0  # metres at which the road meets the horizon band
@@ -107,7 +107,7 @@ def main() -> None:
     n = int(args.seconds * args.fps)
     info = StreamInfo(source="synthetic", kind="images", width=W, height=H, fps=Fraction(args.fps),
                       time_base=Fraction(1, args.fps), frame_count=n)
-    sink = VideoSink(args.out, info, crf=26, preset="slow", copy_audio=False)
+    sink = VideoSink(args.out, info, EncoderSettings(crf=26, preset="slow"), copy_audio=False)
     for i in range(n):
         clean, depth = draw_scene(i / args.fps, rng, cars)
         hazy = add_fog(clean, depth, args.beta, (0.82, 0.83, 0.85), rng)

@@ -9,7 +9,7 @@ from cidstream.config import load_config
 from cidstream.errors import ConfigError
 from cidstream.frames import Frame, StreamInfo
 from cidstream.io.hwcodec import SOFTWARE_ENCODER, encoder_opens, encoder_options, resolve_encoder
-from cidstream.io.sinks import VideoSink
+from cidstream.io.sinks import EncoderSettings, VideoSink
 
 
 def test_auto_encoder_is_software_on_cpu_and_a_working_one_on_cuda():
@@ -23,7 +23,7 @@ def test_auto_encoder_is_software_on_cpu_and_a_working_one_on_cuda():
 
 def test_auto_codec_writes_a_playable_video(tmp_path):
     info = StreamInfo(source="t", kind="images", width=64, height=48, fps=Fraction(25), frame_count=3)
-    sink = VideoSink(tmp_path / "a.mp4", info, codec="auto")
+    sink = VideoSink(tmp_path / "a.mp4", info, EncoderSettings(codec=resolve_encoder("auto", "cpu")))
     for i in range(3):
         img = np.full((48, 64, 3), 40 * i, np.uint8)
         sink.write(Frame(img, i, pts=i), img)
@@ -53,8 +53,8 @@ def test_encoder_takes_i420_planes_and_its_thread_count(tmp_path):
     frames = [Frame(im, i, pts=i) for i, im in enumerate(imgs)]
     out = {}
     for name, i420 in (("rgb", None), ("i420", rgb_to_yuv420(torch.from_numpy(imgs)).numpy())):
-        sink = VideoSink(tmp_path / f"{name}.mp4", info, codec="libx264", crf=0, threads=2)
-        sink.needs = frozenset({"i420"})  # what a CUDA run asks for
+        sink = VideoSink(tmp_path / f"{name}.mp4", info, EncoderSettings(codec="libx264", crf=0, threads=2, i420=True))
+        assert sink.needs == frozenset({"i420"})  # what a CUDA run asks for
         sink.write_result(BatchResult(FrameBatch(imgs, frames), imgs, dehazed_i420=i420))
         assert sink.stream.codec_context.thread_count == 2
         sink.close()

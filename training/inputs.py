@@ -8,9 +8,10 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+# The input list (.ts, .webm, .mpg, ... too), not cidstream.io.sinks.VIDEO_SUFFIXES: that one is what we can write.
+from cidstream.config import INPUT_VIDEO_SUFFIXES
 from cidstream.errors import InputError
 from cidstream.io.images import IMAGE_SUFFIXES
-from cidstream.io.sinks import VIDEO_SUFFIXES
 from cidstream.io.sources import VideoSource, open_source
 
 
@@ -63,7 +64,7 @@ def expand_sources(specs: list[str]) -> list[str]:
     for spec in specs:
         p = Path(spec)
         if p.is_dir() and not any(q.suffix.lower() in IMAGE_SUFFIXES for q in p.iterdir()):
-            videos = sorted(str(v) for v in p.iterdir() if v.suffix.lower() in VIDEO_SUFFIXES)
+            videos = sorted(str(v) for v in p.iterdir() if v.suffix.lower() in INPUT_VIDEO_SUFFIXES)
             if videos:
                 out += videos
                 continue

@@ -55,9 +55,12 @@ class Job:
 
 
 def model_settings(cfg: Config, detect: bool) -> str:
-    """What decides which models a file needs (a worker loads them once per distinct value)."""
-    d = cfg.to_dict()
-    return json.dumps([d["model"], d["engine"], d["detect"] if detect else None], sort_keys=True)
+    """What decides which models a file needs (a worker loads them once per distinct value): exactly the
+    settings Dehazer.from_config and Detector.from_config read (their ``config_spec``)."""
+    from ..detect.detector import Detector
+    from ..engine.dehazer import Dehazer
+
+    return json.dumps([Dehazer.config_spec(cfg), Detector.config_spec(cfg.detect) if detect else None])
 
 
 def _file_stamp(path: str | Path) -> dict | None:

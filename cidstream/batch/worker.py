@@ -5,7 +5,6 @@ machine boundaries): ``state`` is done, failed, interrupted or settings_error (t
 could not be loaded: no file would succeed)."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import threading
@@ -14,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CidstreamError
-from .jobs import Job
+from .jobs import Job, model_settings
 from .outputs import checksums, publish, staging_dir
 
 PROGRESS_EVERY_S = 0.5
@@ -47,8 +46,8 @@ class FileWorker:
         from ..detect import Detector
         from ..engine import Dehazer
 
-        cfg, d = job.cfg, job.cfg.to_dict()
-        key = json.dumps([d["model"], d["engine"], d["detect"] if job.detect else None], sort_keys=True)
+        cfg = job.cfg
+        key = model_settings(cfg, job.detect)  # what from_config reads, all of it: gate and temporal included
         with self._loading:
             if key not in self._models:
                 dehazer = Dehazer.from_config(cfg)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 from pathlib import Path
@@ -179,11 +180,24 @@ class Detector:
             print(f"warning: detect.imgsz {imgsz} is not a multiple of {self.stride} (the detector's stride): "
                   f"using {self.imgsz}", file=sys.stderr)
 
+    @staticmethod
+    def config_sections(detect_cfg) -> dict:
+        """Everything ``from_config`` reads from a config's ``detect`` section (the detector file as
+        resolved, $CIDSTREAM_DETECTOR included); the device comes from the dehazer."""
+        d = detect_cfg
+        return {"detector": resolve_detector_spec(d.detector or None), "classes": list(d.classes), "conf": d.conf,
+                "iou": d.iou, "imgsz": d.imgsz}
+
+    @classmethod
+    def config_spec(cls, detect_cfg) -> str:
+        """A hashable key of ``config_sections``: equal keys (on one device) give interchangeable detectors."""
+        return json.dumps(cls.config_sections(detect_cfg), sort_keys=True, default=str)
+
     @classmethod
     def from_config(cls, detect_cfg, device) -> "Detector":
-        """Build from a config's ``detect`` section."""
-        d = detect_cfg
-        return cls(d.detector or None, classes=d.classes, conf=d.conf, iou=d.iou, imgsz=d.imgsz, device=device)
+        """Build from a config's ``detect`` section (the keys ``config_sections`` lists)."""
+        s = cls.config_sections(detect_cfg)
+        return cls(s["detector"], classes=s["classes"], conf=s["conf"], iou=s["iou"], imgsz=s["imgsz"], device=device)
 
     def resolve_classes(self, classes) -> list[int] | None:
         if not classes:

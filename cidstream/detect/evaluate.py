@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import ConfigError, InputError, OutputError
-from ..io.images import read_image
+from ..io.images import image_header, read_image
 from ..io.sources import list_images
 from .ap import GroundTruth, average_precision, match
 from .bootstrap import bootstrap
@@ -93,7 +93,7 @@ def _warn(warnings: list[str], text: str) -> None:
 def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_format: str = "auto",
              yolo_id_offset: int | None = 0, max_images: int | None = None, examples: int = 4, progress=None,
              output_dir: str | Path | None = None, split: str | None = None, resamples: int = 1000,
-             detector_b=None, fuse: str | None = None) -> dict:
+             detector_b=None, fuse: str | None = None, batch: int = 1) -> dict:
     """``dehazers``: name -> Dehazer. Returns the JSON-ready result (example images base64 under 'examples').
 
     Arms: the raw images and each model's output, through ``detector``; with ``detector_b`` the same
@@ -105,7 +105,12 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_
     (see ``_choose_offset``) the offset they show is used and the report's ``warnings`` say so
     (None: no offset given, 0 unless the labels show one).
     ``split``: evaluate only the 'select' or 'report' half of the images (cidstream.detect.splits).
-    ``resamples``: bootstrap resamples for the 95 % intervals (0: none)."""
+    ``resamples``: bootstrap resamples for the 95 % intervals (0: none).
+    ``batch``: images dehazed and detected together (engine.batch), as ``run`` does it: uint8 tensors on the
+    dehazer's device, detected there; only images of one size share a batch (others go in smaller ones).
+    The detections, and so the AP, do not depend on it beyond float noise."""
+    if batch < 1:
+        raise ConfigError(f"--batch must be at least 1, got {batch}")
     if max_images is not None and max_images < 1:
         raise ConfigError(f"--max-images must be at least 1, got {max_images}")
     if output_dir is not None:
@@ -146,16 +151,22 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_
     votes: Counter = Counter()
     found = {v: {c: [] for c in classes + [VEHICLE]} for v in variants}
     shown = {v: {} for v in variants}  # image -> confident detections count, to pick examples
-    for k, img_path in enumerate(images):
-        rgb, _ = read_image(img_path)
-        h, w = rgb.shape[:2]
+    sizes: dict[Path, tuple[int, int]] = {}
+    detected: dict[int, dict[str, dict[str, Detections]]] = {}  # image index -> detector suffix -> view -> dets
+    for group in _size_groups(images, batch):
+        for idx, stack in _read_stacked(images, group, sizes):
+            detected.update(_detect_views(idx, stack, views, dehazers, detectors))
+            if progress is not None:
+                progress(len(detected), len(images))
+    for k, img_path in enumerate(images):  # in image order, as one image at a time would have recorded them
+        h, w = sizes[img_path]
         boxes = read_voc(pairs[img_path]) if fmt == "voc" else read_yolo(pairs[img_path], w, h, detector.names,
                                                                           given_offset)
         image_id = img_path.name
         gt[image_id] = boxes
-        frames = {v: rgb if v == "raw" else dehazers[v](rgb) for v in views}
+        per_detector = detected.pop(k)
         for sfx, dt_model in detectors.items():
-            dets: dict[str, Detections] = {v: dt_model(frames[v][None])[0] for v in views}
+            dets = per_detector[sfx]
             if sfx == "" and fmt == "yolo":
                 _offset_votes(votes, boxes, dets["raw"])
             for m, name in zip(dehazers, fused):
@@ -167,8 +178,6 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_
                     found[arm].setdefault(dt_model.names[int(det.class_id[i])], []).append(item)
                     found[arm][VEHICLE].append(item)
                 shown[arm][img_path] = int((det.confidence >= 0.25).sum())
-        if progress is not None:
-            progress(k + 1, len(images))
     warnings: list[str] = []
     offset = given_offset
     if fmt == "yolo":
@@ -222,13 +231,57 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_
               "bootstrap": bootstrap_info, "labels": str(labels), "label_format": fmt,
               "detector": detector.label, "detector_b": detector_b.label if detector_b is not None else None,
               "fuse": fuse, "classes": classes, "conf": detector.conf, "iou": detector.iou,
-              "imgsz": detector.imgsz, "iou_threshold": 0.5, "ap": "VOC all-point", "results": results,
+              "imgsz": detector.imgsz, "batch": batch, "iou_threshold": 0.5, "ap": "VOC all-point", "results": results,
               "models": {name: d.name for name, d in dehazers.items()}, "warnings": warnings}
     if fmt == "yolo":
         report["yolo_id_offset"] = {"given": yolo_id_offset, "used": offset,
                                     "votes": {str(d): n for d, n in votes.most_common(5)}}
     report["examples"] = _examples(images, dehazers, detectors, shown, pairs, fmt, offset, examples)
     return report
+
+
+def _size_groups(images: list[Path], batch: int) -> list[list[int]]:
+    """Indices of ``images`` in batches of at most ``batch``: images of one declared size (upright, from the
+    file header) together, in image order; a header without a size makes a group of its own."""
+    if batch <= 1:
+        return [[k] for k in range(len(images))]
+    groups: dict[object, list[int]] = {}
+    for k, path in enumerate(images):
+        try:
+            with open(path, "rb") as fh:
+                _, size, orientation = image_header(fh.read(1 << 20))  # the header, not the pixels
+        except Exception:  # only a hint for grouping: read_image reports a bad file when its turn comes
+            size, orientation = None, 1
+        key = ("unknown", k) if size is None else (size[::-1] if orientation in (5, 6, 7, 8) else size)
+        groups.setdefault(key, []).append(k)
+    out = []
+    for members in groups.values():
+        out += [members[i:i + batch] for i in range(0, len(members), batch)]
+    return sorted(out, key=lambda g: g[0])
+
+
+def _read_stacked(images: list[Path], group: list[int], sizes: dict):
+    """(indices, uint8 (N, H, W, 3) array) per decoded shape of the group's images (a header may have lied)."""
+    by_shape: dict[tuple, list] = {}
+    for k in group:
+        rgb, _ = read_image(images[k])
+        sizes[images[k]] = rgb.shape[:2]
+        by_shape.setdefault(rgb.shape, []).append((k, rgb))
+    for items in by_shape.values():
+        yield [k for k, _ in items], np.stack([rgb for _, rgb in items])
+
+
+def _detect_views(idx: list[int], stack: np.ndarray, views: list[str], dehazers: dict,
+                  detectors: dict) -> dict[int, dict[str, dict[str, Detections]]]:
+    """Dehaze a same-size batch with each model and detect on every view, all as tensors on the device (the
+    path ``run`` takes: Dehazer.process, then the detector's on-device letterbox)."""
+    import torch
+
+    first = next(iter(dehazers.values()), None)
+    raw = first.upload(stack) if first is not None else torch.from_numpy(np.ascontiguousarray(stack))
+    frames = {v: raw if v == "raw" else dehazers[v].process(raw) for v in views}
+    found = {sfx: {v: d(frames[v]) for v in views} for sfx, d in detectors.items()}
+    return {k: {sfx: {v: found[sfx][v][i] for v in views} for sfx in detectors} for i, k in enumerate(idx)}
 
 
 def _pairs(arms: list[str]) -> list[tuple[str, str]]:

@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import OutputError
 from ..frames import BatchResult, StreamInfo
 from ..io.atomic import partial_path, write_atomic, write_error
-from ..io.sinks import ImageFolderSink, Sink, ThreadedSink, VideoSink, sink_from_config
+from ..io.sinks import EncoderSettings, ImageFolderSink, Sink, ThreadedSink, VideoSink, sink_from_config
 from .detections import Detections
 from .draw import side_by_side
 from .report import ReportCollector, build_report, write_report
@@ -145,8 +145,8 @@ class SideBySideSink(Sink):
         o = output_cfg
         if info.kind == "images":
             return cls(ImageFolderSink(Path(folder) / "side_by_side", o.jpeg_quality), names, second)
-        return cls(VideoSink(Path(folder) / "side_by_side.mp4", info, codec=o.codec, crf=o.crf, preset=o.preset,
-                             copy_audio=False, device_type=device_type, threads=o.threads, atomic=True),
+        return cls(VideoSink(Path(folder) / "side_by_side.mp4", info, EncoderSettings.from_config(o, device_type),
+                             copy_audio=False, atomic=True),
                    names, second)
 
     def write_result(self, result: BatchResult) -> None:

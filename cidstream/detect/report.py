@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from .. import __version__
+from ..engine.haze import gate_counts
 from ..frames import BatchResult
 from ..io.atomic import write_atomic
 from ..io.sinks import Sink
@@ -69,18 +70,25 @@ class ReportCollector(Sink):
         self.agreement = {"matched": 0, "raw_only": 0, "dehazed_only": 0}
         self.visibility: list[float] = []   # per frame, from the haze gate (engine/haze.py)
         self.gate: list[float] = []
+        self.frames_raw = 0       # haze gate counts (engine/haze.py gate_counts), as RunStats counts them
+        self.frames_blended = 0
         self._more: list = []   # min-heaps of (gain, frame, thumbnail)
         self._fewer: list = []
 
     def write_result(self, result: BatchResult) -> None:
         dets = {s: result.stream(s) for s in self.streams}
+        haze = result.haze
+        if haze is not None:
+            raw, blended = gate_counts(haze[2])
+            self.frames_raw += raw
+            self.frames_blended += blended
         for i, frame in enumerate(result.batch.frames):
             self.frame_index.append(frame.index)
             self.times.append(frame.time)
             h = result.haze_record(i)
             if h:
                 self.visibility.append(h["visibility_m"])
-                self.gate.append(h["gate"])
+                self.gate.append(h["gate"])   # rounded for the report; counted above on the exact strengths
             for s in self.streams:
                 d: Detections = dets[s][i]
                 self.counts[s].append(len(d))
@@ -142,10 +150,11 @@ def build_report(col: ReportCollector, meta: dict, stats, tracking: dict | None 
         }
     if col.visibility:
         v, g = np.asarray(col.visibility), np.asarray(col.gate)
+        gated = col.frames_raw + col.frames_blended
         report["haze"] = {"visibility_m_median": round(float(np.median(v)), 1),
                           "visibility_m_min": round(float(v.min()), 1),
-                          "frames_gated": int((g < 1).sum()), "frames_raw": int((g == 0).sum()),
-                          "share_gated": round(float((g < 1).mean()), 4), "gate_mean": round(float(g.mean()), 4),
+                          "frames_gated": gated, "frames_raw": col.frames_raw, "frames_blended": col.frames_blended,
+                          "share_gated": round(gated / len(g), 4), "gate_mean": round(float(g.mean()), 4),
                           "per_frame_visibility_m": col.visibility, "per_frame_gate": col.gate}
     if tracking:
         report["unique_vehicles"] = tracking

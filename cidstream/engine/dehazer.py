@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 
 import numpy as np
 import torch
@@ -92,14 +93,29 @@ class Dehazer:
         self.gate = HazeGate(**{**vars(GateConfig()), "policy": "off"})
         self.last_haze = None
 
+    @staticmethod
+    def config_sections(cfg, model: str | None = None) -> dict:
+        """Everything ``from_config`` reads from a config, and nothing else: the model name and its dcp
+        parameters, the engine's device, precision and channels_last, and the temporal and gate sections.
+        ``config_spec`` hashes the same dict, so a cache of loaded dehazers cannot miss a setting."""
+        e = cfg.engine
+        return {"model": model or cfg.model.name, "dcp": dict(vars(cfg.model.dcp)), "device": e.device,
+                "precision": e.precision, "channels_last": e.channels_last, "temporal": dict(vars(cfg.temporal)),
+                "gate": dict(vars(cfg.gate))}
+
+    @classmethod
+    def config_spec(cls, cfg, model: str | None = None) -> str:
+        """A hashable key of ``config_sections``: equal keys give interchangeable dehazers."""
+        return json.dumps(cls.config_sections(cfg, model), sort_keys=True, default=str)
+
     @classmethod
     def from_config(cls, cfg, random_init: bool = False, model: str | None = None) -> "Dehazer":
-        """Build from a ``cidstream.config.Config`` (model and engine sections); ``model`` overrides the name."""
-        e = cfg.engine
-        dehazer = cls(model or cfg.model.name, device=e.device, precision=e.precision, channels_last=e.channels_last,
-                      random_init=random_init, dcp=vars(cfg.model.dcp),
-                      temporal=vars(cfg.temporal))
-        dehazer.gate = HazeGate.from_config(cfg.gate)
+        """Build from a ``cidstream.config.Config`` (the sections ``config_sections`` lists); ``model``
+        overrides the name."""
+        s = cls.config_sections(cfg, model)
+        dehazer = cls(s["model"], device=s["device"], precision=s["precision"], channels_last=s["channels_last"],
+                      random_init=random_init, dcp=s["dcp"], temporal=s["temporal"])
+        dehazer.gate = HazeGate(**s["gate"])
         return dehazer
 
     @property

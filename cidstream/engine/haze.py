@@ -13,6 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..config import GateConfig
 from ..models.dcp import box_filter, dark_channel, estimate_airlight
 
 SHORT_SIDE = 90          # pixels: the measure runs on a copy this small (cost is flat in frame size)
@@ -102,12 +103,19 @@ def apply_gate(raw: torch.Tensor, dehazed: torch.Tensor, strength: torch.Tensor)
     return torch.where(s == 0, raw, torch.where(s == 1, dehazed, mixed))
 
 
+_DEFAULT = GateConfig()  # the one set of defaults: the config's (HazeGate() is the configured default gate)
+
+
 class HazeGate:
     """The gate as the dehazer runs it: measure, calibrate, decide, mix. ``last`` holds the latest
-    batch's (3, N) tensor of level, visibility and strength, on the device until someone reads it."""
+    batch's (3, N) tensor of level, visibility and strength, on the device until someone reads it.
+    Defaults are GateConfig's (cidstream/config.py), calibration included."""
 
-    def __init__(self, policy: str = "off", clear_m: float = 5000.0, dense_m: float = 1000.0,
-                 calib_a: float = 10.0, calib_b: float = -10.0, measure: str = "transmission"):
+    def __init__(self, policy: str = _DEFAULT.policy, clear_m: float = _DEFAULT.clear_m,
+                 dense_m: float = _DEFAULT.dense_m, calib_a: float = _DEFAULT.calib_a,
+                 calib_b: float = _DEFAULT.calib_b, measure: str = _DEFAULT.measure):
+        if policy is False:  # YAML reads an unquoted off as false
+            policy = "off"
         if policy not in POLICIES:
             raise ValueError(f"unknown gate policy {policy!r}: use {', '.join(POLICIES)}")
         if measure not in MEASURES:
@@ -135,3 +143,13 @@ def haze_rows(haze) -> list[dict]:
     values = haze.detach().float().cpu().tolist()
     return [{"haze": round(lv, 4), "visibility_m": round(v, 1), "gate": round(s, 3)}
             for lv, v, s in zip(*values)]
+
+
+def gate_counts(strength) -> tuple[int, int]:
+    """(frames left raw, frames blended) from gate strengths (a tensor, array or list, per frame): raw where
+    the strength is exactly 0, blended where 0 < s < 1; "gated" (not fully dehazed) is their sum. Counted on
+    the unrounded strengths (haze_rows rounds to 3 decimals: 0.9996 would pass for fully dehazed). RunStats
+    (engine/pipeline.py), live stats (live/hub.py) and the detection report all count with it."""
+    s = (strength.detach().cpu().double() if isinstance(strength, torch.Tensor)
+         else torch.as_tensor(strength, dtype=torch.float64))
+    return int((s == 0).sum()), int(((s > 0) & (s < 1)).sum())

@@ -72,7 +72,7 @@ def check_memory(cfg, device: torch.device, size: tuple[int, int] | None = None,
                  detect: bool = False, compare: bool = False, batch: int | None = None) -> None:
     """Refuse (ConfigError) settings whose batches and queues need more than SHARE of the memory available:
     on CUDA the device's part against the GPU's free memory and the queues against the host's; on a CPU
-    all of it against the host's. ``batch`` overrides engine.batch where a command does not batch (eval)."""
+    all of it against the host's. ``batch`` overrides engine.batch where a command sizes its batches otherwise."""
     size = size if size and all(size) else None
     n = cfg.engine.batch if batch is None else batch
     parts = needs(cfg, size, arch, detect, compare, n)

@@ -19,10 +19,11 @@ import torch
 from ..frames import BatchResult, DeviceFrames, FrameBatch
 from ..ops.color import rgb_to_yuv420
 from ..io.reader import END, BackgroundReader
-from ..io.sinks import Sink
+from ..io.sinks import Sink, uses_i420
 from ..io.sources import Source
 from .batcher import iter_batches
 from .dehazer import Dehazer
+from .haze import gate_counts
 
 _RUNS = itertools.count()
 
@@ -55,7 +56,13 @@ class RunStats:
         return self.frames / busy if busy > 0 else 0.0
 
 
-def _reader_for(source: Source, queue_size: int) -> BackgroundReader:
+def _reader_for(source: Source, queue_size: int):
+    """A file is decoded ahead into a queue of ``queue_size`` (input.queue_size) frames; a live source
+    is read straight from its own drop-oldest queue (live.queue_size): a second queue behind it would
+    hold up to ``queue_size`` more stale frames, and latency would grow by as many frame times."""
+    live_reader = getattr(source, "reader", None) if source.live else None
+    if callable(live_reader):
+        return live_reader()
     return BackgroundReader(lambda: iter(source), maxsize=queue_size, drop_oldest=source.live,
                             name="decoder").start()
 
@@ -172,7 +179,7 @@ class BatchProcessor:
             # 4:2:0 for the encoder is made on the GPU: half the bytes of RGB come back.
             h, w = fb.shape
             i420 = DeviceFrames(rgb_to_yuv420(dehazed), prefetch=True) \
-                if self.cuda and "i420" in self.needs and h % 2 == 0 and w % 2 == 0 else None
+                if uses_i420(self.needs, self.device.type, h, w) else None
             out = DeviceFrames(dehazed, prefetch="dehazed" in self.needs)
             raw_host = DeviceFrames(raw, prefetch="raw" in self.needs) if fb.images is None or self.cuda else None
             haze = None if haze is None else DeviceFrames(haze, prefetch=True)  # 3 x N floats
@@ -227,8 +234,9 @@ def run_pipeline(source: Source, dehazer: Dehazer, sinks: Sink | list[Sink], bat
         stats.batches += 1
         haze = result.haze
         if haze is not None:
-            stats.frames_left_raw += int((haze[2] == 0).sum())
-            stats.frames_blended += int(((haze[2] > 0) & (haze[2] < 1)).sum())
+            raw, blended = gate_counts(haze[2])
+            stats.frames_left_raw += raw
+            stats.frames_blended += blended
         stats.seconds = time.perf_counter() - start
         if on_batch is not None:
             on_batch(stats)

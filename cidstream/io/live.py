@@ -27,6 +27,7 @@ import av
 from ..errors import InputError
 from ..frames import Frame, StreamInfo
 from .decode import FrameDecoder
+from .reader import END
 from .sources import Source, ffmpeg_message
 
 log = logging.getLogger("cidstream.live")
@@ -89,12 +90,16 @@ class _Connection:
             rate = stream.average_rate or stream.guessed_rate
             if rate:
                 src.info.fps = Fraction(rate)
+            t0 = time.perf_counter()
             for vf in container.decode(stream):
                 if self.stop.is_set():
                     return
                 now = time.monotonic()
                 self.last_frame = now
-                src._deliver(src.decoder.frame(vf, 0), now, self)
+                decoded = src.decoder.frame(vf, 0)
+                src.busy_seconds += time.perf_counter() - t0  # reading and decoding, as a file's reader counts it
+                src._deliver(decoded, now, self)
+                t0 = time.perf_counter()
             self.error = "the stream ended"
         except InputError as exc:
             self.error = str(exc)
@@ -141,6 +146,7 @@ class LiveSource(Source):
         self._supervisor: threading.Thread | None = None
         self._current: _Connection | None = None
         self.failure: InputError | None = None
+        self.busy_seconds = 0.0   # time the connection threads spent reading and decoding frames
 
     @classmethod
     def from_config(cls, url: str, live_cfg, options: dict | None = None, name: str | None = None,
@@ -286,6 +292,11 @@ class LiveSource(Source):
         if self.failure is not None:
             raise self.failure
 
+    def reader(self) -> "LiveReader":
+        """The pipeline's view of this source (``get``/``stop``, like a BackgroundReader): its own
+        drop-oldest queue is the only buffer between the camera and the model."""
+        return LiveReader(self)
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -293,3 +304,40 @@ class LiveSource(Source):
         self.stop()
         if self._supervisor is not None:
             self._supervisor.join(timeout=2.0)
+
+
+class LiveReader:
+    """Takes frames straight from a live source's drop-oldest queue (live.queue_size).
+
+    No second queue is put behind it (as a file's BackgroundReader would be): frames waiting
+    between camera and model are at most the live queue plus the batch being collected, so latency
+    stays what live.queue_size promises. Drops are counted by the source (``stats.dropped``)."""
+
+    dropped = 0
+
+    def __init__(self, source: LiveSource):
+        self.source = source.start()
+
+    @property
+    def busy_seconds(self) -> float:
+        return self.source.busy_seconds
+
+    def get(self, timeout: float | None = None):
+        """Next frame, or END once the source has stopped and its queue is empty (raising the
+        source's failure, if any); raises queue.Empty on timeout."""
+        src = self.source
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = 0.1 if end is None else min(0.1, max(0.0, end - time.monotonic()))
+            try:
+                return src.frames.get(timeout=wait)
+            except queue.Empty:
+                if not src.running and src.frames.empty():
+                    if src.failure is not None:
+                        raise src.failure
+                    return END
+                if end is not None and time.monotonic() >= end:
+                    raise
+
+    def stop(self, join_timeout: float = 1.0) -> None:
+        self.source.stop()

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import OutputError
 from ..frames import Frame, StreamInfo
-from .sinks import Sink, VideoSink
+from .sinks import EncoderSettings, Sink, VideoSink
 
 FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
 
@@ -22,15 +22,15 @@ class SegmentedVideoSink(Sink):
     Frames need ``time`` (seconds, monotonic); each segment's timestamps start at 0."""
 
     def __init__(self, folder: str | Path, info: StreamInfo, segment_s: float = 300.0, prefix: str = "segment",
-                 codec: str = "libx264", crf: int = 20, preset: str = "veryfast", device_type: str = "cpu"):
+                 encoder: EncoderSettings = EncoderSettings()):
         self.path = Path(folder)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create the output folder {self.path}: {exc.strerror or exc}") from exc
         self.info, self.segment_s, self.prefix = info, segment_s, prefix
-        self.codec, self.crf, self.preset, self.device_type = codec, crf, preset, device_type
-        self.needs = frozenset({"i420"} if device_type == "cuda" else {"dehazed"})
+        self.encoder = encoder   # every segment's encoder is opened with these, threads included
+        self.needs = encoder.needs
         self.segments: list[Path] = []   # closed segments, oldest first
         self._current: VideoSink | None = None
         self._t0 = 0.0
@@ -50,8 +50,7 @@ class SegmentedVideoSink(Sink):
     def _rotate(self, frame: Frame, size) -> None:
         self._close_current()
         info = dataclasses.replace(self.info, frame_count=None, has_audio=False)
-        sink = VideoSink(self._name(), info, codec=self.codec, crf=self.crf, preset=self.preset, copy_audio=False,
-                         device_type=self.device_type, container_options=FRAGMENTED_MP4)
+        sink = VideoSink(self._name(), info, self.encoder, copy_audio=False, container_options=FRAGMENTED_MP4)
         self._current, self._t0, self._first_index, self._size = sink, frame.time or 0.0, frame.index, size
         self._last_pts = None
 

@@ -6,6 +6,7 @@ import os
 import queue
 import threading
 import time
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -20,6 +21,46 @@ from .images import IMAGE_SUFFIXES, write_image
 from .sources import ffmpeg_message
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".m4v", ".avi")
+
+
+def even_size(height: int, width: int) -> bool:
+    """4:2:0 needs an even frame size; odd sizes are encoded 4:4:4 from RGB."""
+    return height % 2 == 0 and width % 2 == 0
+
+
+def uses_i420(needs: frozenset, device_type: str, height: int, width: int) -> bool:
+    """The one place that decides whether the encoder gets 4:2:0 planes made on the device (CUDA, even
+    sizes, a sink that asks for them: see ``EncoderSettings.i420``) or RGB frames."""
+    return "i420" in needs and device_type == "cuda" and even_size(height, width)
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """Everything a video sink's encoder is opened with, made once from the ``output`` section
+    (``from_config``) and handed whole to every video sink, so no setting can be left behind.
+
+    ``codec`` is resolved (``auto`` already chosen for the device); ``i420``: the frames come as 4:2:0
+    planes made on the GPU (CUDA runs; odd sizes still come as RGB), else as RGB."""
+
+    codec: str = "libx264"
+    crf: int = 20
+    preset: str = "veryfast"
+    threads: int = 0            # 0: the encoder chooses
+    i420: bool = False
+
+    @classmethod
+    def from_config(cls, output_cfg, device_type: str = "cpu") -> "EncoderSettings":
+        o = output_cfg
+        return cls(codec=resolve_encoder(o.codec, device_type), crf=int(o.crf), preset=o.preset,
+                   threads=int(o.threads), i420=device_type == "cuda")
+
+    @property
+    def needs(self) -> frozenset:
+        """What a video sink with these settings asks the pipeline for (see Sink.needs)."""
+        return frozenset({"i420"} if self.i420 else {"dehazed"})
+
+    def options(self) -> dict:
+        return encoder_options(self.codec, self.crf, self.preset)
 
 
 class Sink:
@@ -95,19 +136,18 @@ class VideoSink(Sink):
     fragmented instead, and stays visible: it plays up to its last fragment.)
     """
 
-    def __init__(self, path: str | Path, info: StreamInfo, codec: str = "libx264", crf: int = 20,
-                 preset: str = "veryfast", copy_audio: bool = True, device_type: str = "cpu",
-                 container_options: dict | None = None, threads: int = 0, atomic: bool = False):
+    def __init__(self, path: str | Path, info: StreamInfo, encoder: EncoderSettings = EncoderSettings(),
+                 copy_audio: bool = True, container_options: dict | None = None, atomic: bool = False):
         self.path = Path(path)
         self.writing = partial_path(self.path) if atomic else self.path
         self._failed: BaseException | None = None
-        self.threads = threads
+        self.encoder = encoder
         # On CUDA the 4:2:0 planes are made on the GPU (even frame sizes; odd ones come as RGB).
-        self.needs = frozenset({"i420"} if device_type == "cuda" else {"dehazed"})
+        self.needs = encoder.needs
         _prepare_output_file(self.path)
         self.fps = info.fps or Fraction(25)
         self.time_base = info.time_base or (1 / self.fps)
-        self.codec, self.crf, self.preset = resolve_encoder(codec, device_type), crf, preset
+        self.codec = encoder.codec
         self.expected_frames = info.frame_count
         try:
             self.container = av.open(str(self.writing), mode="w", options=container_options or {})
@@ -141,13 +181,13 @@ class VideoSink(Sink):
         except (av.error.FFmpegError, ValueError) as exc:
             raise OutputError(f"video codec '{self.codec}' is not available: {ffmpeg_message(exc)}") from exc
         stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        stream.pix_fmt = "yuv420p" if even_size(height, width) else "yuv444p"
         # Encoder and stream share the source's time base, so variable-rate timestamps survive exactly.
         stream.time_base = self.time_base
         stream.codec_context.time_base = self.time_base
-        stream.options = encoder_options(self.codec, self.crf, self.preset)
-        if self.threads:
-            stream.codec_context.thread_count = self.threads
+        stream.options = self.encoder.options()
+        if self.encoder.threads:
+            stream.codec_context.thread_count = self.encoder.threads
         self.stream = stream
 
     def _mux_audio_until(self, seconds: float | None) -> None:
@@ -371,23 +411,23 @@ def output_kind(spec: str) -> str:
                       f"(a path without a suffix, an existing folder, or a path ending with '/'); or 'null'")
 
 
-def open_sink(spec: str, info: StreamInfo, codec: str = "libx264", crf: int = 20, preset: str = "veryfast",
-              copy_audio: bool = True, jpeg_quality: int = 95, device_type: str = "cpu", threads: int = 0) -> Sink:
+def open_sink(spec: str, info: StreamInfo, encoder: EncoderSettings = EncoderSettings(), copy_audio: bool = True,
+              jpeg_quality: int = 95) -> Sink:
     kind = output_kind(str(spec))
     if kind == "null":
         return NullSink()
     if kind == "video":
-        return VideoSink(spec, info, codec=codec, crf=crf, preset=preset, copy_audio=copy_audio,
-                         device_type=device_type, threads=threads, atomic=True)
+        return VideoSink(spec, info, encoder, copy_audio=copy_audio, atomic=True)
     if kind == "image":
         return ImageFileSink(spec, jpeg_quality)
     return ImageFolderSink(spec, jpeg_quality)
 
 
-def sink_from_config(spec: str, info: StreamInfo, output_cfg, threaded: bool = True, device_type: str = "cpu") -> Sink:
+def sink_from_config(spec: str, info: StreamInfo, output_cfg, threaded: bool = True, device_type: str = "cpu",
+                     encoder: EncoderSettings | None = None) -> Sink:
     """``open_sink`` with the settings of a config's ``output`` section, by default in a background thread;
-    codec 'auto' becomes NVENC on CUDA machines that have it, else libx264."""
+    codec 'auto' becomes NVENC on CUDA machines that have it, else libx264 (see EncoderSettings.from_config)."""
     o = output_cfg
-    sink = open_sink(spec, info, codec=o.codec, crf=o.crf, preset=o.preset, copy_audio=o.copy_audio,
-                     jpeg_quality=o.jpeg_quality, device_type=device_type, threads=o.threads)
+    encoder = encoder or EncoderSettings.from_config(o, device_type)
+    sink = open_sink(spec, info, encoder, copy_audio=o.copy_audio, jpeg_quality=o.jpeg_quality)
     return ThreadedSink(sink, o.queue_size) if threaded else sink

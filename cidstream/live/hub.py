@@ -17,13 +17,14 @@ import numpy as np
 import torch
 
 from ..errors import CidstreamError
+from ..engine.haze import gate_counts
 from ..engine.pipeline import BatchProcessor, sink_needs
 from ..frames import BatchResult, Frame, FrameBatch
 from ..io.atomic import write_atomic
 from ..io.decode import resolve_decode
 from ..io.live import LiveSource
 from ..io.segments import SegmentedVideoSink
-from ..io.sinks import Sink, ThreadedSink
+from ..io.sinks import EncoderSettings, Sink, ThreadedSink
 
 LATENCY_WINDOW = 2000   # frames per camera kept for latency percentiles (memory stays flat)
 
@@ -49,7 +50,7 @@ class CameraRun:
                                              decode=resolve_decode(cfg.input.decode, torch.device(device_type)))
         o = cfg.output
         self.video = SegmentedVideoSink(self.folder, self.source.info, cfg.live.segment_s, prefix=spec.name,
-                                        codec=o.codec, crf=o.crf, preset=o.preset, device_type=device_type) \
+                                        encoder=EncoderSettings.from_config(o, device_type)) \
             if o.video else None
         self.sinks: list[Sink] = [ThreadedSink(self.video, o.queue_size)] if o.video else []
         if detector is not None:
@@ -87,7 +88,7 @@ class CameraRun:
         haze = result.haze
         if haze is not None:
             self.visibility_m.extend(haze[1].tolist())
-            self.gated += int((haze[2] < 1).sum())
+            self.gated += sum(gate_counts(haze[2]))
         self.processed += len(frames)
         self._rate.append((now, self.processed))
 
