@@ -85,6 +85,10 @@ def test_detector_size_beyond_memory_refused_in_eval_bench_live(cli, tmp_path, s
     labels = shared_data / "dawn_fog" / "Annotations"
     big = ("--detector", yolo_weights, "--set", "detect.imgsz=4096", "--model", "dcp")
     code, text = cli("eval", images, "--labels", labels, "--max-images", "1", "-o", tmp_path / "ev", *big)
+    # eval batches same-size images like run (engine.batch, default 4)
+    assert code == 2 and "detect.imgsz 4096 in batches of 4 frames needs about" in text, text
+    code, text = cli("eval", images, "--labels", labels, "--max-images", "1", "-o", tmp_path / "ev", *big,
+                     "--batch", "1")
     assert code == 2 and "detect.imgsz 4096 one frame at a time needs about" in text, text
     code, text = cli("bench", SAMPLE, "--frames", "2", "--detect", *big)
     assert code == 2 and "detect.imgsz 4096 in batches of 4 frames needs about" in text, text
