@@ -251,7 +251,9 @@ def test_memory_stays_flat_on_a_live_stream(rtsp_server, tmp_path):
     late = sorted(m for t, m in samples if 35 <= t - t0 < 39)
     growth = late[len(late) // 2] - early[len(early) // 2]
     assert stats(tmp_path / "live")["cam"]["processed"] > 300
-    assert growth < 20, f"RSS grew {growth:.1f} MiB in 14 s ({early[0]:.0f} -> {late[-1]:.0f} MiB)"
+    # One leaked 320x180 frame per frame received would add ~60 MiB in these 14 s; allocator pools still
+    # settling on a slower (fp32, AVX2) CPU added up to 29 MiB once (1146 -> 1188 MiB), so the bar is 40.
+    assert growth < 40, f"RSS grew {growth:.1f} MiB in 14 s ({early[0]:.0f} -> {late[-1]:.0f} MiB)"
 
 
 def test_cameras_file_errors_are_clear(tmp_path, cli):
