@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install system-deps demo test bench sample clean
+.PHONY: install system-deps demo test test-fast bench sample clean
 
 # The RTSP tests start a real GStreamer RTSP server with the system Python (python3-gi).
 RTSP_APT := gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
@@ -32,6 +32,10 @@ system-deps:
 
 test: install system-deps
 	$(PY) -m pytest -q
+
+# The quick subset to run while editing (under a minute): no test marked slow (end-to-end runs, servers, training).
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 # Stage speeds on the sample for every model (see docs/benchmarking.md for the full set).
 bench: install

@@ -1,6 +1,6 @@
 """Throughput of `cidstream batch` with local workers 1 and 2 and with Ray, and what Ray adds per file.
 
-    python benchmarks/batch_throughput.py                    # ../shared/data/videos, 120 frames a file
+    python benchmarks/batch_throughput.py                    # $CIDSTREAM_DATA/videos, 120 frames a file
     python benchmarks/batch_throughput.py --max-frames 300 --configs local:1 local:2 ray:2
 
 Each configuration runs the real command in a fresh process on a fresh output folder. Throughput is
@@ -24,9 +24,10 @@ from pathlib import Path
 import torch
 
 from cidstream.bench import machine_name
+from cidstream.config import data_root
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "videos"
+DATA = data_root() / "videos"
 
 
 def run_batch(inputs: list[str], out: Path, config: str, extra: list[str]) -> dict:
@@ -45,7 +46,7 @@ def run_batch(inputs: list[str], out: Path, config: str, extra: list[str]) -> di
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--inputs", nargs="+", default=[str(DATA)], help="folders/files (default ../shared/data/videos)")
+    p.add_argument("--inputs", nargs="+", default=[str(DATA)], help="folders/files (default $CIDSTREAM_DATA/videos)")
     p.add_argument("--max-frames", type=int, default=120, help="frames per file (default 120)")
     p.add_argument("--configs", nargs="+", default=["local:1", "local:2", "ray:2"], help="ENGINE:WORKERS each")
     p.add_argument("--model", default="dcp")

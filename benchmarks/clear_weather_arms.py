@@ -23,9 +23,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cidstream.config import load_config  # noqa: E402
+from cidstream.config import data_root, load_config  # noqa: E402
 from cidstream.detect import Detector  # noqa: E402
-from cidstream.detect.clear_check import REF_CONF, read_every, reference_ap  # noqa: E402
+from cidstream.evaluation.clear_check import REF_CONF, read_every, reference_ap  # noqa: E402
 from cidstream.detect.fusion import fuse  # noqa: E402
 from cidstream.engine import Dehazer  # noqa: E402
 
@@ -33,7 +33,7 @@ from cidstream.engine import Dehazer  # noqa: E402
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--adapted", required=True, help="the adapted detector (cidstream train detector --out)")
-    ap.add_argument("--base", default=str(ROOT.parent / "shared" / "data" / "weights" / "yolo11n_coco_from_int8.pt"))
+    ap.add_argument("--base", default=str(data_root() / "weights" / "yolo11n_coco_from_int8.pt"))
     ap.add_argument("--model", default="cid-lite", help="dehazing model (default cid-lite)")
     ap.add_argument("--gate", default=None, choices=["off", "skip", "blend"], help="override the gate policy")
     ap.add_argument("--config", default=str(ROOT / "configs" / "train" / "detector.yaml"),

@@ -21,8 +21,10 @@ import sys
 import time
 from pathlib import Path
 
+from cidstream.config import data_root
+
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("CIDSTREAM_DATA", REPO.parent / "shared" / "data"))
+DATA = data_root()
 DEFAULT_INPUT = DATA / "videos" / "traffic_cam_640x360.mp4"
 GOAL = 0.8
 # libgomp's own default when OMP_WAIT_POLICY is unset: spin this long before sleeping.

@@ -23,10 +23,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cidstream.config import load_config  # noqa: E402
+from cidstream.config import data_root, load_config  # noqa: E402
 from cidstream.detect import Detector  # noqa: E402
-from cidstream.detect.clear_check import clear_check  # noqa: E402
-from cidstream.detect.evaluate import run_eval  # noqa: E402
+from cidstream.evaluation.clear_check import clear_check  # noqa: E402
+from cidstream.evaluation.evaluate import run_eval  # noqa: E402
 from cidstream.engine import Dehazer  # noqa: E402
 from training.detector_train import blend_with_base  # noqa: E402
 
@@ -45,7 +45,7 @@ class CachedDehazer:
 
 
 def main(argv=None) -> int:
-    data = ROOT.parent / "shared" / "data"
+    data = data_root()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trained", required=True, help="the trained weights (RUN_DIR/yolo/weights/best.pt)")
     ap.add_argument("--base", default=str(data / "weights" / "yolo11n_coco_from_int8_unfused.pt"))

@@ -11,7 +11,7 @@ Each arm reuses the production code (Dehazer with the gate off gives the dehazed
 engine.haze.gate_strength and apply_gate make the arm's frame); detections are cached by frame content,
 so arms that leave a frame raw or fully dehazed cost no extra detector call.
 
-    python benchmarks/gate_check.py [--data ../shared/data] [--detector PATH] [--quick]
+    python benchmarks/gate_check.py [--data $CIDSTREAM_DATA] [--detector PATH] [--quick]
 """
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cidstream.config import load_config  # noqa: E402
+from cidstream.config import data_root, load_config  # noqa: E402
 from cidstream.detect import Detector  # noqa: E402
-from cidstream.detect.clear_check import REF_CONF, read_every, reference_ap  # noqa: E402
-from cidstream.detect.evaluate import VEHICLE, run_eval  # noqa: E402
+from cidstream.evaluation.clear_check import REF_CONF, read_every, reference_ap  # noqa: E402
+from cidstream.evaluation.evaluate import VEHICLE, run_eval  # noqa: E402
 from cidstream.engine import Dehazer  # noqa: E402
 from cidstream.engine.haze import apply_gate, gate_strength  # noqa: E402
 
@@ -93,15 +93,15 @@ class FullDehaze:
     def __call__(self, batch: np.ndarray):
         key = hashlib.blake2b(batch.tobytes(), digest_size=16).digest()
         if key not in self.cache:
-            out = self.dehazer(batch)
-            self.cache[key] = (out, self.dehazer.last_haze[1].clone())
+            out, haze = self.dehazer.process_measured(self.dehazer.upload(batch))
+            self.cache[key] = (out.cpu().numpy(), haze[1].cpu())
         return self.cache[key]
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
-    ap.add_argument("--detector", default=str(ROOT.parent / "shared" / "data" / "weights" /
+    ap.add_argument("--data", default=str(data_root()))
+    ap.add_argument("--detector", default=str(data_root() / "weights" /
                                               "yolo11n_coco_from_int8.pt"))
     ap.add_argument("--quick", action="store_true", help="a third of the frames and images (a smoke run)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gate_check.json"))

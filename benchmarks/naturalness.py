@@ -1,14 +1,14 @@
 """Does the output look natural? Colour cast, flat-region spread and brightness of each model on real fog.
 
     python benchmarks/naturalness.py --model dcp --model cid-lite [--model path/to/weights.pt ...] \
-        [--out benchmarks/results/naturalness.json] [--data ../shared/data] [--short 360]
+        [--out benchmarks/results/naturalness.json] [--data $CIDSTREAM_DATA] [--short 360]
 
-Sets (from ../shared/data, selection halves only, so the figures can steer choices without
+Sets (from $CIDSTREAM_DATA, selection halves only, so the figures can steer choices without
 touching the report halves):
 
 * sample: every 5th frame of our own synthetic clip samples/hazy_traffic.mp4 (flat sky, poles);
 * real_hazy: the 10 PNGs;
-* dawn_fog: the 'select' half of dawn_fog/JPEGImages (cidstream.detect.splits);
+* dawn_fog: the 'select' half of dawn_fog/JPEGImages (cidstream.evaluation.splits);
 * foggy_road_real: every 5th frame of videos/foggy_road_real.mp4;
 * highway_fog_cam: frames of 'select' days with visibility < 5000 m (visibility.tsv), about 40
   spread evenly.
@@ -34,11 +34,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cidstream.detect.splits import in_split, split_of  # noqa: E402
+from cidstream.evaluation.splits import in_split, split_of  # noqa: E402
+from cidstream.config import data_root  # noqa: E402
 from cidstream.engine import Dehazer  # noqa: E402
 from cidstream.io.images import IMAGE_SUFFIXES, natural_key, read_image  # noqa: E402
-from cidstream.io.sources import open_source  # noqa: E402
-from cidstream.ops.naturalness import aggregate, naturalness  # noqa: E402
+from cidstream.io import open_source  # noqa: E402
+from cidstream.evaluation.naturalness import aggregate, naturalness  # noqa: E402
 
 SETS = ("sample", "real_hazy", "dawn_fog", "foggy_road_real", "highway_fog_cam")
 SAMPLE = REPO / "samples" / "hazy_traffic.mp4"
@@ -112,7 +113,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", action="append", help="model name or weights file (repeatable); default dcp and cid-lite")
     p.add_argument("--set", action="append", choices=SETS, help="limit to these sets (repeatable)")
-    p.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    p.add_argument("--data", default=str(data_root()))
     p.add_argument("--short", type=int, default=360, help="short side the images are scaled to")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "naturalness.json"))
     p.add_argument("--device", default="cpu")

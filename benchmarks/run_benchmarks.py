@@ -5,7 +5,7 @@ JSON named after the machine and print a Markdown table.
     python benchmarks/run_benchmarks.py --device cuda --detect --inputs in720.mp4 in1080.mp4 \\
         --batches 8 16 32 --streams 1 4 16
 
-Inputs default to ../shared/data/videos (traffic_cam_640x360.mp4, highway_720p.mp4); the built-in
+Inputs default to $CIDSTREAM_DATA/videos (traffic_cam_640x360.mp4, highway_720p.mp4); the built-in
 sample stands in when that folder is missing. Results land in benchmarks/results/<machine>[-tag].json.
 """
 from __future__ import annotations
@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from cidstream.bench import run_bench
-from cidstream.config import load_config
+from cidstream.config import data_root, load_config
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "videos"
+DATA = data_root() / "videos"
 DEFAULT_INPUTS = [DATA / "traffic_cam_640x360.mp4", DATA / "highway_720p.mp4"]
 # The full CID network is ~50x slower than the others on a CPU: fewer frames keep the run short.
 DEFAULT_FRAMES = {"dcp": 90, "cid-lite": 90, "cid": 8}
@@ -43,8 +43,8 @@ def main() -> int:
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--tag", default="", help="suffix of the JSON file name")
     p.add_argument("--detect", action="store_true", help="add the detector stage (see --detector)")
-    p.add_argument("--detector", default=str(REPO.parent / "shared" / "data" / "weights" / "yolo11n_coco_from_int8.pt"),
-                   help="detector for --detect (default: the YOLO11n COCO file in ../shared/data/weights)")
+    p.add_argument("--detector", default=str(data_root() / "weights" / "yolo11n_coco_from_int8.pt"),
+                   help="detector for --detect (default: the YOLO11n COCO file in $CIDSTREAM_DATA/weights)")
     args = p.parse_args()
     inputs = args.inputs or [str(x) for x in DEFAULT_INPUTS if x.exists()] or [str(REPO / "samples/hazy_traffic.mp4")]
 

@@ -4,7 +4,7 @@ Prints the flicker and warping-error ratios (output vs input; cidstream/ops/stab
 writes benchmarks/results/stability.json. Run from the repository root:
 
     python benchmarks/stability.py                      # the three clips of docs/benchmarking.md
-    python benchmarks/stability.py --alpha 0.2 --clips ../shared/data/videos/foggy_road_real.mp4
+    python benchmarks/stability.py --alpha 0.2 --clips $CIDSTREAM_DATA/videos/foggy_road_real.mp4
 """
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cidstream.config import load_config  # noqa: E402
+from cidstream.config import data_root, load_config  # noqa: E402
 from cidstream.engine import Dehazer  # noqa: E402
 from cidstream.io import source_from_config  # noqa: E402
-from cidstream.ops.stability import StabilityMeter  # noqa: E402
+from cidstream.evaluation.stability import StabilityMeter  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "videos"
+DATA = data_root() / "videos"
 CLIPS = [(str(DATA / "foggy_road_real.mp4"), 225), (str(DATA / "heavy_foggy_road_synthetic.mp4"), 300),
          (str(ROOT / "samples" / "hazy_traffic.mp4"), 100)]
 

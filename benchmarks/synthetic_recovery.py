@@ -1,7 +1,7 @@
 """Restoration and detection recovery on synthetic haze pairs: raw (hazy), dcp and each --model.
 
     python benchmarks/synthetic_recovery.py --model cid-lite [--model path/to/weights.pt ...] \
-        [--frames 40] [--out benchmarks/results/synthetic_recovery.json] [--data ../shared/data]
+        [--frames 40] [--out benchmarks/results/synthetic_recovery.json] [--data $CIDSTREAM_DATA]
 
 Clean frames: every ``--stride``-th (20) frame of three clear traffic videos (highway_720p,
 ua_detrac_960x540, intersection_cctv_640x480), taken in turn until ``--frames`` (40) are in hand,
@@ -47,16 +47,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cidstream.detect import VEHICLE_CLASSES, Detector  # noqa: E402
-from cidstream.detect.ap import GroundTruth, average_precision  # noqa: E402
-from cidstream.detect.ap import match  # noqa: E402
-from cidstream.detect.bootstrap import bootstrap  # noqa: E402
+from cidstream.evaluation.ap import GroundTruth, average_precision  # noqa: E402
+from cidstream.evaluation.ap import match  # noqa: E402
+from cidstream.evaluation.bootstrap import bootstrap  # noqa: E402
+from cidstream.config import data_root  # noqa: E402
 from cidstream.engine import Dehazer  # noqa: E402
 from training import losses as L  # noqa: E402
 from training.generate import degrade_batch, depth_source, to_tensor, to_uint8  # noqa: E402
 from training.inputs import resize_short_side, round_robin  # noqa: E402
 from training.recipe import load_recipe  # noqa: E402
 
-DATA = Path(os.environ.get("CIDSTREAM_DATA", REPO.parent / "shared" / "data"))
+DATA = data_root()
 SOURCES = ("videos/highway_720p.mp4", "clear_traffic/ua_detrac_960x540.mp4",
            "clear_traffic/intersection_cctv_640x480.mp4")
 RECIPES = ("configs/train/generate_untuned.yaml", "configs/train/eval_dense_patchy.yaml")

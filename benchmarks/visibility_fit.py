@@ -5,7 +5,7 @@ frame; the measure is chosen and log(visibility) = a + b * level fitted on the d
 half only; Spearman rank correlation and the fit error are reported on the report half (days never
 fitted on), with a per-visibility-band summary. Writes benchmarks/results/visibility_fit.json.
 
-    python benchmarks/visibility_fit.py [--data ../shared/data/highway_fog_cam]
+    python benchmarks/visibility_fit.py [--data $CIDSTREAM_DATA/highway_fog_cam]
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cidstream.detect.splits import split_of  # noqa: E402
+from cidstream.config import data_root  # noqa: E402
+from cidstream.evaluation.splits import split_of  # noqa: E402
 from cidstream.engine.haze import MEASURES, VIS_MAX_M, VIS_MIN_M, haze_measures  # noqa: E402
 
 BANDS = [(0, 500, "<500 m"), (500, 1000, "500-1000 m"), (1000, 5000, "1-5 km"), (5000, 1e9, ">=5 km (clear)")]
@@ -102,7 +103,7 @@ def bands(level, pred, vis) -> list[dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "highway_fog_cam"))
+    ap.add_argument("--data", default=str(data_root() / "highway_fog_cam"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "visibility_fit.json"))
     args = ap.parse_args(argv)
     data = Path(args.data)

@@ -17,13 +17,17 @@ from pathlib import Path
 import torch
 
 from .config import Config
-from .engine import Dehazer, run_pipeline
+from .detect.stage import DetectStage
+from .engine import Dehazer
 from .errors import InputError
+from .evaluation.stability import StabilityMeter
 from .frames import BatchResult, FrameBatch
-from .io import ThreadedSink, source_from_config
-from .io.sinks import EncoderSettings, NullSink, VideoSink, uses_i420
+from .io import source_from_config
+from .io.reader import BackgroundReader
 from .ops.color import rgb_to_yuv420
-from .ops.stability import StabilityMeter
+from .pipeline import DehazeStage, Pipeline, source_batches
+from .sinks import ThreadedSink
+from .sinks.media import EncoderSettings, NullSink, VideoSink, uses_i420
 
 
 @dataclass
@@ -39,7 +43,7 @@ class BenchResult:
     machine: str
     decode_fps: float = 0.0
     upload_fps: float = 0.0          # decoded frames -> RGB on the device (copy, and 4:2:0 conversion there)
-    model_fps: float = 0.0
+    model_fps: float = 0.0           # the dehazing stage as the loop runs it: upload, model and haze measure
     download_fps: float = 0.0        # dehazed frames -> the host in the encoder's form (4:2:0 made on CUDA)
     encode_fps: float = 0.0
     end_to_end_fps: float = 0.0      # writing the dehazed video
@@ -59,6 +63,7 @@ class BenchResult:
     flicker_ratio: float | None = None  # stability of the model output over the benchmark's frames vs the
     warp_ratio: float | None = None     # input's (cidstream/ops/stability.py); temporal smoothing as configured
     temporal: bool = False              # smoothing was on (video input and a model that supports it)
+    fixed_cost_s: float | None = None   # seconds a run costs beyond its frames (bench.fixed_cost)
     repeats: int = 1
     notes: list = field(default_factory=list)
 
@@ -120,15 +125,16 @@ def _short_input_note(src, decoded: list, asked: int) -> str | None:
 
 
 def _pipelines(sources, dehazer, sinks_for, cfg, stage_for, lock) -> tuple[float, list]:
-    """Run one pipeline per source at once (threads sharing the model, as ``batch`` does on CUDA);
+    """Run one ``Pipeline`` per source at once (threads sharing the model, as ``batch`` does on CUDA);
     the summed fps."""
     e = cfg.engine
     stats, errors = [], []
 
     def one(i, src):
         try:
-            stats.append(run_pipeline(src, dehazer, sinks_for(i, src), batch=e.batch, max_latency_ms=e.max_latency_ms,
-                                      queue_size=cfg.input.queue_size, detect=stage_for(), model_lock=lock))
+            pipeline = Pipeline(DehazeStage(dehazer), stage_for(), [sinks_for(i, src)], model_lock=lock)
+            reader = BackgroundReader(lambda: iter(src), maxsize=cfg.input.queue_size, name="decoder").start()
+            stats.append(pipeline.run(source_batches(src, reader, e.batch, e.max_latency_ms, pipeline.stats)))
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
@@ -141,6 +147,16 @@ def _pipelines(sources, dehazer, sinks_for, cfg, stage_for, lock) -> tuple[float
     if errors:
         raise errors[0]
     return sum(st.frames for st in stats) / (time.perf_counter() - t0), stats
+
+
+def fixed_cost(frames_long: int, fps_long: float, frames_short: int, fps_short: float) -> float | None:
+    """Seconds a run costs beyond its frames (thread and encoder start, finalizing): the intercept of
+    t = c + n / r through two runs of n frames each (None when the runs do not separate)."""
+    t_long, t_short = frames_long / fps_long, frames_short / fps_short
+    if frames_long <= frames_short or t_long <= t_short:
+        return None
+    rate = (frames_long - frames_short) / (t_long - t_short)
+    return t_long - frames_long / rate
 
 
 def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, warmup: int = 2,
@@ -156,12 +172,11 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
     detector = None
     if detect:
         from .detect import Detector
-        from .detect.stage import DetectStage
 
         detector = Detector.from_config(cfg.detect, device)
 
-    def source():
-        return source_from_config(input_spec, cfg.input, frames, device)
+    def source(limit: int = frames):
+        return source_from_config(input_spec, cfg.input, limit, device)
 
     with source() as src:
         info = src.info
@@ -177,18 +192,18 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
     if short:
         res.notes.append(short)
     batches = [FrameBatch.of(decoded[i:i + e.batch]) for i in range(0, n, e.batch)]
-    on_device = [b.to_device(device) for b in batches]
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
+    # The stage objects the loop runs, timed alone below; the end-to-end runs build the same ones.
+    dehaze_stage = DehazeStage(dehazer)
+    detect_stage = DetectStage(detector) if detector is not None else None
     for _ in range(warmup):
-        out = dehazer.process(on_device[0])
-        if detector is not None:
-            detector(out)
+        out = dehaze_stage(batches[0]).frames
+        if detect_stage is not None:
+            detect_stage(None, out)
     # The frames in order, as a run sees them (smoothed over time for a video), measured for stability.
-    stream = None if info.kind == "images" else f"bench:{input_spec}"
-    if dehazer.temporal is not None:
-        dehazer.temporal.reset()
-    dehazed = [dehazer.process(b, stream=stream) for b in on_device]
+    dehazed = [d.frames for d in map(DehazeStage(dehazer), batches)]
+    stream = dehaze_stage.streams(batches[0])
     host_out = [b.cpu().numpy() for b in dehazed]
     meter = StabilityMeter()
     for fb, out in zip(batches, host_out):
@@ -198,16 +213,16 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
     res.temporal = stream is not None and dehazer.temporal is not None
     encoder = EncoderSettings.from_config(o, device.type)  # every video sink of the benchmark encodes with these
     i420 = uses_i420(encoder.needs, device.type, h, w)
-    # Upload is a stage where it does work: a copy to the GPU, or 4:2:0 -> RGB (on a CPU, RGB is no copy).
-    counts_upload = cuda or batches[0].images is None
     lock = threading.Lock() if streams > 1 else None
 
     def download():
         for b in dehazed:
             (rgb_to_yuv420(b) if i420 else b).cpu()
 
-    runs = {k: [] for k in ("decode", "upload", "model", "detect", "download", "encode", "end_to_end", "no_video")}
+    runs = {k: [] for k in ("decode", "upload", "model", "detect", "download", "encode", "end_to_end", "no_video",
+                            "short")}
     shares, ratios, nv_ratios = [], [], []
+    short_n = max(1, n // 3)
     with tempfile.TemporaryDirectory(prefix="cidstream-bench-") as tmp:
         for r in range(repeats):
             if progress is not None:
@@ -219,14 +234,14 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
                 _sync(device)
                 runs["decode"].append(count / (time.perf_counter() - t0))
             runs["upload"].append(_timed(device, lambda: [b.to_device(device) for b in batches], n))
-            runs["model"].append(_timed(device, lambda: [dehazer.process(b, stream=stream) for b in on_device], n))
-            if detector is not None:  # detector only, on dehazed frames already on the device
-                runs["detect"].append(_timed(device, lambda: [detector(b) for b in dehazed], n))
+            runs["model"].append(_timed(device, lambda: [dehaze_stage(b) for b in batches], n))
+            if detect_stage is not None:  # detector only, on dehazed frames already on the device
+                runs["detect"].append(_timed(device, lambda: [detect_stage(None, b) for b in dehazed], n))
             if cuda:
                 runs["download"].append(_timed(device, download, n))
 
             sink = VideoSink(Path(tmp) / f"enc{r}.mp4", info, encoder, copy_audio=False)  # encode only
-            items = [BatchResult(fb, out, dehazed_i420=rgb_to_yuv420(torch.from_numpy(out)).numpy() if i420 else None)
+            items = [BatchResult(fb, out, i420_frames=rgb_to_yuv420(torch.from_numpy(out)).numpy() if i420 else None)
                      for fb, out in zip(batches, host_out)]
             t0 = time.perf_counter()
             for item in items:
@@ -245,8 +260,11 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
             srcs = [source() for _ in range(streams)]
             fps, stats = _pipelines(srcs, dehazer, video_sinks, cfg, stage_for, lock)
             runs["end_to_end"].append(fps)
-            stages = ["decode", "model", "encode"] + (["upload"] if counts_upload else []) + \
-                (["detect"] if detector else []) + (["download"] if cuda else [])
+            srcs = [source(short_n) for _ in range(streams)]  # a third of the frames: the run's fixed cost
+            runs["short"].append(_pipelines(srcs, dehazer, lambda i, src: video_sinks(f"s{i}", src), cfg, stage_for,
+                                            lock)[0])
+            # Upload (to the device, 4:2:0 -> RGB) runs inside the dehazing stage: part of "model".
+            stages = ["decode", "model", "encode"] + (["detect"] if detector else []) + (["download"] if cuda else [])
             ratios.append(fps / streams / min(runs[k][-1] for k in stages))
             shares.append(sum(s.stage_seconds["detect"] for s in stats) / sum(s.seconds for s in stats))
             if detector is not None:  # detections only: nothing is downloaded or encoded
@@ -261,8 +279,8 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
     res.download_fps = med.get("download", 0.0)
     if cuda:
         res.gpu_memory_mb = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    stages = {k: med[k] for k in ("decode", "upload", "model", "encode", "download", "detect")
-              if k in med and (k != "upload" or counts_upload)}
+    stages = {k: med[k] for k in ("decode", "model", "encode", "download", "detect") if k in med}
+    res.fixed_cost_s = fixed_cost(n * streams, med["end_to_end"], short_n * streams, med["short"])
     if detector is not None:
         res.detector, res.detect_fps = detector.label, med["detect"]
         res.detector_share = _median(shares)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .cli_config import make_config
 from .errors import CidstreamError, ConfigError, OutputError
 
 EXAMPLES_RUN = """examples:
@@ -134,11 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(run)
 
     bench = sub.add_parser("bench", help="measure decode, model, encode and end-to-end speed on an input",
-                           description="Times each stage alone (decode; upload and conversion to RGB on the "
-                                       "device; model on frames already there; detector; download; H.264 encode) "
-                                       "and the whole pipeline, writing the video and (with --detect) detections "
-                                       "only, on the first --frames frames of INPUT, and reports end-to-end / "
-                                       "slowest stage. The decode path is input.decode (--set input.decode=...). "
+                           description="Times each stage of the pipeline loop alone (decode; the dehazing stage: "
+                                       "upload, conversion to RGB on the device and model; detector; download; "
+                                       "H.264 encode) and the whole loop, writing the video and (with --detect) "
+                                       "detections only, on the first --frames frames of INPUT, and reports "
+                                       "end-to-end / slowest stage and the fixed cost of a run beyond its frames. "
+                                       "The decode path is input.decode (--set input.decode=...). "
                                        "Learned models without weights run with random weights (speed is the same).")
     bench.add_argument("input", help="video file or image folder")
     bench.add_argument("--frames", type=int, default=90, help="frames to use (default %(default)s)")
@@ -257,42 +259,6 @@ def _load_plugins(sub) -> None:
             print(f"warning: command plugin '{ep.name}' failed to load: {exc}", file=sys.stderr)
 
 
-def make_config(args, settings: dict | None = None):
-    """Config from --config, then ``settings`` (e.g. a cameras file's), then --set, then the flags."""
-    from .config import load_config, parse_assignment
-
-    overrides = ([settings] if settings else []) + [parse_assignment(s) for s in args.set]
-    flags = {}
-    if args.model and isinstance(args.model, str):
-        flags.setdefault("model", {})["name"] = args.model
-    for key in ("device", "precision", "batch"):
-        if getattr(args, key, None) is not None:
-            flags.setdefault("engine", {})[key] = getattr(args, key)
-    for key in ("workers", "engine", "address"):
-        if getattr(args, key, None) is not None:
-            flags.setdefault("batch", {})[key] = getattr(args, key)
-    detect = {}
-    if getattr(args, "detector", None):
-        detect["detector"] = args.detector
-    if getattr(args, "classes", None):
-        detect["classes"] = [] if args.classes.strip().lower() == "all" else \
-            [c.strip() for c in args.classes.split(",") if c.strip()]
-    if getattr(args, "conf", None) is not None:
-        detect["conf"] = args.conf
-    if getattr(args, "track", False):
-        detect["track"] = True
-    if detect:
-        flags["detect"] = detect
-    if getattr(args, "no_video", False):
-        flags["output"] = {"video": False}
-    if getattr(args, "no_temporal", False):
-        flags["temporal"] = {"enabled": False}
-    if getattr(args, "gate", None):
-        flags["gate"] = {"policy": args.gate}
-    overrides.append(flags)
-    return load_config(args.config, overrides)
-
-
 def default_output(spec: str, folder: bool = False) -> str:
     from .io import is_url
     from .io.sources import is_glob, is_image_input
@@ -362,9 +328,9 @@ def cmd_run(args, console) -> int:
     import contextlib
 
     from .engine import Dehazer
-    from .io import output_kind
+    from .sinks import output_kind
     from .io.sources import check_input_spec
-    from .process import check_output, process_input
+    from .run_input import check_output, process_input
     from .summary import print_run_summary
 
     cfg = make_config(args)
@@ -486,7 +452,7 @@ def cmd_eval(args, console) -> int:
     from rich.table import Table
 
     from .detect import Detector
-    from .detect.evaluate import VEHICLE, difference_rows, fmt_interval, run_eval, write_eval
+    from .evaluation.evaluate import VEHICLE, difference_rows, fmt_interval, run_eval, write_eval
     from .engine import Dehazer
     from .engine.memory import check_memory
 
@@ -541,7 +507,7 @@ def cmd_eval(args, console) -> int:
 
 
 def cmd_batch(args, console) -> int:
-    from .batch import run_batch
+    from .jobs import run_batch
 
     cfg = make_config(args)
     if args.max_frames is not None and args.max_frames < 1:

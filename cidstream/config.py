@@ -2,14 +2,22 @@
 
 Precedence: dataclass defaults < ``configs/default.yaml`` (when running from a checkout)
 < ``--config FILE`` < explicit CLI flags and ``--set section.key=value``.
+
+A setting is declared once: its field's type says what it may be (``Annotated[int, Range(1)]``,
+``Annotated[str, OneOf("tcp", "udp")]``) and ``validate`` enforces that for every field, so no list
+of ranges or allowed words can drift from the dataclasses. ``read_yaml`` keeps where each key was
+written, so an error about a value from a file starts with the file, line and column.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import typing
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Optional
 
 import yaml
 
@@ -18,192 +26,15 @@ from .errors import ConfigError
 DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
 
-@dataclass
-class DCPParams:
-    patch: int = 15             # dark-channel window, pixels
-    omega: float = 0.95         # fraction of haze removed (1.0 looks unnatural)
-    t0: float = 0.1             # lower bound on transmission, avoids amplifying noise
-    top_fraction: float = 0.001  # share of brightest dark-channel pixels used for the airlight
-    radius: typing.Optional[int] = None  # guided-filter radius; None scales with frame size
-    eps: float = 0.001          # guided-filter regularisation
-    subsample: int = 4          # fast guided filter: coefficients on a grid this much coarser (1 = exact)
-    sky_tolerance: float = 0.1  # K: pixels within K of the airlight (sky) are not over-amplified (0 = off)
+def data_root() -> Path:
+    """The data sets and weights that training configs, benchmarks and tests use: $CIDSTREAM_DATA, else
+    ../shared/data beside a source checkout (the layout of the development machines and CI; an installed
+    package has no such folder, so set the variable there)."""
+    env = os.environ.get("CIDSTREAM_DATA")
+    return Path(env).expanduser() if env else Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-@dataclass
-class ModelConfig:
-    name: str = "cid-lite"      # registry name (cid-lite, dcp, cid) or a weights file path
-    dcp: DCPParams = field(default_factory=DCPParams)
-
-
-@dataclass
-class EngineConfig:
-    device: str = "auto"        # auto (cuda if present, else cpu), cpu, cuda, cuda:N
-    precision: str = "auto"     # auto (bf16 on capable CPUs, fp16/bf16 on CUDA), fp32, bf16, fp16
-    batch: int = 4              # frames per temporal batch
-    max_latency_ms: float = 100.0  # live sources: flush a partial batch after this long
-    channels_last: bool = True
-
-
-@dataclass
-class InputConfig:
-    queue_size: int = 32        # decoded frames buffered ahead of the model
-    decode_threads: int = 0     # 0 lets FFmpeg choose
-    image_fps: float = 25.0     # frame rate given to image folders written as video
-    options: dict = field(default_factory=dict)  # extra FFmpeg/PyAV options (e.g. rtsp_transport)
-    decode: str = "auto"        # auto | rgb24 | yuv420p | nvdec: the form decoded frames take (cidstream/io/decode.py)
-
-
-@dataclass
-class OutputConfig:
-    codec: str = "auto"         # auto: h264_nvenc on CUDA machines that have it, else libx264; or any FFmpeg encoder
-    crf: int = 20               # quality: lower is better and larger
-    preset: str = "veryfast"    # x264 speed/size trade-off
-    threads: int = 0            # encoder threads (0: the encoder chooses, all cores for libx264)
-    video: bool = True          # false: detections and report only, no dehazed video (--no-video)
-    copy_audio: bool = True
-    jpeg_quality: int = 95
-    queue_size: int = 32        # frames buffered ahead of the encoder
-
-
-@dataclass
-class DetectConfig:
-    detector: str = ""          # Ultralytics model file or name; "" = $CIDSTREAM_DETECTOR, else yolo11n.pt
-    classes: list = field(default_factory=lambda: ["car", "bus", "truck", "motorcycle", "bicycle"])  # [] = all
-    conf: float = 0.25          # confidence threshold for run (eval uses 0.001, as AP needs the full ranking)
-    iou: float = 0.7            # NMS IoU
-    imgsz: int = 640            # detector input size
-    track: bool = False         # ByteTrack ids and unique-vehicle counts
-
-
-@dataclass
-class LiveConfig:
-    transport: str = "tcp"          # RTSP transport: tcp (default; survives NAT and loss) | udp
-    open_timeout_s: float = 10.0    # PyAV: give up opening a stream after this long
-    read_timeout_s: float = 10.0    # PyAV: give up a read that returns nothing for this long
-    watchdog_s: float = 5.0         # no new frame for this long: drop the connection and reconnect
-    reconnect: bool = True
-    max_reconnects: int = 0         # 0 = forever
-    backoff_initial_s: float = 0.5  # first wait before reconnecting; doubles per failed attempt
-    backoff_max_s: float = 30.0
-    backoff_jitter: float = 0.3     # +-30% random spread, so many cameras do not reconnect in lockstep
-    queue_size: int = 4             # frames buffered per camera; older ones are dropped when processing lags
-    segment_s: float = 300.0        # cidstream live: a new video file every this many seconds (0 = one file)
-    status_every_s: float = 2.0     # cidstream live: terminal status and stats.json refresh
-
-
-# Video files an input folder or glob picks up (input: 14 suffixes). Not cidstream.io.sinks.VIDEO_SUFFIXES, the
-# containers an output may be written as (5).
-INPUT_VIDEO_SUFFIXES = [".mp4", ".mkv", ".mov", ".avi", ".ts", ".m2ts", ".mts", ".m4v", ".webm", ".mpg", ".mpeg",
-                        ".flv", ".wmv", ".3gp"]
-VIDEO_SUFFIXES = INPUT_VIDEO_SUFFIXES  # the older name
-
-
-@dataclass
-class BatchConfig:
-    engine: str = "local"       # local (worker processes or threads here) | ray (a Ray cluster)
-    workers: int = 1            # files processed at once (ray: 0 = as many as the cluster has CPUs/GPUs for)
-    local_workers: str = "auto"  # auto: threads sharing one model on CUDA, processes on CPU | processes | threads
-    address: str = ""           # ray: cluster address; "" starts a Ray instance on this machine, "auto" joins one
-    cpus_per_task: float = 1.0  # ray: CPUs reserved per file
-    gpus_per_task: float = 1.0  # ray: GPUs reserved per file when running on CUDA (0.5 packs two per GPU)
-    max_attempts: int = 2       # tries per file when its worker process dies (not for files that fail to decode)
-    video_suffixes: list = field(default_factory=lambda: list(INPUT_VIDEO_SUFFIXES))  # what a folder or glob picks up
-
-
-@dataclass
-class TemporalConfig:
-    """Video only (files, cameras): image folders and eval are never smoothed (docs/architecture.md)."""
-    enabled: bool = True        # smooth cid-lite's coefficient maps / dcp's airlight and transmission over time
-    alpha: float = 0.25         # weight of the current frame in the moving average of the maps (1 = no smoothing)
-    level_alpha: float = 0.3    # the same for global values: dcp's airlight, the output's brightness gain
-    motion: float = 0.04        # |Δ grey| at which a map cell follows the current frame fully (0 = no motion adaption)
-    cut_threshold: float = 0.08  # mean |Δ| of a grey thumbnail (0..1) that counts as a scene cut: state reset
-
-
-@dataclass
-class GateConfig:
-    """Haze gating (engine/haze.py): how much of the dehazed frame to keep, from each frame's haze level
-    calibrated to metres of visibility (benchmarks/visibility_fit.py, gate_check.py)."""
-    # Default chosen by benchmarks/gate_check.py: clear frames keep their detections, fog gains stay.
-    policy: typing.Union[str, bool] = "skip"  # off (always dehazed) | skip (raw frame at or above clear_m) | blend
-    clear_m: float = 10000.0    # visibility at or above which a frame counts as clear (skip: raw; blend: strength 0)
-    dense_m: float = 1000.0     # blend: full dehazing at or below this visibility (log-linear in between)
-    measure: str = "contrast"   # haze level: contrast | transmission | dark (the calibration below is for contrast)
-    calib_a: float = 21.3215    # visibility_m = exp(calib_a + calib_b * level), clipped to 10..20000 m;
-    calib_b: float = -3.5265    # fitted on highway_fog_cam select days (benchmarks/results/visibility_fit.json)
-
-
-@dataclass
-class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    input: InputConfig = field(default_factory=InputConfig)
-    output: OutputConfig = field(default_factory=OutputConfig)
-    detect: DetectConfig = field(default_factory=DetectConfig)
-    batch: BatchConfig = field(default_factory=BatchConfig)
-    live: LiveConfig = field(default_factory=LiveConfig)
-    temporal: TemporalConfig = field(default_factory=TemporalConfig)
-    gate: GateConfig = field(default_factory=GateConfig)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def _check_type(value, hint, where: str):
-    origin = typing.get_origin(hint)
-    if origin is typing.Union:
-        for arg in typing.get_args(hint):
-            if arg is type(None) and value is None:
-                return None
-            try:
-                return _check_type(value, arg, where)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{where}: {value!r} has the wrong type")
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
-    if hint is list or origin is list:
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return list(value)
-        raise ConfigError(f"{where}: expected a list of names, got {value!r}")
-    if hint is dict or origin is dict:
-        if isinstance(value, dict):
-            return dict(value)
-        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-    return value
-
-
-def merge(obj, data: dict, where: str = "") -> None:
-    """Apply a nested mapping onto a dataclass instance, rejecting unknown keys and bad types."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping of keys, got {type(data).__name__}")
-    hints = typing.get_type_hints(type(obj))
-    names = [f.name for f in dataclasses.fields(obj)]
-    for key, value in data.items():
-        path = f"{where}.{key}" if where else str(key)
-        if key not in names:
-            raise ConfigError(f"unknown config key '{path}' (known keys here: {', '.join(names)})")
-        current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
-            merge(current, value, path)
-        else:
-            setattr(obj, key, _check_type(value, hints[key], path))
-
+# --- what a setting may be: metadata in the field's type --------------------------------------------------
 
 @dataclass(frozen=True)
 class Range:
@@ -235,51 +66,24 @@ class Range:
         return f"{'less than' if self.hi_open else 'at most'} {hi:g}"
 
 
-# Every numeric setting and what it may be (tests/test_audit_config.py checks that none is missing).
-RANGES: dict[str, Range] = {
-    "model.dcp.patch": Range(1, 255),                  # dark-channel window, pixels
-    "model.dcp.omega": Range(0, 1),                    # a fraction of the haze; above 1 the image goes black
-    "model.dcp.t0": Range(0, 1, lo_open=True),         # 0 divides by zero where the haze is opaque
-    "model.dcp.top_fraction": Range(0, 1, lo_open=True),
-    "model.dcp.radius": Range(1, 1024),                # null = scales with the frame
-    "model.dcp.eps": Range(0, 1, lo_open=True),
-    "model.dcp.subsample": Range(1, 64),
-    "model.dcp.sky_tolerance": Range(0, 1),
-    "engine.batch": Range(1),
-    "engine.max_latency_ms": Range(0),
-    "input.queue_size": Range(1),
-    "input.decode_threads": Range(0, 256),
-    "input.image_fps": Range(0, 1000, lo_open=True),
-    "output.crf": Range(0, 51),
-    "output.threads": Range(0, 128),                   # libx264 refuses more than 128
-    "output.jpeg_quality": Range(1, 100),
-    "output.queue_size": Range(1),
-    "detect.conf": Range(0, 1),
-    "detect.iou": Range(0, 1, lo_open=True),
-    "detect.imgsz": Range(32, 4096),                   # 4096: a 4K frame at full size; memory decides below that
-    "live.open_timeout_s": Range(0, lo_open=True),
-    "live.read_timeout_s": Range(0, lo_open=True),
-    "live.watchdog_s": Range(0, lo_open=True),
-    "live.max_reconnects": Range(0),                   # 0 = forever
-    "live.backoff_initial_s": Range(0, lo_open=True),
-    "live.backoff_max_s": Range(0, lo_open=True),
-    "live.backoff_jitter": Range(0, 1, hi_open=True),
-    "live.queue_size": Range(1),
-    "live.segment_s": Range(0),                       # 0 = one file
-    "live.status_every_s": Range(0, lo_open=True),
-    "batch.workers": Range(0),                         # 0 only with the ray engine (checked below)
-    "batch.cpus_per_task": Range(0, lo_open=True),
-    "batch.gpus_per_task": Range(0),
-    "batch.max_attempts": Range(1),
-    "temporal.alpha": Range(0, 1, lo_open=True),       # 0 would freeze the first frame's estimate forever
-    "temporal.level_alpha": Range(0, 1, lo_open=True),
-    "temporal.motion": Range(0, 1),                    # 0 = the same weight everywhere
-    "temporal.cut_threshold": Range(0, 1, lo_open=True),
-    "gate.clear_m": Range(10, 20000),                  # the calibrated visibility range, metres
-    "gate.dense_m": Range(10, 20000),
-    "gate.calib_a": Range(-1000, 1000),
-    "gate.calib_b": Range(-1000, 0, hi_open=True),     # more haze must mean less visibility
-}
+class OneOf:
+    """The words a setting may be. ``aliases`` are (value, word) pairs for what YAML reads instead of a
+    word: an unquoted ``off`` is the boolean false."""
+
+    def __init__(self, *values: str, aliases: tuple = ()):
+        self.values, self.aliases = values, aliases
+
+    def normal(self, v):
+        return next((word for alias, word in self.aliases if type(v) is type(alias) and v == alias), v)
+
+    def holds(self, v) -> bool:
+        return v in self.values
+
+    def describe(self) -> str:
+        return f"{', '.join(self.values[:-1])} or {self.values[-1]}" if len(self.values) > 1 else self.values[0]
+
+    def __repr__(self) -> str:
+        return f"OneOf{self.values!r}"
 
 
 # libx264's and libx265's presets, fastest first: another name fails only when the encoder opens ("Invalid argument").
@@ -287,59 +91,217 @@ X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
                 "placebo")
 
 
-def setting(cfg: Config, key: str):
-    """The value of a dotted key (``engine.batch``)."""
-    node = cfg
-    for part in key.split("."):
-        node = getattr(node, part)
-    return node
+# --- the settings -----------------------------------------------------------------------------------------
+
+@dataclass
+class DCPParams:
+    patch: Annotated[int, Range(1, 255)] = 15   # dark-channel window, pixels
+    omega: Annotated[float, Range(0, 1)] = 0.95  # fraction of haze removed (1.0 looks unnatural; above 1: black)
+    t0: Annotated[float, Range(0, 1, lo_open=True)] = 0.1  # lower bound on transmission (0 divides by zero)
+    top_fraction: Annotated[float, Range(0, 1, lo_open=True)] = 0.001  # brightest dark-channel share: the airlight
+    radius: Annotated[Optional[int], Range(1, 1024)] = None  # guided-filter radius; None scales with frame size
+    eps: Annotated[float, Range(0, 1, lo_open=True)] = 0.001  # guided-filter regularisation
+    subsample: Annotated[int, Range(1, 64)] = 4  # fast guided filter: coefficients this much coarser (1 = exact)
+    sky_tolerance: Annotated[float, Range(0, 1)] = 0.1  # K: pixels within K of the airlight (sky) are not
+    #                                                     over-amplified (0 = off)
 
 
-def validate(cfg: Config) -> Config:
-    for key, allowed in RANGES.items():
-        value = setting(cfg, key)
-        if value is not None and not allowed.holds(value):
-            raise ConfigError(f"{key} must be {allowed.describe()}, got {value!r}")
-    e = cfg.engine
-    if e.precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ConfigError(f"engine.precision must be auto, fp32, bf16 or fp16, got {e.precision!r}")
-    if cfg.input.decode not in ("auto", "rgb24", "yuv420p", "nvdec"):
-        raise ConfigError(f"input.decode must be auto, rgb24, yuv420p or nvdec, got {cfg.input.decode!r}")
-    if cfg.input.options:  # FFmpeg ignores names it does not know: refuse them here instead
-        from .io.decode import unknown_ffmpeg_options
+@dataclass
+class ModelConfig:
+    name: str = "cid-lite"      # registry name (cid-lite, dcp, cid) or a weights file path
+    dcp: DCPParams = field(default_factory=DCPParams)
 
-        unknown = unknown_ffmpeg_options(cfg.input.options)
-        if unknown:
-            raise ConfigError(f"input.options: FFmpeg has no option {', '.join(map(repr, unknown))} (for any demuxer, "
-                              "protocol or decoder): check the name")
-    o = cfg.output
-    codec = "libx264" if o.codec == "auto" else o.codec  # auto is libx264 wherever NVENC is not used
-    if codec in ("libx264", "libx265") and o.preset not in X264_PRESETS:
-        raise ConfigError(f"output.preset must be one of {', '.join(X264_PRESETS[:-1])} or {X264_PRESETS[-1]} "
-                          f"for {codec}, got {o.preset!r}")
-    lv = cfg.live
-    if lv.transport not in ("tcp", "udp"):
-        raise ConfigError(f"live.transport must be tcp or udp, got {lv.transport!r}")
-    if lv.backoff_max_s < lv.backoff_initial_s:
-        raise ConfigError(f"live.backoff_max_s must be at least live.backoff_initial_s ({lv.backoff_initial_s:g}), "
-                          f"got {lv.backoff_max_s:g}")
-    g = cfg.gate
-    if g.policy is False:  # YAML reads an unquoted off as false
-        g.policy = "off"
-    if g.policy not in ("off", "skip", "blend"):
-        raise ConfigError(f"gate.policy must be off, skip or blend, got {g.policy!r}")
-    if g.measure not in ("contrast", "transmission", "dark"):
-        raise ConfigError(f"gate.measure must be contrast, transmission or dark, got {g.measure!r}")
-    if g.dense_m > g.clear_m:
-        raise ConfigError(f"gate.dense_m must be at most gate.clear_m ({g.clear_m:g}), got {g.dense_m:g}")
-    b = cfg.batch
-    if b.engine not in ("local", "ray"):
-        raise ConfigError(f"batch.engine must be local or ray, got {b.engine!r}")
-    if b.local_workers not in ("auto", "processes", "threads"):
-        raise ConfigError(f"batch.local_workers must be auto, processes or threads, got {b.local_workers!r}")
-    if b.workers == 0 and b.engine == "local":
-        raise ConfigError(f"batch.workers must be at least 1 (0 only with the ray engine), got {b.workers}")
-    return cfg
+
+@dataclass
+class EngineConfig:
+    device: str = "auto"        # auto (cuda if present, else cpu), cpu, cuda, cuda:N
+    # auto: bf16 on capable CPUs, fp16/bf16 on CUDA
+    precision: Annotated[str, OneOf("auto", "fp32", "bf16", "fp16")] = "auto"
+    batch: Annotated[int, Range(1)] = 4  # frames per temporal batch
+    max_latency_ms: Annotated[float, Range(0)] = 100.0  # live sources: flush a partial batch after this long
+    channels_last: bool = True
+
+
+@dataclass
+class InputConfig:
+    queue_size: Annotated[int, Range(1)] = 32        # decoded frames buffered ahead of the model
+    decode_threads: Annotated[int, Range(0, 256)] = 0  # 0 lets FFmpeg choose
+    image_fps: Annotated[float, Range(0, 1000, lo_open=True)] = 25.0  # image folders written as video: frame rate
+    options: dict = field(default_factory=dict)  # extra FFmpeg/PyAV options (e.g. rtsp_transport)
+    # the form decoded frames take (cidstream/io/decode.py)
+    decode: Annotated[str, OneOf("auto", "rgb24", "yuv420p", "nvdec")] = "auto"
+
+
+@dataclass
+class OutputConfig:
+    codec: str = "auto"         # auto: h264_nvenc on CUDA machines that have it, else libx264; or any FFmpeg encoder
+    crf: Annotated[int, Range(0, 51)] = 20  # quality: lower is better and larger
+    preset: str = "veryfast"    # x264 speed/size trade-off (X264_PRESETS for libx264/libx265, checked in validate)
+    threads: Annotated[int, Range(0, 128)] = 0  # encoder threads (0: the encoder chooses); libx264 refuses > 128
+    video: bool = True          # false: detections and report only, no dehazed video (--no-video)
+    copy_audio: bool = True
+    jpeg_quality: Annotated[int, Range(1, 100)] = 95
+    queue_size: Annotated[int, Range(1)] = 32  # frames buffered ahead of the encoder
+
+
+@dataclass
+class DetectConfig:
+    detector: str = ""          # Ultralytics model file or name; "" = $CIDSTREAM_DETECTOR, else yolo11n.pt
+    classes: list = field(default_factory=lambda: ["car", "bus", "truck", "motorcycle", "bicycle"])  # [] = all
+    conf: Annotated[float, Range(0, 1)] = 0.25  # confidence threshold for run (eval: 0.001, AP needs the ranking)
+    iou: Annotated[float, Range(0, 1, lo_open=True)] = 0.7  # NMS IoU
+    imgsz: Annotated[int, Range(32, 4096)] = 640  # detector input size; 4096: a 4K frame at full size
+    track: bool = False         # ByteTrack ids and unique-vehicle counts
+
+
+@dataclass
+class LiveConfig:
+    transport: Annotated[str, OneOf("tcp", "udp")] = "tcp"  # RTSP transport: tcp survives NAT and loss
+    open_timeout_s: Annotated[float, Range(0, lo_open=True)] = 10.0  # PyAV: give up opening a stream after this long
+    read_timeout_s: Annotated[float, Range(0, lo_open=True)] = 10.0  # PyAV: give up a read that returns nothing
+    watchdog_s: Annotated[float, Range(0, lo_open=True)] = 5.0  # no new frame for this long: reconnect
+    reconnect: bool = True
+    max_reconnects: Annotated[int, Range(0)] = 0  # 0 = forever
+    backoff_initial_s: Annotated[float, Range(0, lo_open=True)] = 0.5  # first wait before reconnecting; doubles
+    backoff_max_s: Annotated[float, Range(0, lo_open=True)] = 30.0  # at least backoff_initial_s (validate)
+    backoff_jitter: Annotated[float, Range(0, 1, hi_open=True)] = 0.3  # +-30%: cameras do not reconnect in lockstep
+    queue_size: Annotated[int, Range(1)] = 4  # frames buffered per camera; older ones dropped when processing lags
+    segment_s: Annotated[float, Range(0)] = 300.0  # cidstream live: a new video file every this many seconds (0 = one)
+    status_every_s: Annotated[float, Range(0, lo_open=True)] = 2.0  # cidstream live: status and stats.json refresh
+
+
+# Video files an input folder or glob picks up (input: 14 suffixes). Not cidstream.sinks.media.VIDEO_SUFFIXES, the
+# containers an output may be written as (5).
+INPUT_VIDEO_SUFFIXES = [".mp4", ".mkv", ".mov", ".avi", ".ts", ".m2ts", ".mts", ".m4v", ".webm", ".mpg", ".mpeg",
+                        ".flv", ".wmv", ".3gp"]
+VIDEO_SUFFIXES = INPUT_VIDEO_SUFFIXES  # the older name
+
+
+@dataclass
+class BatchConfig:
+    engine: Annotated[str, OneOf("local", "ray")] = "local"  # local (processes or threads here) | ray (a cluster)
+    # files processed at once (ray: 0 = as many as the cluster has CPUs/GPUs for; 0 only with ray, validate)
+    workers: Annotated[int, Range(0)] = 1
+    # auto: threads sharing one model on CUDA, processes on CPU
+    local_workers: Annotated[str, OneOf("auto", "processes", "threads")] = "auto"
+    address: str = ""           # ray: cluster address; "" starts a Ray instance on this machine, "auto" joins one
+    cpus_per_task: Annotated[float, Range(0, lo_open=True)] = 1.0  # ray: CPUs reserved per file
+    gpus_per_task: Annotated[float, Range(0)] = 1.0  # ray: GPUs reserved per file on CUDA (0.5 packs two per GPU)
+    max_attempts: Annotated[int, Range(1)] = 2  # tries per file when its worker process dies (not for decode failures)
+    video_suffixes: list = field(default_factory=lambda: list(INPUT_VIDEO_SUFFIXES))  # what a folder or glob picks up
+
+
+@dataclass
+class TemporalConfig:
+    """Video only (files, cameras): image folders and eval are never smoothed (docs/architecture.md)."""
+    enabled: bool = True        # smooth cid-lite's coefficient maps / dcp's airlight and transmission over time
+    # weight of the current frame in the moving average of the maps (1 = no smoothing; 0 would freeze the first)
+    alpha: Annotated[float, Range(0, 1, lo_open=True)] = 0.25
+    level_alpha: Annotated[float, Range(0, 1, lo_open=True)] = 0.3  # the same for global values (airlight, gain)
+    # |Δ grey| at which a map cell follows the current frame fully (0 = no motion adaption)
+    motion: Annotated[float, Range(0, 1)] = 0.04
+    # mean |Δ| of a grey thumbnail (0..1) that counts as a scene cut: state reset
+    cut_threshold: Annotated[float, Range(0, 1, lo_open=True)] = 0.08
+
+
+@dataclass
+class GateConfig:
+    """Haze gating (engine/haze.py): how much of the dehazed frame to keep, from each frame's haze level
+    calibrated to metres of visibility (benchmarks/visibility_fit.py, gate_check.py)."""
+    # Default chosen by benchmarks/gate_check.py: clear frames keep their detections, fog gains stay.
+    # off (always dehazed) | skip (raw frame at or above clear_m) | blend; YAML reads an unquoted off as false
+    policy: Annotated[typing.Union[str, bool], OneOf("off", "skip", "blend", aliases=((False, "off"),))] = "skip"
+    # visibility at or above which a frame counts as clear (skip: raw; blend: strength 0); the calibrated range
+    clear_m: Annotated[float, Range(10, 20000)] = 10000.0
+    dense_m: Annotated[float, Range(10, 20000)] = 1000.0  # blend: full dehazing at or below this (at most clear_m)
+    # haze level (the calibration below is for contrast)
+    measure: Annotated[str, OneOf("contrast", "transmission", "dark")] = "contrast"
+    calib_a: Annotated[float, Range(-1000, 1000)] = 21.3215  # visibility_m = exp(calib_a + calib_b * level),
+    # clipped to 10..20000 m; fitted on highway_fog_cam select days (benchmarks/results/visibility_fit.json);
+    # negative: more haze must mean less visibility
+    calib_b: Annotated[float, Range(-1000, 0, hi_open=True)] = -3.5265
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+
+    def to_dict(self) -> dict:
+        return plain(dataclasses.asdict(self))
+
+
+# --- where a value was written ----------------------------------------------------------------------------
+
+class Mark(typing.NamedTuple):
+    origin: str                 # "config file configs/x.yaml"
+    line: int                   # 1-based, as editors count
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.origin}, line {self.line}, column {self.column}"
+
+
+class Located(dict):
+    """A mapping read by ``read_yaml``: a plain dict that also knows where each key and value was written."""
+
+    at: Mark | None = None      # the mapping itself
+    keys_at: dict = {}          # key -> Mark of the key (for unknown keys)
+    values_at: dict = {}        # key -> Mark of its value (for bad values)
+
+
+def mark_of(data, key=None, value: bool = True) -> Mark | None:
+    """Where ``data[key]`` (``value=False``: the key itself; no key: the mapping) was written, or None
+    (not from a file)."""
+    if not isinstance(data, Located):
+        return None
+    if key is None:
+        return data.at
+    return (data.values_at if value else data.keys_at).get(key)
+
+
+def config_error(message: str, mark: Mark | None = None) -> ConfigError:
+    """``message`` after the place it is about; ``mark`` and ``detail`` stay on the error for a caller that
+    words the place its own way (cameras files)."""
+    exc = ConfigError(f"{mark}: {message}" if mark else message)
+    exc.mark, exc.detail = mark, message
+    return exc
+
+
+def plain(value):
+    """``value`` with every Located mapping as a dict, so checkpoints and weights metadata never need this
+    module (or a torch.load allow-list entry) to be read."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+class _Loader(yaml.SafeLoader):
+    origin = ""
+
+
+def _construct_located(loader: _Loader, node: yaml.MappingNode):
+    data = Located()
+    yield data
+    data.update(loader.construct_mapping(node))
+    data.at = Mark(loader.origin, node.start_mark.line + 1, node.start_mark.column + 1)
+    data.keys_at, data.values_at = {}, {}
+    for key_node, value_node in node.value:  # merge keys (<<) are flattened by now
+        key = loader.construct_object(key_node)  # already built: the cached object
+        for marks, n in ((data.keys_at, key_node), (data.values_at, value_node)):
+            marks[key] = Mark(loader.origin, n.start_mark.line + 1, n.start_mark.column + 1)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _construct_located)
 
 
 def yaml_error_text(exc: yaml.YAMLError) -> str:
@@ -356,20 +318,201 @@ def yaml_error_text(exc: yaml.YAMLError) -> str:
 
 
 def read_yaml(path: str | Path, what: str = "config file") -> dict:
+    """The one YAML reader of the project (configs, cameras, training): its mappings are Located, so later
+    errors can name the file, line and column of a key or value."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what} not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loader = _Loader(path.read_text(encoding="utf-8"))
+        loader.origin = f"{what} {path}"
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {path} is not valid YAML: {yaml_error_text(exc)}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{what} {path} is not UTF-8 text") from exc
     if data is None:
-        return {}
+        return Located()
     if not isinstance(data, dict):
         raise ConfigError(f"{what} {path} must hold a mapping of sections, got {type(data).__name__}")
     return data
+
+
+# --- applying and checking --------------------------------------------------------------------------------
+
+def _check_type(value, hint, where: str):
+    origin = typing.get_origin(hint)
+    if origin is typing.Union:
+        for arg in typing.get_args(hint):
+            if arg is type(None) and value is None:
+                return None
+            try:
+                return _check_type(value, arg, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where}: {value!r} has the wrong type")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if hint is list or (origin is list and typing.get_args(hint) == (str,)):
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise ConfigError(f"{where}: expected a list of names, got {value!r}")
+    if origin is list:  # list[X]: each item an X
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is dict or origin is dict:
+        if isinstance(value, dict):
+            return value if isinstance(value, Located) else dict(value)
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+    return value
+
+
+def _section(hint) -> type | None:
+    """The dataclass of a nested section (``Optional`` or not), or None for a plain setting."""
+    return next((t for t in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(t)), None)
+
+
+# id of a dataclass instance -> its field marks. Not kept in the instance: code passes vars(section) as keyword
+# arguments (DarkChannelPrior(**vars(cfg.model.dcp))).
+_MARKS: dict[int, dict] = {}
+
+
+def _marks(obj) -> dict:
+    """Field name -> Mark of where its value was last set (None: a default, --set or code)."""
+    if id(obj) not in _MARKS:
+        _MARKS[id(obj)] = {}
+        weakref.finalize(obj, _MARKS.pop, id(obj), None)
+    return _MARKS[id(obj)]
+
+
+def merge(obj, data: dict, where: str = "") -> None:
+    """Apply a nested mapping onto a dataclass instance, rejecting unknown keys and bad types. Values are
+    range-checked later by ``validate`` (a later source may still fix them), so merge notes where each
+    came from."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping of keys, got {type(data).__name__}")
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise config_error(f"unknown config key '{path}' (known keys here: {', '.join(names)})",
+                               mark_of(data, key, value=False))
+        mark, section = mark_of(data, key), _section(hints[key])
+        if section is not None and not (value is None and section is not hints[key]):  # null: an Optional's None
+            if not isinstance(value, dict):
+                raise config_error(f"{path}: expected a mapping of keys, got {type(value).__name__}", mark)
+            if getattr(obj, key) is None:
+                setattr(obj, key, section())
+            merge(getattr(obj, key), value, path)
+            continue
+        try:
+            setattr(obj, key, _check_type(value, hints[key], path))
+        except ConfigError as exc:
+            raise config_error(str(exc), mark) from None
+        _marks(obj)[key] = mark
+
+
+def _fields(obj, prefix: str = ""):
+    """(dotted key, owner, field name, rules) of every plain setting of a dataclass tree."""
+    hints = typing.get_type_hints(type(obj), include_extras=True)
+    for f in dataclasses.fields(obj):
+        value, key = getattr(obj, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            yield from _fields(value, key + ".")
+        else:
+            yield key, obj, f.name, getattr(hints[f.name], "__metadata__", ())
+
+
+def rules(obj=None) -> list[tuple[str, Range | OneOf]]:
+    """(dotted key, rule) of every setting whose type carries one (default: the runtime Config)."""
+    return [(key, rule) for key, _, _, meta in _fields(obj if obj is not None else Config()) for rule in meta]
+
+
+def ranges(obj=None) -> dict[str, Range]:
+    """Dotted key -> Range of every numeric setting."""
+    return {key: rule for key, rule in rules(obj) if isinstance(rule, Range)}
+
+
+def mark_of_setting(obj, key: str) -> Mark | None:
+    """Where the value of a dotted key was written, if it came from a file."""
+    *parents, leaf = key.split(".")
+    for part in parents:
+        obj = getattr(obj, part)
+    return _MARKS.get(id(obj), {}).get(leaf)
+
+
+def check_rules(obj, prefix: str = "") -> None:
+    """Every setting of a dataclass tree against the rules in its type; the error names the key (after
+    ``prefix``, the section's place: "domains.fog.") and, for a value from a file, where it was written."""
+    for key, owner, name, meta in _fields(obj, prefix):
+        for rule in meta:
+            value = getattr(owner, name)
+            if value is None:  # Optional: None means "not set" (e.g. dcp.radius scales with the frame)
+                break
+            if isinstance(rule, OneOf) and rule.normal(value) is not value:
+                setattr(owner, name, value := rule.normal(value))
+            if not rule.holds(value):
+                raise config_error(f"{key} must be {rule.describe()}, got {value!r}",
+                                   _MARKS.get(id(owner), {}).get(name))
+
+
+def setting(cfg: Config, key: str):
+    """The value of a dotted key (``engine.batch``)."""
+    node = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def validate(cfg: Config) -> Config:
+    """The rules in the types, then what depends on more than one setting."""
+    check_rules(cfg)
+    at = lambda key: mark_of_setting(cfg, key)  # noqa: E731
+    if cfg.input.options:  # FFmpeg ignores names it does not know: refuse them here instead
+        from .ffmpeg_options import unknown_ffmpeg_options
+
+        unknown = unknown_ffmpeg_options(cfg.input.options)
+        if unknown:
+            raise config_error(f"input.options: FFmpeg has no option {', '.join(map(repr, unknown))} (for any "
+                               "demuxer, protocol or decoder): check the name", at("input.options"))
+    o = cfg.output
+    codec = "libx264" if o.codec == "auto" else o.codec  # auto is libx264 wherever NVENC is not used
+    if codec in ("libx264", "libx265") and o.preset not in X264_PRESETS:
+        raise config_error(f"output.preset must be one of {', '.join(X264_PRESETS[:-1])} or {X264_PRESETS[-1]} "
+                           f"for {codec}, got {o.preset!r}", at("output.preset"))
+    lv = cfg.live
+    if lv.backoff_max_s < lv.backoff_initial_s:
+        raise config_error(f"live.backoff_max_s must be at least live.backoff_initial_s ({lv.backoff_initial_s:g}), "
+                           f"got {lv.backoff_max_s:g}", at("live.backoff_max_s"))
+    g = cfg.gate
+    if g.dense_m > g.clear_m:
+        raise config_error(f"gate.dense_m must be at most gate.clear_m ({g.clear_m:g}), got {g.dense_m:g}",
+                           at("gate.dense_m"))
+    b = cfg.batch
+    if b.workers == 0 and b.engine == "local":
+        raise config_error(f"batch.workers must be at least 1 (0 only with the ray engine), got {b.workers}",
+                           at("batch.workers"))
+    return cfg
 
 
 def parse_assignment(text: str) -> dict:

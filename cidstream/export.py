@@ -331,7 +331,7 @@ def register(sub) -> None:
 
 
 def run_export(args, console) -> int:
-    from .cli import make_config
+    from .cli_config import make_config
     from .models.exported import SUFFIXES
 
     cfg = make_config(args)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from fractions import Fraction
+from types import MappingProxyType
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -95,13 +97,14 @@ class FrameBatch:
     frames: list[Frame]
     source_id: str = ""
     planes: YUVPlanes | None = None
+    streams: tuple | None = None    # the stream of each frame when a batch mixes them (live cameras)
     _host: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
-    def of(cls, frames: list[Frame], source_id: str = "") -> "FrameBatch":
+    def of(cls, frames: list[Frame], source_id: str = "", streams: tuple | None = None) -> "FrameBatch":
         if frames[0].image is not None:
-            return cls(np.stack([f.image for f in frames]), frames, source_id)
-        return cls(None, frames, source_id, YUVPlanes.stack([f.planes for f in frames]))
+            return cls(np.stack([f.image for f in frames]), frames, source_id, streams=streams)
+        return cls(None, frames, source_id, YUVPlanes.stack([f.planes for f in frames]), streams)
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -167,41 +170,52 @@ def _host(value):
     return value.get() if isinstance(value, DeviceFrames) else value
 
 
+@dataclass(frozen=True)
 class BatchResult:
-    """What the pipeline hands to sinks per batch. Frames the pipeline kept on the device arrive as
-    ``DeviceFrames`` that sinks wait for in their own threads; ``dehazed_i420`` is set when the video
-    encoder's 4:2:0 planes were made on the device (half the bytes of RGB to download)."""
+    """What the pipeline hands to every sink per batch; frozen, so one sink cannot change what the next
+    reads. Frames the pipeline kept on the device arrive as ``DeviceFrames`` that sinks wait for in their
+    own threads; ``dehazed_i420`` is set when the encoder's 4:2:0 planes were made on the device (half
+    the bytes of RGB to download)."""
 
-    def __init__(self, batch: FrameBatch, dehazed, detections: list | None = None,
-                 raw_detections: list | None = None, dehazed_i420=None, raw=None, haze=None, arms=None):
-        self.batch = batch
-        self._dehazed = dehazed                   # (N, H, W, 3) uint8: numpy or DeviceFrames (or None: not needed)
-        self.detections = detections              # list[Detections] on the dehazed frames
-        self.raw_detections = raw_detections      # list[Detections] on the raw frames (compare mode)
-        self._i420 = dehazed_i420                 # (N, H*3/2, W) uint8 I420: numpy or DeviceFrames, or None
-        self._raw = raw                           # host RGB of the raw frames when they were on the device
-        self._haze = haze                         # (3, N) float haze level, visibility_m, gate strength (engine/haze.py)
-        self.arms = arms or {}                    # extra comparison arms (raw_b, dehazed_b, fused, fused_b) -> list
+    batch: FrameBatch
+    dehazed_frames: object = None   # (N, H, W, 3) uint8: numpy or DeviceFrames (None: no sink reads them)
+    arms: Mapping[str, list] = field(default_factory=dict)  # arm (dehazed, raw, raw_b, dehazed_b, fused, fused_b)
+    i420_frames: object = None      # -> list[Detections]; (N, H*3/2, W) uint8 I420: numpy, DeviceFrames or None
+    raw_frames: object = None       # host RGB of the raw frames when they were on the device
+    haze_values: object = None      # (3, N) haze level, visibility_m, gate strength (engine/haze.py), or None
+
+    def __post_init__(self):
+        object.__setattr__(self, "arms", MappingProxyType(dict(self.arms)))
+
+    @property
+    def detections(self) -> list | None:
+        """Detections on the dehazed frames (None: no detector)."""
+        return self.arms.get("dehazed")
+
+    @property
+    def raw_detections(self) -> list | None:
+        """Detections on the raw frames (compare mode)."""
+        return self.arms.get("raw")
 
     def stream(self, name: str) -> list | None:
-        """The detections of one arm: dehazed, raw or an extra one."""
-        return {"dehazed": self.detections, "raw": self.raw_detections}.get(name, self.arms.get(name))
+        """The detections of one arm."""
+        return self.arms.get(name)
 
     def __len__(self) -> int:
         return len(self.batch)
 
     @property
     def dehazed(self) -> np.ndarray:
-        return _host(self._dehazed)
+        return _host(self.dehazed_frames)
 
     @property
     def dehazed_i420(self) -> np.ndarray | None:
-        return _host(self._i420)
+        return _host(self.i420_frames)
 
     @property
     def haze(self) -> np.ndarray | None:
         """(3, N) host floats: haze level, visibility in metres, gate strength per frame (None: not measured)."""
-        return None if self._haze is None else np.asarray(_host(self._haze), dtype=np.float64)
+        return None if self.haze_values is None else np.asarray(_host(self.haze_values), dtype=np.float64)
 
     def haze_record(self, i: int) -> dict:
         """{"haze", "visibility_m", "gate"} of frame ``i`` for the outputs ({} when not measured)."""
@@ -214,7 +228,19 @@ class BatchResult:
     @property
     def raw(self) -> np.ndarray:
         """The raw frames as host RGB (N, H, W, 3)."""
-        return _host(self._raw) if self._raw is not None else self.batch.host_rgb()
+        return _host(self.raw_frames) if self.raw_frames is not None else self.batch.host_rgb()
+
+    def select(self, indices: list[int], source_id: str = "") -> "BatchResult":
+        """The result of some of the batch's frames (live: one camera's share of a batch of several).
+        What the sinks read is downloaded once for the whole batch, then shared out."""
+        def rows(value):
+            host = _host(value)
+            return None if host is None else host[indices]
+
+        haze = _host(self.haze_values)
+        return BatchResult(FrameBatch.of([self.batch.frames[i] for i in indices], source_id),
+                           rows(self.dehazed_frames), {k: [v[i] for i in indices] for k, v in self.arms.items()},
+                           rows(self.i420_frames), rows(self.raw_frames), None if haze is None else haze[:, indices])
 
 
 @dataclass

@@ -77,7 +77,7 @@ def print_run_summary(console, input_spec, sink, dehazer, stats, total, error, r
                                       f"frames with more {c['frames_more']}, fewer {c['frames_fewer']}")
             extra = [s for s in t if s not in ("raw", "dehazed")]
             if extra:
-                from .detect.report import ARM_LABELS
+                from .sinks.report import ARM_LABELS
 
                 table.add_row("other arms", ", ".join(f"{ARM_LABELS.get(s, s)} {t[s]['vehicles']}" for s in extra)
                               + (f" ([B]: {report['arms']['detector_b']})" if report["arms"].get("detector_b") else ""))
@@ -103,7 +103,7 @@ def print_bench(console, r) -> None:
     table = Table(title=f"cidstream bench: {r.input} ({r.width}x{r.height}, {r.frames} frames)")
     table.add_column("stage")
     table.add_column("fps", justify="right")
-    rows = [("decode", r.decode_fps), ("upload", r.upload_fps), ("model", r.model_fps)]
+    rows = [("decode", r.decode_fps), ("upload (part of model)", r.upload_fps), ("model", r.model_fps)]
     if r.detect_fps is not None:
         rows.append(("detect", r.detect_fps))
     if r.download_fps:
@@ -126,6 +126,8 @@ def print_bench(console, r) -> None:
                   f"end to end / stages run one after another = {r.overlap:.2f}{streams}")
     if r.no_video_ratio is not None:
         console.print(f"no video: end to end / slowest stage = [bold]{r.no_video_ratio:.2f}[/]")
+    if getattr(r, "fixed_cost_s", None) is not None:
+        console.print(f"fixed cost of a run beyond its frames (threads, encoder open and close): {r.fixed_cost_s:.2f} s")
     if getattr(r, "warp_ratio", None) is not None:
         smoothing = "temporal smoothing on" if r.temporal else "no temporal smoothing"
         console.print(f"stability, output / input ({smoothing}): flicker {r.flicker_ratio:.2f}, "

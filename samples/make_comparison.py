@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from cidstream.engine import Dehazer
-from cidstream.ops.naturalness import naturalness
+from cidstream.evaluation.naturalness import naturalness
 
 HERE = Path(__file__).resolve().parent
 

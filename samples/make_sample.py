@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from cidstream.frames import Frame, StreamInfo
-from cidstream.io import EncoderSettings, VideoSink
+from cidstream.sinks import EncoderSettings, VideoSink
 
 W, H, HORIZON, VX = 640, 360, 150, 320
 FAR = 60.0  # metres at which the road meets the horizon band

@@ -8,18 +8,22 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("CIDSTREAM_DATA", REPO.parent / "shared" / "data"))
 SAMPLE = REPO / "samples" / "hazy_traffic.mp4"
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """../shared/data; CI has it, so there a missing folder is a failure, not a skip."""
-    if not (SHARED_DATA / "videos").is_dir():
+    """The data folder the code under test reads, cidstream.config.data_root() ($CIDSTREAM_DATA, else
+    ../shared/data beside the checkout); CI has it, so there a missing folder is a failure, not a skip."""
+    from cidstream.config import data_root
+
+    root = data_root()
+    if not (root / "videos").is_dir():
         if os.environ.get("CI"):
-            pytest.fail(f"shared data not found at {SHARED_DATA} (CI must provide ../shared/data)")
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
-    return SHARED_DATA
+            pytest.fail(f"shared data not found at {root} (CI must provide it: set $CIDSTREAM_DATA, or place it at "
+                        "../shared/data beside the checkout)")
+        pytest.skip(f"shared data not found at {root} (set $CIDSTREAM_DATA to the data folder)")
+    return root
 
 
 @pytest.fixture(autouse=True)
@@ -51,6 +55,19 @@ def faststart_copy(src, dst) -> None:
             if packet.dts is not None:
                 packet.stream = stream
                 out.mux(packet)
+
+
+def wait_until(predicate, timeout: float = 30.0, what: str = "the condition", interval: float = 0.01):
+    """Poll ``predicate`` until it returns something true and return that; fail the test after ``timeout``
+    seconds. The deadline is generous on purpose: it stops a test that would hang, it is not a speed check."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+    return value
 
 
 def run_cli_subprocess(*args, timeout=300, **kw):

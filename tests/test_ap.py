@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from cidstream.detect.ap import GroundTruth, average_precision, voc_ap
-from cidstream.detect.labels import match_labels, read_voc, read_yolo
+from cidstream.evaluation.ap import GroundTruth, average_precision, voc_ap
+from cidstream.evaluation.labels import match_labels, read_voc, read_yolo
 from cidstream.errors import InputError
 
 

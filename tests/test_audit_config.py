@@ -37,12 +37,12 @@ def _numeric_keys(obj, prefix=""):
 # --- 1. every numeric setting has a range --------------------------------------------------------------
 
 def test_every_numeric_setting_has_a_range():
-    from cidstream.config import RANGES
+    from cidstream.config import ranges
 
-    keys = set(_numeric_keys(Config()))
+    keys, declared = set(_numeric_keys(Config())), set(ranges())
     assert "output.threads" in keys and "model.dcp.omega" in keys and "live.backoff_jitter" in keys
-    assert keys - set(RANGES) == set(), "numeric settings without a range in config.RANGES"
-    assert set(RANGES) - keys == set(), "RANGES names keys that are not settings"
+    assert keys - declared == set(), "numeric settings without a Range in their type (cidstream/config.py)"
+    assert declared - keys == set(), "ranges() names keys that are not numeric settings"
     validate(load_config())  # the shipped defaults are inside every range
 
 
@@ -157,7 +157,7 @@ def test_yaml_errors_in_training_recipes_give_line_and_column(cli, tmp_path):
     ("renamed.v2", "renamed.v2.mp4", "renamed.v2"),
 ])
 def test_a_manifest_output_with_a_video_suffix_keeps_it(tmp_path, row, video, folder):
-    from cidstream.batch import collect_jobs
+    from cidstream.jobs import collect_jobs
 
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"path,output\n{SAMPLE},{row}\n")
@@ -169,7 +169,7 @@ def test_a_manifest_output_with_a_video_suffix_keeps_it(tmp_path, row, video, fo
 
 
 def test_a_manifest_output_in_a_video_format_we_cannot_write_is_refused(tmp_path):
-    from cidstream.batch import collect_jobs
+    from cidstream.jobs import collect_jobs
 
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"path,output\n{SAMPLE},clip.webm\n")
@@ -266,7 +266,7 @@ def test_eval_into_an_unwritable_folder_says_so(cli, shared_data, yolo_weights, 
 
 
 def test_run_eval_checks_its_output_folder_before_detecting(shared_data, detector, tmp_path):
-    from cidstream.detect.evaluate import run_eval
+    from cidstream.evaluation.evaluate import run_eval
 
     dawn = shared_data / DAWN
     seen = []
@@ -310,9 +310,10 @@ def test_eval_max_images_below_1_is_an_error(cli, shared_data, yolo_weights, tmp
 
 # --- 9. YOLO labels whose ids are COCO ids + 1 (DAWN) ----------------------------------------------------
 
+@pytest.mark.slow
 def test_dawn_labels_without_the_offset_are_detected_and_said(shared_data, detector):
     # before: mAP50 0.000 (car boxes read as motorcycles), no word about it
-    from cidstream.detect.evaluate import run_eval
+    from cidstream.evaluation.evaluate import run_eval
 
     dawn = shared_data / DAWN
     args = (str(dawn / "JPEGImages"), str(dawn / "labels_yolo"), {}, detector, "yolo")
@@ -327,6 +328,7 @@ def test_dawn_labels_without_the_offset_are_detected_and_said(shared_data, detec
     assert given_0["results"]["raw"]["map50"] > 0.2
 
 
+@pytest.mark.slow
 def test_dawn_offset_warning_reaches_the_terminal_and_the_html(cli, shared_data, yolo_weights, tmp_path):
     dawn = shared_data / DAWN
     code, text = cli("eval", dawn / "JPEGImages", "--labels", dawn / "labels_yolo", "-m", "dcp",
@@ -341,6 +343,7 @@ def test_dawn_offset_warning_reaches_the_terminal_and_the_html(cli, shared_data,
 
 # --- 10. bench on a truncated file -----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_bench_on_a_truncated_file_says_so(tmp_path):
     # before: notes [] (90 frames asked, about 20 timed, nothing said)
     from cidstream.bench import run_bench
@@ -365,10 +368,11 @@ def test_bench_on_a_truncated_file_says_so(tmp_path):
 
 # --- 11. the report's speed table and labels that do not overprint ---------------------------------------
 
+@pytest.mark.slow
 def test_the_report_speed_table_is_written_for_people():
     # before: rows like "interrupted | False", "end to end fps | 0.64", "detector share | 0.6412"
-    from cidstream.detect.report import ReportCollector, build_report, render_html
-    from cidstream.engine.pipeline import RunStats
+    from cidstream.sinks.report import ReportCollector, build_report, render_html
+    from cidstream.pipeline import RunStats
 
     stats = RunStats(frames=60, seconds=93.6, interrupted=False,
                      stage_seconds={"decode": 1.5, "dehaze": 40.0, "detect": 60.0, "write": 0.0})

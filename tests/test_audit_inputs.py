@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cidstream.batch.jobs import collect_jobs
+from cidstream.jobs.jobs import collect_jobs
 from cidstream.config import load_config
 from cidstream.errors import ConfigError, InputError
 from cidstream.models import CIDLite, DarkChannelPrior, load_model, save_weights
@@ -186,7 +186,7 @@ def test_model_names_are_case_insensitive(cli, tmp_path, monkeypatch):
 # 6. --labels takes a folder.
 
 def test_labels_file_instead_of_folder_says_so(tmp_path):
-    from cidstream.detect.evaluate import run_eval
+    from cidstream.evaluation.evaluate import run_eval
 
     image(tmp_path / "images" / "a.jpg")
     labels = tmp_path / "a.xml"

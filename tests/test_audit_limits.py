@@ -25,6 +25,7 @@ def config(*assignments):
 
 # --- 1. detect.imgsz off the stride grid: rounded up, as Ultralytics' own check_imgsz does, with a note -------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("imgsz, used", [(100, 128), (33, 64), (640, 640)])
 def test_imgsz_rounded_up_to_the_detector_stride(cli, tmp_path, yolo_weights, imgsz, used):
     out = tmp_path / "out"
@@ -66,6 +67,7 @@ def small_machine(monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda device: 2 * GB)
 
 
+@pytest.mark.slow
 def test_detector_size_beyond_memory_refused_in_run(cli, tmp_path, yolo_weights, small_machine):
     out = tmp_path / "out"
     code, text = cli("run", SAMPLE, "-o", out, "--detect", "--detector", yolo_weights, "--max-frames", "2",

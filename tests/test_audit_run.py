@@ -46,7 +46,7 @@ def interrupt(proc, timeout: float, times: int = 1, gap: float = 0.3) -> str:
     """Ctrl-C (``times`` of them, ``gap`` s apart); the run's stderr once it has exited."""
     for k in range(times):
         if k:
-            time.sleep(gap)
+            time.sleep(gap)  # the scenario: a user pressing Ctrl-C again shortly after (while the run finalizes)
         proc.send_signal(signal.SIGINT)
     return proc.communicate(timeout=timeout)[1]
 
@@ -102,6 +102,11 @@ def being_written(out: Path, pid: int) -> Path:
 
 def summary_frames(text: str) -> int:
     return int(re.search(r"frames\s+(\d+)", text).group(1))
+
+
+def summary_seconds_per_frame(text: str) -> float:
+    """Seconds per frame end to end, as the run measured itself (its summary's "N fps end to end")."""
+    return 1.0 / float(re.search(r"([\d.]+) fps end to end", text).group(1))
 
 
 # 1. Nothing of the user's is overwritten: outputs are compared with inputs by file identity.
@@ -187,6 +192,7 @@ def test_single_image_output_for_several_frames_is_refused_up_front(cli, shared_
 
 # 4. Interrupted before the first frame: no output is claimed.
 
+@pytest.mark.slow
 def test_interrupt_before_any_frame_claims_no_output(shared_data, tmp_path):
     out = tmp_path / "never.mp4"
     src = shared_data / "videos" / "highway_720p.mp4"
@@ -195,7 +201,7 @@ def test_interrupt_before_any_frame_claims_no_output(shared_data, tmp_path):
     proc = start_run(src, "-o", out, "--batch", "64", "--set", "input.queue_size=64", "--no-progress")
     try:
         wait_for(lambda: has_open(proc.pid, src), 120, "the input to be opened")
-        time.sleep(0.5)
+        time.sleep(0.5)  # the scenario: Ctrl-C a moment into the first (seconds-long) batch, not as it opens
         err = interrupt(proc, timeout=60)
     finally:
         proc.kill()
@@ -269,6 +275,7 @@ def test_missing_gpu_message_names_the_requested_device(cli):
 
 # 7. Progress lines when stderr is not a terminal.
 
+@pytest.mark.slow
 def test_progress_lines_when_not_a_terminal(tmp_path):
     proc = run_cli_subprocess("run", SAMPLE, "-o", tmp_path / "a.mp4", "--model", "dcp", "--max-frames", "8")
     assert proc.returncode == 0, proc.stderr
@@ -278,6 +285,7 @@ def test_progress_lines_when_not_a_terminal(tmp_path):
     assert quiet.returncode == 0 and "dehazing:" not in quiet.stderr
 
 
+@pytest.mark.slow
 def test_progress_lines_come_periodically(cli, tmp_path, monkeypatch):
     import cidstream.cli
 
@@ -289,6 +297,7 @@ def test_progress_lines_come_periodically(cli, tmp_path, monkeypatch):
 
 # 8. Help texts name the defaults the config really has.
 
+@pytest.mark.slow
 def test_help_names_the_real_defaults():
     cfg = Config()
     help_text = run_cli_subprocess("run", "--help").stdout
@@ -319,64 +328,89 @@ def test_unknown_output_suffix_is_refused(cli, tmp_path):
 
 # 10. --duration stops any run and finalizes its output.
 
+@pytest.mark.slow
 def test_duration_stops_a_file_run_and_finalizes(cli, shared_data, tmp_path):
+    src = shared_data / "videos" / "heavy_foggy_road_synthetic.mp4"
+    # Baseline: what a run of this file costs apart from its frames (open, model, one frame, finalize).
+    start = time.monotonic()
+    code, text = cli("run", src, "-o", tmp_path / "one_frame.mp4", "--max-frames", "1", *DCP)
+    assert code == 0, text
+    one_frame_run = time.monotonic() - start
     out = tmp_path / "first_seconds.mp4"
     start = time.monotonic()
-    code, text = cli("run", shared_data / "videos" / "heavy_foggy_road_synthetic.mp4", "-o", out, "--duration", "2",
-                     *DCP)
+    code, text = cli("run", src, "-o", out, "--duration", "2", *DCP)
     assert code == 0, text
-    assert time.monotonic() - start < 60
+    # Stopped about 2 s in, not at the end of the file (3696 frames): well within 3x (baseline + 2 s).
+    assert time.monotonic() - start < 3 * (one_frame_run + 2)
     assert "stopped after --duration 2 s" in text
     assert 0 < frame_count(out) == summary_frames(text) < 3696
 
 
+@pytest.mark.slow
 def test_duration_stops_a_stream(rtsp_server, tmp_path):
     server = rtsp_server("--testsrc", "--size", "320x240", "--fps", "25")
     out = tmp_path / "cam.mp4"
-    start = time.monotonic()
+    # A stream never ends by itself: a run that ignored --duration would hit the timeout (and fail the test).
     proc = run_cli_subprocess("run", server.url, "-o", out, "--duration", "3", *DCP, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert time.monotonic() - start < 60
+    assert "stopped after --duration 3 s" in proc.stderr, proc.stderr
     assert frame_count(out) == summary_frames(proc.stderr) > 0
 
 
 # 11. Ctrl-C stops quickly and keeps every processed frame in a playable file.
 
+@pytest.mark.slow
 def test_ctrl_c_mid_run_exits_quickly_with_a_playable_output(shared_data, tmp_path):
     out = tmp_path / "interrupted.mp4"
     proc = start_run(shared_data / "videos" / "heavy_foggy_road_synthetic.mp4", "-o", out)
     err = StderrLines(proc)
     try:
         wait_for(being_written(out, proc.pid).exists, 180, "the first frame to be encoded")
-        time.sleep(2)
+        time.sleep(2)  # the scenario: the run works for a while, then Ctrl-C mid-run
         took, err = timed_interrupt(proc, err)
     finally:
         proc.kill()
     assert proc.returncode == 130, err
-    assert took < 4.0, f"exit took {took:.1f} s"
+    # Quickly: sooner than working through the decoded frames queued ahead (input.queue_size) would take at
+    # the speed this run measured itself; never more than the 4 s a quiet machine needs.
+    bound = max(4.0, Config().input.queue_size * summary_seconds_per_frame(err))
+    assert took < bound, f"exit took {took:.1f} s (bound {bound:.1f} s)"
     assert 0 < frame_count(out) == summary_frames(err) < 3696
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_the_stream_stalls_exits_quickly(rtsp_server, tmp_path):
-    """A camera that stops sending (its server process stopped with SIGSTOP: a real stall)."""
+    """A camera that stops sending (its server process stopped with SIGSTOP: a real stall). The baseline is
+    the same run stopped while the camera still streams, measured first."""
     server = rtsp_server("--testsrc", "--size", "320x240", "--fps", "25")
-    out = tmp_path / "cam.mp4"
-    proc = start_run(server.url, "-o", out, "--model", "dcp")
-    err = StderrLines(proc)
-    try:
-        wait_for(being_written(out, proc.pid).exists, 120, "the first frame to be encoded")
-        time.sleep(1)
-        os.kill(server.proc.pid, signal.SIGSTOP)
-        time.sleep(1.5)  # the frames in flight are processed; then the decoder waits for a camera gone quiet
-        took, err = timed_interrupt(proc, err)
-    finally:
-        os.kill(server.proc.pid, signal.SIGCONT)
-        proc.kill()
-    assert proc.returncode == 130, err
-    assert took < 4.0, f"exit took {took:.1f} s"
-    assert 0 < frame_count(out) == summary_frames(err)
+
+    def interrupted_run(out: Path, stall: bool) -> float:
+        proc = start_run(server.url, "-o", out, "--model", "dcp")
+        err = StderrLines(proc)
+        try:
+            wait_for(being_written(out, proc.pid).exists, 120, "the first frame to be encoded")
+            time.sleep(1)  # the scenario: the run streams for a second
+            if stall:
+                os.kill(server.proc.pid, signal.SIGSTOP)
+            time.sleep(1.5)  # the frames in flight are processed; then the decoder waits for a camera gone quiet
+            took, err = timed_interrupt(proc, err)
+        finally:
+            if stall:
+                os.kill(server.proc.pid, signal.SIGCONT)
+            proc.kill()
+        assert proc.returncode == 130, err
+        assert 0 < frame_count(out) == summary_frames(err)
+        return took
+
+    streaming = interrupted_run(tmp_path / "streaming.mp4", stall=False)
+    took = interrupted_run(tmp_path / "cam.mp4", stall=True)
+    # The stalled camera does not hold the exit up: at most twice a streaming run's exit (measured above), and
+    # never more than the 4 s a quiet machine needs.
+    bound = max(4.0, 2 * streaming)
+    assert took < bound, f"exit took {took:.1f} s (a streaming run's exit {streaming:.1f} s)"
 
 
+@pytest.mark.slow
 def test_second_ctrl_c_while_finalizing_keeps_the_output_playable(shared_data, tmp_path):
     """x264 'veryslow' at 720p takes seconds to flush its lookahead: the second Ctrl-C lands there."""
     out = tmp_path / "twice.mp4"
@@ -384,7 +418,7 @@ def test_second_ctrl_c_while_finalizing_keeps_the_output_playable(shared_data, t
                      "--set", "output.preset=veryslow", "--no-progress")
     try:
         wait_for(being_written(out, proc.pid).exists, 180, "the first frame to be encoded")
-        time.sleep(3)
+        time.sleep(3)  # the scenario: seconds of frames in the encoder's lookahead for the flush to work through
         err = interrupt(proc, timeout=120, times=2)
     finally:
         proc.kill()
@@ -400,11 +434,11 @@ def test_writer_backlog_is_bounded_in_frames(highway_frames):
     how long stopping takes. A slow encoder cannot be produced reliably on a shared CPU: the inner sink
     here is a fake that takes 20 ms per batch."""
     from cidstream.frames import BatchResult, Frame, FrameBatch
-    from cidstream.io.sinks import Sink, ThreadedSink
+    from cidstream.sinks.media import Sink, ThreadedSink
 
     class SlowSink(Sink):
         def write_result(self, result):
-            time.sleep(0.02)
+            time.sleep(0.02)  # the fake encoder's work (see the docstring), not a wait for an event
             self.written += len(result)
 
     inner = SlowSink()

@@ -10,9 +10,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cidstream.batch.jobs import collect_jobs
-from cidstream.batch.ledger import BatchLock
-from cidstream.batch.outputs import TMP_DIR, publish, sha256_file
+from cidstream.jobs.jobs import collect_jobs
+from cidstream.jobs.ledger import BatchLock
+from cidstream.jobs.staging import TMP_DIR, publish, sha256_file
 from cidstream.config import load_config
 from cidstream.errors import ConfigError
 
@@ -59,6 +59,7 @@ def assert_outputs_match_ledger(out: Path) -> None:
                 assert sha256_file(out / rel) == meta["sha256"], rel
 
 
+@pytest.mark.slow
 def test_folder_batch_outputs_failures_and_rerun(archive, tmp_path):
     out = tmp_path / "out"
     r = batch(archive, "-o", out, "--workers", "2")
@@ -91,6 +92,7 @@ def test_folder_batch_outputs_failures_and_rerun(archive, tmp_path):
     assert "2 to do" in retry.stderr and "failed before: retry" in retry.stderr
 
 
+@pytest.mark.slow
 def test_rerun_redoes_what_changed(archive, tmp_path, cli):
     out = tmp_path / "out"
     common = ("batch", archive / "cam1", "-o", out, "--set", "batch.local_workers=threads", "--no-progress")
@@ -119,6 +121,7 @@ def test_rerun_redoes_what_changed(archive, tmp_path, cli):
     assert all(after[k]["fingerprint"] != first[k]["fingerprint"] for k in first)
 
 
+@pytest.mark.slow
 def test_ray_engine_gives_the_same_ledger_and_outputs_as_local(archive, tmp_path):
     local, ray_out = tmp_path / "local", tmp_path / "ray"
     a = batch(archive, "-o", local, "--workers", "2")
@@ -164,6 +167,7 @@ def _workers_of(pid: int) -> list[psutil.Process]:
     return [c for c in psutil.Process(pid).children() if "spawn_main" in " ".join(c.cmdline())]
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_replaced_and_its_file_redone(long_archive, tmp_path):
     out = tmp_path / "out"
     proc = _start_batch([long_archive, "-o", out, "--workers", "2"])
@@ -183,6 +187,7 @@ def test_a_killed_worker_is_replaced_and_its_file_redone(long_archive, tmp_path)
     assert_outputs_match_ledger(out)
 
 
+@pytest.mark.slow
 def test_a_killed_driver_loses_only_files_in_flight(long_archive, tmp_path):
     out = tmp_path / "out"
     proc = _start_batch([long_archive, "-o", out, "--workers", "1"], log=tmp_path / "log.txt")
@@ -216,6 +221,7 @@ def test_a_killed_driver_loses_only_files_in_flight(long_archive, tmp_path):
     assert not (out / TMP_DIR).exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_leaves_files_pending(long_archive, tmp_path):
     out = tmp_path / "out"
     proc = _start_batch([long_archive, "-o", out, "--workers", "2"])
@@ -233,6 +239,7 @@ def test_ctrl_c_stops_cleanly_and_leaves_files_pending(long_archive, tmp_path):
     assert not (out / TMP_DIR).exists()
 
 
+@pytest.mark.slow
 def test_detection_batch_reports_vehicles_raw_vs_dehazed(archive, yolo_weights, tmp_path, cli):
     out = tmp_path / "out"
     code, text = cli("batch", archive / "cam1", "-o", out, "--compare", "--detector", yolo_weights,

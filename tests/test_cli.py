@@ -59,12 +59,14 @@ def test_bad_input_gives_one_clear_message(cli, bad_files, args, message):
     assert "Traceback" not in text and "internal error" not in text
 
 
+@pytest.mark.slow
 def test_user_error_in_a_real_process_has_no_traceback(tmp_path):
     proc = run_cli_subprocess("run", tmp_path / "nothing.mp4")
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: input not found: {tmp_path / 'nothing.mp4'}"
 
 
+@pytest.mark.slow
 def test_help_texts_guide_a_new_user():
     top = run_cli_subprocess("--help")
     assert top.returncode == 0 and "run" in top.stdout and "bench" in top.stdout
@@ -93,6 +95,7 @@ def test_config_precedence(tmp_path):
         load_config(None, [{"engine": 3}])
 
 
+@pytest.mark.slow
 def test_max_frames_and_set_override(cli, tmp_path):
     out = tmp_path / "short.mp4"
     code, text = cli("run", SAMPLE, "-o", out, "--max-frames", "7", "--set", "output.crf=30", "--no-progress")
@@ -101,6 +104,7 @@ def test_max_frames_and_set_override(cli, tmp_path):
         assert sum(1 for _ in c.decode(video=0)) == 7
 
 
+@pytest.mark.slow
 def test_ctrl_c_finalizes_a_playable_output(shared_data, tmp_path):
     src = shared_data / "videos" / "heavy_foggy_road_synthetic.mp4"  # 3696 frames: far longer than we wait
     out = tmp_path / "interrupted.mp4"
@@ -121,6 +125,7 @@ def test_ctrl_c_finalizes_a_playable_output(shared_data, tmp_path):
     assert 0 < decoded == written < 3696
 
 
+@pytest.mark.slow
 def test_bench_reports_every_stage_as_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = run_cli_subprocess("bench", SAMPLE, "--frames", "4", "--repeats", "1", "--model", "cid", "--batch", "2",

@@ -26,6 +26,7 @@ def frames_in(path):
         return sum(1 for _ in c.decode(v)), (v.codec_context.width, v.codec_context.height)
 
 
+@pytest.mark.slow
 def test_compare_writes_every_output(compare_run):
     names = {p.name for p in compare_run.iterdir()}
     assert names == {"dehazed.mp4", "side_by_side.mp4", "detections.jsonl", "detections.coco.json",
@@ -35,6 +36,7 @@ def test_compare_writes_every_output(compare_run):
     assert frames_in(compare_run / "side_by_side.mp4") == (8, (2560, 720))
 
 
+@pytest.mark.slow
 def test_report_numbers_agree_with_detections_jsonl(compare_run):
     lines = [json.loads(x) for x in (compare_run / "detections.jsonl").read_text().splitlines()]
     report = json.loads((compare_run / "report.json").read_text())
@@ -61,6 +63,7 @@ def test_report_numbers_agree_with_detections_jsonl(compare_run):
     assert report["unique_vehicles"]["raw"] >= 3
 
 
+@pytest.mark.slow
 def test_exports_match_the_log(compare_run):
     lines = [json.loads(x) for x in (compare_run / "detections.jsonl").read_text().splitlines()]
     coco = json.loads((compare_run / "detections.coco.json").read_text())
@@ -74,6 +77,7 @@ def test_exports_match_the_log(compare_run):
     assert all(len(row.split(",")) == 10 for row in mot)
 
 
+@pytest.mark.slow
 def test_report_html_is_self_contained(compare_run):
     page = (compare_run / "report.html").read_text()
     report = json.loads((compare_run / "report.json").read_text())
@@ -105,6 +109,7 @@ def test_offline_default_detector_says_what_to_do(cli, tmp_path, monkeypatch):
     assert code == 2 and "--detector PATH" in text
 
 
+@pytest.mark.slow
 def test_eval_voc_and_yolo_labels_agree(cli, shared_data, yolo_weights, tmp_path):
     images = shared_data / "dawn_fog" / "JPEGImages"
     common = ["--detector", yolo_weights, "--max-images", "6", "--model", "dcp", "--examples", "1"]
@@ -127,6 +132,7 @@ def test_eval_voc_and_yolo_labels_agree(cli, shared_data, yolo_weights, tmp_path
     assert page.count("data:image/jpeg;base64,") == 1
 
 
+@pytest.mark.slow
 def test_eval_errors(cli, shared_data, yolo_weights, tmp_path):
     labels = tmp_path / "labels"
     labels.mkdir()

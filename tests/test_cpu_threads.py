@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test starts the CLI or the API in a subprocess
+
 
 def _spincount(extra_env: dict, command: list[str]) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}

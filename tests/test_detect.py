@@ -6,6 +6,7 @@ import torch
 from cidstream.detect import Detections, Detector, DetectorError, Tracker, box_iou, letterbox
 
 
+@pytest.mark.slow
 def test_finds_cars_on_a_clear_highway(detector, highway_frames):
     dets = detector(highway_frames[:3])
     assert len(dets) == 3
@@ -17,6 +18,7 @@ def test_finds_cars_on_a_clear_highway(detector, highway_frames):
         assert (d.xyxy[:, 0] >= 0).all() and (d.xyxy[:, 2] <= w + 1).all() and (d.xyxy[:, 3] <= h + 1).all()
 
 
+@pytest.mark.slow
 def test_device_tensor_path_agrees_with_ultralytics_letterbox(detector, highway_frames):
     # The CUDA hand-off path (letterbox where the tensor lies) runs here on CPU tensors.
     host = detector(highway_frames[:2])
@@ -35,6 +37,7 @@ def test_letterbox_geometry():
     assert x[0, :, 0, 0].tolist() == pytest.approx([114 / 255] * 3)
 
 
+@pytest.mark.slow
 def test_tracker_keeps_ids_across_frames(detector, highway_frames):
     tracker = Tracker(frame_rate=30)
     tracked = [tracker.update(d) for d in detector(highway_frames)]
@@ -86,6 +89,7 @@ def test_detections_records():
                                          "confidence": 0.5, "track_id": 7}]
 
 
+@pytest.mark.slow
 def test_detector_leaves_torch_threads_alone(detector, highway_frames):
     # Ultralytics sets min(8, cores - 1) threads on every CPU predictor setup; 2 differs from that here.
     before = torch.get_num_threads()

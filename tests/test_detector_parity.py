@@ -57,6 +57,7 @@ def as_u8(x: torch.Tensor) -> np.ndarray:
     return (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_tensor_path_gives_the_numpy_paths_detections(detector_on, real_frames, size, device):

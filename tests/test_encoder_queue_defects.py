@@ -8,6 +8,8 @@ import pytest
 
 from .test_live import cameras_yaml, start_live, stats, wait_for
 
+pytestmark = pytest.mark.slow  # every test streams from a real RTSP server
+
 
 def x264_option(path, name: str) -> str | None:
     """The value of ``name`` in the options libx264 writes into its stream (an SEI user-data string
@@ -42,16 +44,16 @@ def test_live_segments_are_encoded_with_output_threads(rtsp_server, tmp_path):
 def test_run_on_a_stream_buffers_no_more_than_the_live_queue(rtsp_server, tmp_path, cli, monkeypatch):
     """A slow model behind a 25 fps camera: frames wait in the live source's drop-oldest queue
     (live.queue_size) only, not in a second deep reader queue (input.queue_size) as well."""
-    from cidstream.engine import pipeline
+    from cidstream.pipeline import DehazeStage
 
     step = 0.12  # seconds per frame in the model: ~8 fps against the camera's 25
-    original = pipeline.BatchProcessor.dehaze
+    original = DehazeStage.__call__
 
-    def slow_dehaze(self, fb, streams=None):
+    def slow_dehaze(self, fb):  # a fake slow model: the only way to make the queue fill on any machine
         time.sleep(step * len(fb))
-        return original(self, fb, streams)
+        return original(self, fb)
 
-    monkeypatch.setattr(pipeline.BatchProcessor, "dehaze", slow_dehaze)
+    monkeypatch.setattr(DehazeStage, "__call__", slow_dehaze)
     server = rtsp_server("--testsrc", "--size", "320x180", "--fps", "25")
     queue_size, batch = 4, 1
     code, out = cli("run", server.url, "-o", tmp_path / "out.mp4", "--model", "dcp", "--device", "cpu",

@@ -12,6 +12,8 @@ from cidstream.frames import Frame
 from cidstream.io.reader import END, BackgroundReader
 from cidstream.models import build
 
+from .conftest import wait_until
+
 
 @pytest.mark.parametrize("h, w", [(37, 61), (5, 3), (16, 32), (1, 1), (360, 641), (730, 1283)])
 def test_every_pixel_comes_back(h, w):
@@ -63,9 +65,13 @@ def test_batches_are_full_in_order_and_split_on_size_change():
 
 
 def test_live_partial_batch_flushes_after_max_latency():
+    second_frame_released = threading.Event()
+
     def slow():
         yield _frame(0)
-        time.sleep(0.6)
+        # The second frame is held back until the first batch is out (30 s at most: a batcher that waits
+        # for it then gets both frames in one batch, which the assert below catches).
+        second_frame_released.wait(30)
         yield _frame(1)
 
     reader = BackgroundReader(slow, maxsize=4).start()
@@ -73,11 +79,13 @@ def test_live_partial_batch_flushes_after_max_latency():
     batches = iter_batches(reader, batch=8, max_latency_ms=50)
     first = next(batches)
     waited = time.monotonic() - t0
-    assert first.indices == [0]
-    assert waited < 0.5  # flushed by the latency limit, not by the second frame (0.6 s later)
+    second_frame_released.set()
+    assert first.indices == [0]  # flushed by the latency limit, not by the second frame (still held back)
+    assert waited >= 0.05        # and not before the limit (a lower bound: no machine makes it flaky)
     assert [b.indices for b in batches] == [[1]]
 
 
+@pytest.mark.slow
 def test_reader_drop_oldest_keeps_fresh_frames():
     release = threading.Event()
 
@@ -87,8 +95,10 @@ def test_reader_drop_oldest_keeps_fresh_frames():
         release.set()
 
     reader = BackgroundReader(fast, maxsize=4, drop_oldest=True).start()
-    assert release.wait(5)
-    time.sleep(0.3)  # let the producer put END
+    # A deadline, not a speed check: each put into the full queue waits 0.1 s before it drops (~5 s here).
+    assert release.wait(60)
+    # All 50 frames are handed over; END follows once the reads below make room.
+    wait_until(lambda: reader.produced == 50, 10, "all 50 frames handed to the queue")
     got = []
     while (item := reader.get(timeout=1)) is not END:
         got.append(item.index)
@@ -109,7 +119,7 @@ def test_reader_reraises_producer_errors():
 
 def test_reader_stop_unblocks_a_full_queue():
     reader = BackgroundReader(lambda: (_frame(i) for i in range(10**6)), maxsize=2).start()
-    time.sleep(0.1)
+    wait_until(lambda: reader.produced >= 2, 10, "the queue to fill")  # the producer now blocks on a full queue
     reader.stop(join_timeout=2)
     assert not reader._thread.is_alive()
     assert reader.produced < 100  # the producer stopped instead of decoding on

@@ -66,6 +66,7 @@ def max_diff(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
 
 
+@pytest.mark.slow
 def test_cid_lite_onnx_matches_dehazer_at_several_sizes(cid_lite_onnx, real_frames):
     dehazer = Dehazer("cid-lite", device="cpu", precision="fp32")
     crop = np.ascontiguousarray(real_frames[:2, 40:311, 100:581])        # 481x271: padded to 496x272 inside
@@ -74,6 +75,7 @@ def test_cid_lite_onnx_matches_dehazer_at_several_sizes(cid_lite_onnx, real_fram
         assert max_diff(run_onnx(cid_lite_onnx, frames), dehazer(frames)) <= 1, frames.shape
 
 
+@pytest.mark.slow
 def test_metadata_is_in_the_file(cid_lite_onnx):
     props = {p.key: p.value for p in onnx.load(str(cid_lite_onnx)).metadata_props}
     meta = json.loads(props["cidstream"])
@@ -88,6 +90,7 @@ def test_metadata_is_in_the_file(cid_lite_onnx):
     assert props["model"] == "cid-lite" and json.loads(props["training_phases"]) == ["pretrain", "adapt", "finetune"]
 
 
+@pytest.mark.slow
 def test_run_with_an_onnx_model_writes_a_playable_video(cid_lite_onnx, shared_data, tmp_path, cli):
     out = tmp_path / "clear.mp4"
     code, text = cli("run", shared_data / "videos" / "traffic_cam_640x360.mp4", "-o", out, "--model", cid_lite_onnx,
@@ -100,6 +103,7 @@ def test_run_with_an_onnx_model_writes_a_playable_video(cid_lite_onnx, shared_da
         assert (frame.width, frame.height) == (640, 360)
 
 
+@pytest.mark.slow
 def test_dcp_onnx_matches_dehazer(dcp_onnx, real_frames):
     assert max_diff(run_onnx(dcp_onnx, real_frames), Dehazer("dcp", device="cpu")(real_frames)) <= 1
 
@@ -109,6 +113,7 @@ def test_dcp_is_not_exported_dynamic(tmp_path, cli):
     assert code == 2 and "export each frame size" in text and not (tmp_path / "d.onnx").exists()
 
 
+@pytest.mark.slow
 def test_fixed_size_graph_refuses_other_sizes(dcp_onnx, shared_data, tmp_path, cli):
     clip = tmp_path / "small.mp4"
     cut_clip(shared_data / "videos" / "traffic_cam_640x360.mp4", clip, frames=3, width=320)
@@ -117,6 +122,7 @@ def test_fixed_size_graph_refuses_other_sizes(dcp_onnx, shared_data, tmp_path, c
     assert "exported for 640x360 frames, the input is 320x180" in text
 
 
+@pytest.mark.slow
 def test_cid_exports_with_random_weights(exports, real_frames):
     # cid has no bundled weights: random ones (same seed for the export and the reference) at 48x32.
     small = np.stack([cv2.resize(f, (48, 32), interpolation=cv2.INTER_AREA) for f in real_frames[:2]])
@@ -129,6 +135,7 @@ def test_cid_exports_with_random_weights(exports, real_frames):
     assert max_diff(run_onnx(path, small), ref) <= 1
 
 
+@pytest.mark.slow
 def test_torchscript_round_trip(exports, real_frames, cli):
     path = exports / "cid_lite.pt"       # Triton's name for TorchScript models
     code, text = cli("export", "--model", "cid-lite", "--format", "torchscript", "-o", path, "--height", 64,

@@ -62,6 +62,7 @@ def copy_of_base(yolo_weights, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_eval_four_arms_and_fusion(cli, shared_data, yolo_weights, copy_of_base, tmp_path):
     code, text = cli("eval", shared_data / "dawn_fog" / "JPEGImages", "--labels", shared_data / "dawn_fog" /
                      "Annotations", "--model", "dcp", "--detector", yolo_weights, "--detector-b", copy_of_base,
@@ -83,6 +84,7 @@ def test_eval_four_arms_and_fusion(cli, shared_data, yolo_weights, copy_of_base,
     assert "same_as_base.pt" in page and "weighted box fusion" in page
 
 
+@pytest.mark.slow
 def test_run_compare_four_arms(cli, shared_data, yolo_weights, copy_of_base, tmp_path):
     from .conftest import cut_clip
 
@@ -163,6 +165,7 @@ def trained(shared_data, tmp_path_factory):
     return root, cfg
 
 
+@pytest.mark.slow
 def test_train_detector_writes_a_drop_in_ultralytics_model(trained, shared_data):
     from ultralytics import YOLO
 
@@ -182,6 +185,7 @@ def test_train_detector_writes_a_drop_in_ultralytics_model(trained, shared_data)
     assert len(Detector(str(root / "fog.pt"))(frames)) == 1  # usable as --detector
 
 
+@pytest.mark.slow
 def test_output_is_the_trained_weights_blended_with_the_base(trained, shared_data):
     root, _ = trained
     out = torch.load(root / "fog.pt", map_location="cpu", weights_only=False)
@@ -199,10 +203,11 @@ def test_output_is_the_trained_weights_blended_with_the_base(trained, shared_dat
     assert moved > 100  # training changed the weights, so the blend is a real midpoint
 
 
+@pytest.mark.slow
 def test_train_detector_labels_come_from_the_clean_view(trained, shared_data):
     """Each clean frame's copies (clean or degraded) carry the same labels; real fog comes from the select
     half only; label files hold the base detector's class ids."""
-    from cidstream.detect.splits import split_of
+    from cidstream.evaluation.splits import split_of
 
     root, _ = trained
     data = root / "run" / "dataset"
@@ -222,6 +227,7 @@ def test_train_detector_labels_come_from_the_clean_view(trained, shared_data):
     assert "clean" in views and views - {"clean", "real_fog"}  # clean copies and degraded domains
 
 
+@pytest.mark.slow
 def test_train_detector_resume_after_the_end_and_errors(trained, cli, shared_data, tmp_path):
     root, cfg = trained
     code, text = cli("train", "detector", "--config", cfg, "--out", tmp_path / "again.pt", "--run-dir",

@@ -79,10 +79,10 @@ def test_off_returns_dehazed_unchanged_and_still_measures(clean):
     cfg = load_config(overrides=[{"gate": {"policy": "off"}}])
     d = Dehazer.from_config(cfg, model="dcp")
     d.device = torch.device("cpu")
-    out = d(frames)
-    assert np.array_equal(out, expected)
-    assert d.last_haze.shape == (3, 2) and d.last_haze[2].eq(1).all()
-    assert d.last_haze[0, 1] > d.last_haze[0, 0]
+    out, haze = d.process_measured(torch.from_numpy(frames))
+    assert np.array_equal(out.numpy(), expected)
+    assert haze.shape == (3, 2) and haze[2].eq(1).all()
+    assert haze[0, 1] > haze[0, 0]
 
 
 @pytest.mark.parametrize("override, message", [
@@ -109,6 +109,7 @@ def test_cli_rejects_unknown_gate(cli):
         cli("run", SAMPLE, "--gate", "maybe")
 
 
+@pytest.mark.slow
 def test_detections_jsonl_and_report_carry_haze(cli, tmp_path, yolo_weights):
     out = tmp_path / "o"
     code, text = cli("run", SAMPLE, "--detect", "--detector", yolo_weights, "-m", "dcp", "--gate", "skip",
@@ -125,6 +126,7 @@ def test_detections_jsonl_and_report_carry_haze(cli, tmp_path, yolo_weights):
     assert "visibility" in text
 
 
+@pytest.mark.slow
 def test_measure_ranks_real_visibility_on_report_days(shared_data):
     """The calibration was chosen and fitted on the select days; this checks the days it never saw."""
     sys.path.insert(0, str(REPO / "benchmarks"))
@@ -132,7 +134,7 @@ def test_measure_ranks_real_visibility_on_report_days(shared_data):
         from visibility_fit import compute_measures, read_table, spearman
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
-    from cidstream.detect.splits import split_of
+    from cidstream.evaluation.splits import split_of
 
     data = shared_data / "highway_fog_cam"
     if not (data / "visibility.tsv").is_file():
@@ -147,6 +149,7 @@ def test_measure_ranks_real_visibility_on_report_days(shared_data):
     assert np.median(pred[clear]) > 3 * np.median(pred[dense])
 
 
+@pytest.mark.slow
 def test_summary_says_when_the_gate_left_frames_raw(cli, tmp_path, shared_data):
     # A clear highway: every frame measures clear, so skip passes all of them through and says so.
     code, text = cli("run", shared_data / "videos" / "highway_720p.mp4", "-m", "dcp", "--gate", "skip",

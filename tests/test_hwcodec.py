@@ -8,8 +8,8 @@ import pytest
 from cidstream.config import load_config
 from cidstream.errors import ConfigError
 from cidstream.frames import Frame, StreamInfo
-from cidstream.io.hwcodec import SOFTWARE_ENCODER, encoder_opens, encoder_options, resolve_encoder
-from cidstream.io.sinks import EncoderSettings, VideoSink
+from cidstream.sinks.hwcodec import SOFTWARE_ENCODER, encoder_opens, encoder_options, resolve_encoder
+from cidstream.sinks.media import EncoderSettings, VideoSink
 
 
 def test_auto_encoder_is_software_on_cpu_and_a_working_one_on_cuda():
@@ -55,7 +55,7 @@ def test_encoder_takes_i420_planes_and_its_thread_count(tmp_path):
     for name, i420 in (("rgb", None), ("i420", rgb_to_yuv420(torch.from_numpy(imgs)).numpy())):
         sink = VideoSink(tmp_path / f"{name}.mp4", info, EncoderSettings(codec="libx264", crf=0, threads=2, i420=True))
         assert sink.needs == frozenset({"i420"})  # what a CUDA run asks for
-        sink.write_result(BatchResult(FrameBatch(imgs, frames), imgs, dehazed_i420=i420))
+        sink.write_result(BatchResult(FrameBatch(imgs, frames), imgs, i420_frames=i420))
         assert sink.stream.codec_context.thread_count == 2
         sink.close()
         with av.open(str(tmp_path / f"{name}.mp4")) as c:

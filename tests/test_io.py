@@ -4,8 +4,10 @@ import shutil
 import av
 import cv2
 import numpy as np
+import pytest
 
-from cidstream.engine import Dehazer, dehaze_stream
+from cidstream.engine import Dehazer
+from cidstream.pipeline import dehaze_stream
 from cidstream.io import open_source
 
 from .conftest import SAMPLE, faststart_copy
@@ -20,6 +22,7 @@ def probe(path):
                 "pts": [f.pts for f in frames], "audio": len(c.streams.audio)}
 
 
+@pytest.mark.slow
 def test_real_foggy_video_keeps_frames_rate_size_and_audio(cli, shared_data, tmp_path):
     src = shared_data / "videos" / "foggy_road_real.mp4"
     out = tmp_path / "out.mp4"
@@ -35,6 +38,7 @@ def test_real_foggy_video_keeps_frames_rate_size_and_audio(cli, shared_data, tmp
     assert "225 of 225" in text
 
 
+@pytest.mark.slow
 def test_image_folder_in_gives_same_names_out(cli, shared_data, tmp_path):
     src = tmp_path / "in"
     src.mkdir()
@@ -96,6 +100,7 @@ def test_images_of_different_sizes_cannot_share_a_video(cli, tmp_path):
     assert "Traceback" not in text
 
 
+@pytest.mark.slow
 def test_truncated_video_keeps_the_frames_before_the_cut(cli, tmp_path):
     # moov atom first (faststart), then cut: the file opens but ends early.
     whole = tmp_path / "whole.mp4"
@@ -120,6 +125,7 @@ def test_python_api_streams_batches():
     assert got[0][1] == (4, 360, 640, 3)
 
 
+@pytest.mark.slow
 def test_variable_frame_rate_timestamps_survive(cli, shared_data, tmp_path):
     src = shared_data / "videos" / "traffic_cam_640x360.mp4"  # VFR, starts at 1.86 s, 1/90000 time base
     out = tmp_path / "vfr.mp4"

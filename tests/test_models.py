@@ -7,7 +7,7 @@ import torch
 
 from cidstream.errors import WeightsError
 from cidstream.models import CIDLite, CIDNet, DarkChannelPrior, build, load_model, read_weights, save_weights
-from cidstream.models.dcp import box_filter, min_filter
+from cidstream.ops.filters import box_filter, min_filter
 
 from .conftest import textured
 
@@ -80,6 +80,7 @@ def test_cid_matches_official_layout_key_for_key():
     assert {k: s for k, s in ours.items() if official[k] != s} == {}
 
 
+@pytest.mark.slow
 def test_official_checkpoint_loads_by_path_and_runs(tmp_path):
     path = tmp_path / "official.pk"
     state = fake_official_checkpoint(path, extra={"module.encoder.layer4.0.conv1.weight": torch.zeros(1)})
@@ -95,6 +96,7 @@ def test_official_checkpoint_loads_by_path_and_runs(tmp_path):
     assert image.abs().max() <= 1.0  # tanh output
 
 
+@pytest.mark.slow
 def test_official_checkpoint_with_wrong_shape_names_the_key(tmp_path):
     path = tmp_path / "bad.pk"
     fake_official_checkpoint(path, extra={"module.tail1.1.weight": torch.zeros(3, 28, 5, 5)})

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cidstream.ops.naturalness import aggregate, naturalness, to_lab
+from cidstream.evaluation.naturalness import aggregate, naturalness, to_lab
 
 from .conftest import textured
 

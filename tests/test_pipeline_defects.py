@@ -23,6 +23,7 @@ def _decode(path: Path) -> np.ndarray:
 # 1. cidstream batch: the worker's model cache must key on every section Dehazer.from_config reads
 
 
+@pytest.mark.slow
 def test_batch_rows_with_other_gate_settings_get_their_own_dehazer(tmp_path):
     clip = tmp_path / "clip.mp4"
     cut_clip(SAMPLE, clip, frames=6)
@@ -45,19 +46,24 @@ def test_batch_rows_with_other_gate_settings_get_their_own_dehazer(tmp_path):
 
 
 def test_model_cache_key_covers_what_from_config_reads():
-    from cidstream.batch.jobs import model_settings
+    from cidstream.jobs.jobs import model_settings
     from cidstream.config import load_config
-    from cidstream.engine.dehazer import Dehazer
+    from cidstream.engine.dehazer import DehazerSpec
 
     base = load_config()
     for key, value in (("gate", {"policy": "off"}), ("temporal", {"enabled": False}),
                        ("model", {"dcp": {"omega": 0.8}}), ("engine", {"precision": "fp32"})):
         other = load_config(overrides=[{key: value}])
-        assert Dehazer.config_spec(other) != Dehazer.config_spec(base), key
+        assert DehazerSpec.from_config(other) != DehazerSpec.from_config(base), key
         assert model_settings(other, False) != model_settings(base, False), key
     # engine.batch is the pipeline's, not the model's: the same loaded models serve both
-    assert Dehazer.config_spec(load_config(overrides=[{"engine": {"batch": 8}}])) == Dehazer.config_spec(base)
-    hash(Dehazer.config_spec(base))
+    assert DehazerSpec.from_config(load_config(overrides=[{"engine": {"batch": 8}}])) == DehazerSpec.from_config(base)
+    hash(model_settings(base, True))
+    # every field of every section the dehazer reads is in its spec
+    spec = DehazerSpec.from_config(base).as_dict()
+    for section in ("gate", "temporal"):
+        assert set(spec[section]) == set(vars(getattr(base, section))), section
+    assert set(spec["dcp"]) == set(vars(base.model.dcp))
 
 
 # 2. cidstream eval --batch N: images dehazed and detected in batches, AP unchanged
@@ -82,6 +88,7 @@ def fog_subset(shared_data, tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_eval_batches_images_and_keeps_ap(fog_subset, yolo_weights, tmp_path, cli, monkeypatch):
     import cidstream.engine
     from cidstream.engine.dehazer import Dehazer
@@ -89,9 +96,9 @@ def test_eval_batches_images_and_keeps_ap(fog_subset, yolo_weights, tmp_path, cl
     calls: list[int] = []
 
     class CountingDehazer(Dehazer):
-        def process(self, frames, stream=None):
+        def process_measured(self, frames, stream=None):
             calls.append(int(frames.shape[0]))
-            return super().process(frames, stream)
+            return super().process_measured(frames, stream)
 
     monkeypatch.setattr(cidstream.engine, "Dehazer", CountingDehazer)
     reports = {}
@@ -170,7 +177,7 @@ def test_default_haze_gate_is_the_configured_gate():
 
 def test_report_counts_gated_frames_as_the_run_stats_do():
     from cidstream.detect.detections import Detections
-    from cidstream.detect.report import ReportCollector, build_report
+    from cidstream.sinks.report import ReportCollector, build_report
     from cidstream.engine.haze import gate_counts
     from cidstream.frames import BatchResult, Frame, FrameBatch
 
@@ -180,7 +187,7 @@ def test_report_counts_gated_frames_as_the_run_stats_do():
     frames = [Frame(np.zeros((8, 8, 3), np.uint8), i) for i in range(5)]
     empty = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))
     col = ReportCollector({2: "car"}, compare=False)
-    col.write_result(BatchResult(FrameBatch.of(frames), None, detections=[empty] * 5, haze=haze))
+    col.write_result(BatchResult(FrameBatch.of(frames), None, {"dehazed": [empty] * 5}, haze_values=haze))
     report = build_report(col, {}, None)
     assert report["haze"]["frames_raw"] == 1
     assert report["haze"]["frames_gated"] == 4

@@ -4,10 +4,10 @@ import json
 import numpy as np
 import pytest
 
-from cidstream.detect.ap import GroundTruth, average_precision, match, voc_ap, weighted_ap
-from cidstream.detect.bootstrap import bootstrap, resample_weights
+from cidstream.evaluation.ap import GroundTruth, average_precision, match, voc_ap, weighted_ap
+from cidstream.evaluation.bootstrap import bootstrap, resample_weights
 from cidstream.detect.detections import box_iou
-from cidstream.detect.splits import in_split, split_of
+from cidstream.evaluation.splits import in_split, split_of
 
 from .conftest import REPO
 
@@ -117,6 +117,7 @@ def test_committed_split_lists_follow_the_rule(name):
     assert {half for _, half in rows} == {"select", "report"}
 
 
+@pytest.mark.slow
 def test_eval_split_and_intervals(cli, shared_data, yolo_weights, tmp_path):
     images = shared_data / "dawn_fog" / "JPEGImages"
     code, text = cli("eval", images, "--labels", shared_data / "dawn_fog" / "Annotations", "--detector", yolo_weights,

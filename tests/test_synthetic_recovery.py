@@ -3,7 +3,11 @@ import importlib.util
 import json
 import math
 
+import pytest
+
 from .conftest import REPO
+
+pytestmark = pytest.mark.slow  # a whole (tiny) benchmark run on real footage
 
 
 def load_benchmark():

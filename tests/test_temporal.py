@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from cidstream.engine import Dehazer, dehaze_stream
-from cidstream.engine.pipeline import BatchProcessor
+from cidstream.engine import Dehazer
+from cidstream.pipeline import dehaze_stream
+from cidstream.pipeline import DehazeStage, Pipeline
 from cidstream.frames import Frame, FrameBatch
 from cidstream.io import open_source
-from cidstream.ops.stability import StabilityMeter, flicker_ratio, warp_error_ratio
+from cidstream.evaluation.stability import StabilityMeter, flicker_ratio, warp_error_ratio
 
 from .conftest import textured
 
@@ -165,15 +166,16 @@ def test_cameras_batched_together_keep_their_own_state():
     ref_a, ref_b = run(alone, a, stream="a"), run(alone, b, stream="b")
     assert all(np.array_equal(x, y) for x, y in zip(out[0::2], ref_a))
     assert all(np.array_equal(x, y) for x, y in zip(out[1::2], ref_b))
-    # ... and the live path hands those ids over (BatchProcessor with a list of streams)
-    proc = BatchProcessor(Dehazer("cid-lite", device="cpu"))
-    fb = FrameBatch.of([Frame(f, i) for i, f in enumerate(interleaved)])
-    got = proc(fb, streams=["a", "b"] * 4).dehazed
+    # ... and the live path hands those ids over (a batch that names each frame's stream)
+    pipeline = Pipeline(DehazeStage(Dehazer("cid-lite", device="cpu")))
+    fb = FrameBatch.of([Frame(f, i) for i, f in enumerate(interleaved)], streams=("a", "b") * 4)
+    got = pipeline.process(fb).dehazed
     assert np.array_equal(got, out)
 
 
 def test_config_and_flag(cli):
-    from cidstream.cli import build_parser, make_config
+    from cidstream.cli import build_parser
+    from cidstream.cli_config import make_config
 
     cfg = make_config(build_parser().parse_args(["run", "x.mp4", "--no-temporal"]))
     assert cfg.temporal.enabled is False
@@ -182,6 +184,7 @@ def test_config_and_flag(cli):
     assert code == 2 and "temporal.alpha must be" in out
 
 
+@pytest.mark.slow
 def test_real_clip_smoothing(shared_data):
     """On the real foggy clip smoothing steadies both models: dcp's averaged airlight lowers its
     flicker (24 frames: 0.69 -> 0.62), cid-lite's averaged maps its warping error (1.46 -> 1.25)."""

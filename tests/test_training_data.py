@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cidstream.errors import ConfigError
-from cidstream.models.dcp import dark_channel
+from cidstream.ops.filters import dark_channel
 from training import degradations as D
 from training.depth import estimate_horizon, image_cues, road_prior
 from training.recipe import OPS, Step, apply_step, parse_recipe
@@ -151,6 +151,7 @@ def test_default_recipe_parses():
     assert {d.name for d in recipe.domains} >= {"day_haze", "dense_fog", "sand_dust", "night_haze"}
 
 
+@pytest.mark.slow
 def test_generate_and_stats_cli(cli, shared_data, tmp_path):
     video = shared_data / "videos" / "highway2_720p.mp4"
     for name in ("a", "b"):
@@ -213,6 +214,7 @@ def test_dataset_and_network_depth_sources(tmp_path):
         DepthSource("network", path=str(tmp_path / "none.pt"))
 
 
+@pytest.mark.slow
 def test_training_datasets(shared_data):
     from training.datasets import OnTheFlyPairs, RealHazy, load_frames
     from training.recipe import load_recipe

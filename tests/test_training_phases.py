@@ -47,6 +47,7 @@ def test_image_metrics():
     assert float(L.colour_balance(x, x)) == 0.0
 
 
+@pytest.mark.slow
 def test_detector_feature_loss_sees_haze_and_trains_only_the_dehazer(yolo_weights, highway_frames):
     from training.detector_features import DetectorFeatures, feature_loss
 
@@ -135,6 +136,7 @@ def test_crop_boxes_moves_clips_and_drops_boxes_mostly_outside():
     np.testing.assert_allclose(half, [[1, 0, 0, 20, 20]])     # exactly half inside: kept, clipped
 
 
+@pytest.mark.slow
 def test_detection_loss_rewards_seeing_the_pseudo_labels_and_trains_only_the_dehazer(yolo_weights, highway_frames,
                                                                                       tmp_path):
     import numpy as np
@@ -176,6 +178,7 @@ def tiny_config(tmp_path, shared_data):
     return path
 
 
+@pytest.mark.slow
 def test_all_phases_then_export(cli, tiny_config, tmp_path):
     run = tmp_path / "run"
     code, text = cli("train", "all", "--config", tiny_config, "--run-dir", run)
@@ -202,6 +205,7 @@ def test_all_phases_then_export(cli, tiny_config, tmp_path):
     assert "psnr" in loaded.metadata["metrics"] and loaded.metadata["data"]["clean_frames"] > 0
 
 
+@pytest.mark.slow
 def test_stopped_training_resumes_to_the_same_weights(tiny_config, tmp_path):
     from training.trainer import Trainer, load_train_config
 

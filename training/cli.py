@@ -6,9 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
+from cidstream.config import data_root
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RECIPE = REPO / "configs" / "train" / "generate.yaml"
-DATA_VIDEOS = REPO.parent / "shared" / "data" / "videos"
+DATA_VIDEOS = data_root() / "videos"
 CLEAN_VIDEOS = ["highway_720p.mp4", "highway2_720p.mp4", "traffic_cam_640x360.mp4"]
 
 
@@ -26,7 +28,7 @@ def register(sub) -> None:
                                  "# no sources: a built-in clean road scene (for trying the tools)",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     gen.add_argument("sources", nargs="*", help="clean videos, image folders or globs (default: the clear-weather "
-                                                "videos in ../shared/data/videos, else the clean road scene "
+                                                "videos in $CIDSTREAM_DATA/videos, else the clean road scene "
                                                 "samples/make_sample.py draws)")
     gen.add_argument("--recipe", default=str(DEFAULT_RECIPE), help="recipe YAML (default configs/train/generate.yaml)")
     gen.add_argument("--out", required=True, help="output folder")
@@ -78,7 +80,7 @@ def register(sub) -> None:
                                      "set, Ultralytics' run (weights/last.pt, results.csv) and train.log go to "
                                      "RUN_DIR.",
                          epilog="example:\n  cidstream train detector --detector "
-                                "../shared/data/weights/yolo11n_coco_from_int8_unfused.pt --out fog_yolo11n.pt",
+                                "$CIDSTREAM_DATA/weights/yolo11n_coco_from_int8_unfused.pt --out fog_yolo11n.pt",
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     fog.add_argument("--detector", help="base Ultralytics detection model, unfused (default: the config's detector)")
     fog.add_argument("--config", default=str(REPO / "configs" / "train" / "detector.yaml"),
@@ -107,24 +109,15 @@ def register(sub) -> None:
     va.set_defaults(func=cmd_validate)
 
 
-def _check_yaml(path: str, what: str) -> None:
-    """YAML syntax errors with file, line and column (the loaders below only say that it is not YAML)."""
-    from cidstream.config import read_yaml
-
-    if Path(path).is_file():
-        read_yaml(path, what)
-
-
 def cmd_generate(args, console) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from cidstream.batch.outputs import check_writable_folder
+    from cidstream.io.atomic import check_writable_folder
     from cidstream.errors import ConfigError, InputError
 
     from .generate import BUILTIN_SCENE, builtin_available, generate
     from .recipe import load_recipe
 
-    _check_yaml(args.recipe, "recipe")
     recipe = load_recipe(args.recipe)
     if args.seed is not None:
         recipe.seed = args.seed
@@ -138,11 +131,11 @@ def cmd_generate(args, console) -> int:
     sources = args.sources or [str(DATA_VIDEOS / v) for v in CLEAN_VIDEOS if (DATA_VIDEOS / v).exists()]
     if not sources and builtin_available():
         sources = [BUILTIN_SCENE]
-        console.print("no sources given and no clear-weather videos in ../shared/data/videos: using the clean road "
+        console.print(f"no sources given and no clear-weather videos in {DATA_VIDEOS}: using the clean road "
                       "scene samples/make_sample.py draws (synthetic; for training data pass your own clear-weather "
                       "videos, image folders or globs)", highlight=False)
     if not sources:
-        raise InputError("no sources given and the default clean videos are not in ../shared/data/videos: pass "
+        raise InputError(f"no sources given and the default clean videos are not in {DATA_VIDEOS}: pass "
                          "clear-weather videos, image folders or globs, e.g. cidstream train generate --out "
                          "data/pairs clips/*.mp4")
     with Progress(TextColumn("[bold]generating[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -167,7 +160,6 @@ def cmd_train(args, console) -> int:
 
     from .trainer import Trainer, load_train_config
 
-    _check_yaml(args.config, "training config")
     cfg = load_train_config(args.config)
     with Progress(TextColumn("[bold]{task.fields[phase]}[/]"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -186,14 +178,11 @@ def cmd_detector(args, console) -> int:
 
     from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
-    from cidstream.batch.outputs import check_writable_folder
+    from cidstream.io.atomic import check_writable_folder
     from cidstream.errors import ConfigError
 
     from .detector_train import load_detector_config, prepare, resolve_base, train_detector
 
-    _check_yaml(args.config, "detector training config")
-    if not Path(args.config).is_file():
-        raise ConfigError(f"detector training config not found: {args.config}")
     cfg = load_detector_config(args.config)
     spec = args.detector or cfg.get("detector")
     if not spec:
@@ -302,7 +291,6 @@ def cmd_validate(args, console) -> int:
     from . import losses as L
     from .trainer import load_data, load_train_config, validation_set
 
-    _check_yaml(args.config, "training config")
     cfg = load_train_config(args.config)
     clean, target = load_data(cfg)
     v = validation_set(cfg["validation"], clean, target)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from cidstream.config import data_root
 from cidstream.errors import ConfigError, InputError
 
 from .detector_data import build_dataset
@@ -58,7 +59,7 @@ def check_trainable(path: str) -> None:
     if not any(isinstance(m, torch.nn.BatchNorm2d) for m in yolo.model.modules()):
         raise ConfigError(f"{Path(path).name} is fused (its BatchNorm layers are folded into the convolutions), so "
                           "Ultralytics' trainer cannot start from it: pass the unfused weights (e.g. "
-                          "../shared/data/weights/yolo11n_coco_from_int8_unfused.pt)")
+                          f"{data_root() / 'weights' / 'yolo11n_coco_from_int8_unfused.pt'})")
 
 
 def _train_args(cfg: dict, device: str) -> dict:
@@ -177,7 +178,7 @@ def prepare(cfg: dict, base: str, run_dir: Path, log=print, progress=None) -> di
 def train_detector(cfg: dict, base: str, data: dict, out: Path, run_dir: Path, device: str = "cpu",
                    resume: bool = False, log=print) -> dict:
     """Ultralytics training on the set ``prepare`` built, the clear-weather check, the output file."""
-    from cidstream.detect.clear_check import clear_check
+    from cidstream.evaluation.clear_check import clear_check
 
     args = _train_args(cfg, device)
     best = ultralytics_train(base, run_dir / "dataset" / "data.yaml", run_dir, args, resume, log)

@@ -8,11 +8,11 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-# The input list (.ts, .webm, .mpg, ... too), not cidstream.io.sinks.VIDEO_SUFFIXES: that one is what we can write.
+# The input list (.ts, .webm, .mpg, ... too), not cidstream.sinks.media.VIDEO_SUFFIXES: that one is what we can write.
 from cidstream.config import INPUT_VIDEO_SUFFIXES
 from cidstream.errors import InputError
 from cidstream.io.images import IMAGE_SUFFIXES
-from cidstream.io.sources import VideoSource, open_source
+from cidstream.io import VideoSource, open_source
 
 
 def thumbnail(rgb: np.ndarray) -> np.ndarray:

@@ -37,7 +37,7 @@ def dark_channel_prior_loss(out: torch.Tensor, patch: int = 9, inp: torch.Tensor
     dark = -F.max_pool2d(-out.clamp(0, 1).amin(dim=1, keepdim=True), patch, 1, patch // 2)
     if inp is None:
         return dark.mean()
-    from cidstream.models.dcp import dark_channel, estimate_airlight
+    from cidstream.ops.filters import dark_channel, estimate_airlight
 
     airlight = estimate_airlight(inp, dark_channel(inp, patch), 0.001)
     keep = ((inp - airlight).abs().mean(dim=1, keepdim=True) > sky_tolerance).float()

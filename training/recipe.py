@@ -6,12 +6,13 @@ A parameter is a number (fixed), a [low, high] pair (uniform), or a list of word
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Annotated
 
 import torch
-import yaml
 
+from cidstream.config import Range, check_rules, config_error, mark_of, merge, plain, read_yaml
 from cidstream.errors import ConfigError
 
 from . import degradations as D
@@ -52,75 +53,103 @@ class Domain:
 
 @dataclass
 class Recipe:
+    """A parsed recipe (parse_recipe); a file's keys and their defaults are RecipeFile's."""
     domains: list[Domain]
-    seed: int = 0
-    short_side: int = 360
-    depth: dict = field(default_factory=lambda: {"source": "road_prior"})
+    seed: int
+    short_side: int
+    depth: dict
     path: str | None = None
 
 
-def _check_param(where: str, value):
+@dataclass
+class RecipeFile:
+    """The keys of a recipe file, their defaults and ranges (checked like every config: cidstream.config)."""
+    seed: int = 0
+    short_side: Annotated[int, Range(32, 4096)] = 360  # clean frames are resized so their short side is this
+    depth: dict = field(default_factory=lambda: {"source": "road_prior"})  # training/depth.py
+    domains: dict = field(default_factory=dict)  # name -> DomainFile
+
+
+@dataclass
+class DomainFile:
+    weight: Annotated[float, Range(0)] = 1.0  # share of the samples, relative to the other domains
+    steps: list[dict] = field(default_factory=list)  # {op, parameters}: OPS
+
+
+def _error(message: str, data=None, key=None, value: bool = True) -> ConfigError:
+    """An error at the key's place in the file; without one (a dict given in code) it says 'recipe:'."""
+    mark = mark_of(data, key, value)
+    return config_error(message if mark else f"recipe: {message}", mark)
+
+
+def _apply(obj, data, where: str = ""):
+    """cidstream.config.merge and the rules of the types, with the 'recipe:' prefix where no place is known."""
+    try:
+        merge(obj, data, where)
+        check_rules(obj, f"{where}." if where else "")
+    except ConfigError as exc:
+        raise exc if getattr(exc, "mark", None) else _error(str(exc)) from None
+    return obj
+
+
+def _check_param(where: str, value, step: dict, key: str):
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return
     if isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
         if value[0] > value[1]:
-            raise ConfigError(f"{where}: range {value} runs backwards")
+            raise _error(f"{where}: range {value} runs backwards", step, key)
         return
     if isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
         return
-    raise ConfigError(f"{where}: expected a number, a [low, high] range or word(s), got {value!r}")
+    raise _error(f"{where}: expected a number, a [low, high] range or word(s), got {value!r}", step, key)
 
 
 def parse_recipe(data: dict, path: str | None = None) -> Recipe:
-    known = {"seed", "short_side", "depth", "domains"}
-    unknown = set(data) - known
+    known = [f.name for f in fields(RecipeFile)]
+    unknown = [k for k in data if k not in known]
     if unknown:
-        raise ConfigError(f"recipe: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+        raise _error(f"unknown key(s) {', '.join(map(str, sorted(unknown, key=str)))} (known: "
+                     f"{', '.join(sorted(known))})", data, unknown[0], value=False)
+    settings = _apply(RecipeFile(), data)
     domains = []
-    for name, spec in (data.get("domains") or {}).items():
+    for name, spec in settings.domains.items():
         if not isinstance(spec, dict) or "steps" not in spec:
-            raise ConfigError(f"recipe: domain '{name}' needs 'steps' (and optionally 'weight')")
+            raise _error(f"domain '{name}' needs 'steps' (and optionally 'weight')", settings.domains, name)
+        domain = _apply(DomainFile(), spec, f"domains.{name}")
         steps = []
-        for i, raw in enumerate(spec["steps"]):
-            where = f"recipe: domains.{name}.steps[{i}]"
-            if not isinstance(raw, dict) or "op" not in raw:
-                raise ConfigError(f"{where}: each step is a mapping with an 'op'")
+        for i, raw in enumerate(domain.steps):
+            where = f"domains.{name}.steps[{i}]"
+            if "op" not in raw:
+                raise _error(f"{where}: each step is a mapping with an 'op'", raw)
             op = raw["op"]
             if op not in OPS:
-                raise ConfigError(f"{where}: unknown op '{op}' (known: {', '.join(OPS)})")
+                raise _error(f"{where}: unknown op '{op}' (known: {', '.join(OPS)})", raw, "op")
             params = dict(DEFAULTS.get(op, {}))
             for k, v in raw.items():
                 if k == "op":
                     continue
                 if k not in OPS[op][0]:
-                    raise ConfigError(f"{where}: op '{op}' has no parameter '{k}' (it has: {', '.join(OPS[op][0])})")
-                _check_param(f"{where}.{k}", v)
-                params[k] = v
+                    raise _error(f"{where}: op '{op}' has no parameter '{k}' (it has: {', '.join(OPS[op][0])})",
+                                 raw, k, value=False)
+                _check_param(f"{where}.{k}", v, raw, k)
+                params[k] = plain(v)
             missing = [k for k in OPS[op][0] if k not in params]
             if missing:
-                raise ConfigError(f"{where}: op '{op}' needs {', '.join(missing)}")
+                raise _error(f"{where}: op '{op}' needs {', '.join(missing)}", raw, "op")
             if op == "haze":
                 tints = params["tint"] if isinstance(params["tint"], list) else [params["tint"]]
                 bad = [t for t in tints if t not in TINTS]
                 if bad:
-                    raise ConfigError(f"{where}.tint: unknown tint {bad} (known: {', '.join(TINTS)})")
+                    raise _error(f"{where}.tint: unknown tint {bad} (known: {', '.join(TINTS)})", raw, "tint")
             steps.append(Step(op, params))
-        domains.append(Domain(name, float(spec.get("weight", 1.0)), steps))
+        domains.append(Domain(str(name), domain.weight, steps))
     if not domains:
-        raise ConfigError("recipe: no domains")
-    return Recipe(domains, int(data.get("seed", 0)), int(data.get("short_side", 360)),
-                  dict(data.get("depth") or {"source": "road_prior"}), path)
+        raise _error("no domains", data, "domains")
+    return Recipe(domains, settings.seed, settings.short_side, plain(settings.depth), path)
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"recipe not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
-    return parse_recipe(data, str(path))
+    return parse_recipe(read_yaml(path, "recipe"), str(path))
 
 
 def draw(value, n: int, generator: torch.Generator):

@@ -3,19 +3,27 @@ labelled set (so the report half never reaches training) and to a visibility ran
 from __future__ import annotations
 
 import csv
+import os
+import re
 from pathlib import Path
 
-from cidstream.detect.splits import SPLITS, split_of
+from cidstream.config import data_root
+from cidstream.evaluation.splits import SPLITS, split_of
 from cidstream.errors import ConfigError
 from cidstream.io.sources import list_images
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRY_KEYS = {"path", "split", "split_by", "visibility", "max_visibility_m"}
+DATA_VAR = re.compile(r"\$(?:\{CIDSTREAM_DATA\}|CIDSTREAM_DATA\b)")  # $CIDSTREAM_DATA or ${CIDSTREAM_DATA}
 
 
 def resolve(p: str) -> str:
-    """Config paths are relative to the repository root."""
-    q = Path(p)
+    """A config path as a file name. ``$CIDSTREAM_DATA`` is cidstream.config.data_root(), whether the
+    variable is set or not (unset: ../shared/data beside the checkout), so the shipped configs work on
+    any machine; other environment variables and ``~`` are expanded; a relative path is relative to
+    the repository root, not to the working directory."""
+    text = DATA_VAR.sub(lambda _: str(data_root()), os.fspath(p))
+    q = Path(os.path.expanduser(os.path.expandvars(text)))
     return str(q if q.is_absolute() else (REPO / q))
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from cidstream.errors import ConfigError
 from cidstream.models import build, save_weights
@@ -22,23 +21,14 @@ from .depth import DepthSource
 from .generate import degrade_batch, depth_source
 from .recipe import Recipe, load_recipe
 from .sources import resolve, source_specs
+from .train_config import read_train_config
 
 PHASES = ("pretrain", "adapt", "finetune")
 
 
 def load_train_config(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"training config not found: {path}")
-    cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    for key in ("model", "data", "validation", "train", "phases"):
-        if key not in cfg:
-            raise ConfigError(f"training config {path} lacks the '{key}' section")
-    unknown = set(cfg["phases"]) - set(PHASES)
-    if unknown:
-        raise ConfigError(f"training config {path}: unknown phase(s) {', '.join(sorted(unknown))} "
-                          f"(known: {', '.join(PHASES)})")
-    return cfg
+    """Checked against training/train_config.py, where each key's default and range are declared."""
+    return read_train_config(path)
 
 
 class PairSampler:
@@ -142,7 +132,7 @@ class Validation:
 def validation_set(v: dict, clean: list[np.ndarray], target: list[np.ndarray], device="cpu") -> Validation:
     """Held-apart pairs from a recipe not used for training (fixed seed) and fixed real hazy crops."""
     recipe = load_recipe(resolve(v["recipe"]))
-    recipe.seed = int(v.get("seed", 123))
+    recipe.seed = int(v["seed"])
     g = torch.Generator().manual_seed(recipe.seed)
     sampler = PairSampler(clean[::max(1, len(clean) // int(v["pairs"]))][: int(v["pairs"])], recipe,
                           int(v["crop"]), device)
@@ -153,9 +143,8 @@ def validation_set(v: dict, clean: list[np.ndarray], target: list[np.ndarray], d
 
 def load_data(cfg: dict) -> tuple[list[np.ndarray], list[np.ndarray]]:
     d = cfg["data"]
-    clean = load_frames(source_specs(d["clean"]), int(d.get("short_side", 360)), stride=int(d.get("clean_stride", 4)))
-    target = load_frames(source_specs(d["target"]), int(d.get("short_side", 360)),
-                         stride=int(d.get("target_stride", 2)), dedup=0.5)
+    clean = load_frames(source_specs(d["clean"]), int(d["short_side"]), stride=int(d["clean_stride"]))
+    target = load_frames(source_specs(d["target"]), int(d["short_side"]), stride=int(d["target_stride"]), dedup=0.5)
     return clean, target
 
 
@@ -164,10 +153,10 @@ class Trainer:
         self.cfg, self.run_dir, self.scale, self.log = cfg, Path(run_dir), scale, log
         self.device = torch.device(device)
         t = cfg["train"]
-        if t.get("threads"):
+        if t["threads"]:
             torch.set_num_threads(int(t["threads"]))
-        torch.manual_seed(int(t.get("seed", 0)))
-        self.model = build(cfg["model"]["arch"], **cfg["model"].get("config", {})).to(self.device)
+        torch.manual_seed(int(t["seed"]))
+        self.model = build(cfg["model"]["arch"], **cfg["model"]["config"]).to(self.device)
         d = cfg["data"]
         self.recipe = load_recipe(resolve(d["recipe"]))
         self.log("loading clean and real frames")
@@ -180,9 +169,9 @@ class Trainer:
             from .pseudo_labels import DetectionLoss
 
             self.detection = DetectionLoss(resolve(t["detector"])).to(self.device)
-        self.labelled = LabelledRealSampler(target, labels, int(t.get("pseudo_crop", 352)), self.device)
+        self.labelled = LabelledRealSampler(target, labels, int(t["pseudo_crop"]), self.device)
         self.features = None
-        if float(t.get("detector_weight", 0)) > 0:
+        if float(t["detector_weight"]) > 0:
             from .detector_features import DetectorFeatures
 
             self.features = DetectorFeatures(resolve(t["detector"])).to(self.device)
@@ -202,8 +191,7 @@ class Trainer:
         empty = [np.zeros((0, 5), np.float32)] * len(target)
         if not want_teacher:
             return None, empty
-        key = hashlib.sha256(json.dumps([t.get("detector"), t.get("pseudo_conf", 0.3), t.get("pseudo_iou", 0.6),
-                                         want_labels]).encode())
+        key = hashlib.sha256(json.dumps([t["detector"], t["pseudo_conf"], t["pseudo_iou"], want_labels]).encode())
         for frame in target:
             key.update(frame.tobytes())
         cache = self.run_dir.parent / ".cache" / f"real_targets_{key.hexdigest()[:20]}.pt"
@@ -218,8 +206,8 @@ class Trainer:
             from .pseudo_labels import pseudo_labels
 
             self.log("pseudo-labels: the detector on the real frames and on their DCP output")
-            labels = pseudo_labels(resolve(t["detector"]), target, teachers, conf=float(t.get("pseudo_conf", 0.3)),
-                                   iou=float(t.get("pseudo_iou", 0.6)))
+            labels = pseudo_labels(resolve(t["detector"]), target, teachers, conf=float(t["pseudo_conf"]),
+                                   iou=float(t["pseudo_iou"]))
             self.log(f"pseudo-labels: {sum(map(len, labels))} boxes on {len(labels)} real frames")
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp")
@@ -228,7 +216,7 @@ class Trainer:
         return teachers, labels
 
     def _any_phase(self, key: str) -> bool:
-        return any(float((ph or {}).get(key, 0)) > 0 for ph in self.cfg["phases"].values())
+        return any(ph is not None and float(ph[key]) > 0 for ph in self.cfg["phases"].values())
 
     def _validation_set(self, clean, target) -> Validation:
         return validation_set(self.cfg["validation"], clean, target, self.device)
@@ -253,7 +241,7 @@ class Trainer:
     def _real(self, p, n: int, g):
         """A batch of real hazy crops, its dehazed version and map, and the teacher-student term
         (L1 to the classical DCP's output on the whole frame; 0 without ``teacher_weight``)."""
-        teacher_w = float(p.get("teacher_weight", 0))
+        teacher_w = float(p["teacher_weight"])
         if teacher_w > 0:
             real, teacher = self.real.batch_with_teacher(n, g)
         else:
@@ -266,24 +254,24 @@ class Trainer:
         out, _ = self.model.forward_with_map(hazy)
         loss = self._supervised(out, clean).mean()
         real, out_r, _, teach, extra = self._real(p, hazy.shape[0], g)
-        unsup = (p.get("dark_channel_weight", 1.0) * L.dark_channel_prior_loss(out_r, inp=real)
-                 + p.get("tv_weight", 0.5) * L.total_variation(out_r)
-                 + p.get("balance_weight", 1.0) * L.colour_balance(out_r, real))
-        return loss + p.get("unsupervised_weight", 0.1) * unsup + teach, {"unsup": float(unsup.detach()), **extra}
+        unsup = (p["dark_channel_weight"] * L.dark_channel_prior_loss(out_r, inp=real)
+                 + p["tv_weight"] * L.total_variation(out_r)
+                 + p["balance_weight"] * L.colour_balance(out_r, real))
+        return loss + p["unsupervised_weight"] * unsup + teach, {"unsup": float(unsup.detach()), **extra}
 
     def _step_adapt(self, p, clean, hazy, g):
         out, mid_s = self.model.forward_with_map(hazy)
         loss = self._supervised(out, clean).mean()
         _, _, mid_t, teach, extra = self._real(p, hazy.shape[0], g)
         coral = L.coral_bounded(L.unit_scale(L.spatial_samples(mid_s)), L.unit_scale(L.spatial_samples(mid_t)))
-        return loss + p.get("coral_weight", 1.0) * coral + teach, {"coral": float(coral.detach()), **extra}
+        return loss + p["coral_weight"] * coral + teach, {"coral": float(coral.detach()), **extra}
 
     def _step_finetune(self, p, clean, hazy, g):
         out, mid = self.model.forward_with_map(hazy)
         weights = self.learner(mid.mean(dim=(2, 3)))
         loss = (weights.to(out) * self._supervised(out, clean)).mean()
         extra = {"w_max": float(weights.max())}
-        if float(p.get("teacher_weight", 0)) > 0:  # real haze keeps its anchor while the head adapts
+        if float(p["teacher_weight"]) > 0:  # real haze keeps its anchor while the head adapts
             _, _, _, teach, more = self._real(p, hazy.shape[0], g)
             loss, extra = loss + teach, {**extra, **more}
         return loss, extra
@@ -292,7 +280,7 @@ class Trainer:
         """Terms on detector-sized real crops: the frozen detector's loss against the pseudo-labels
         (``pseudo_label_weight``, pseudo_labels.py) and the smoothness of the coefficient maps in flat
         regions (``smooth_weight``, losses.coefficient_smoothness)."""
-        det_w, smooth_w = float(p.get("pseudo_label_weight", 0)), float(p.get("smooth_weight", 0))
+        det_w, smooth_w = float(p["pseudo_label_weight"]), float(p["smooth_weight"])
         if det_w <= 0 and smooth_w <= 0:
             return torch.zeros((), device=self.device), {}
         real, boxes = self.labelled.batch(n, g)
@@ -336,10 +324,9 @@ class Trainer:
         self.model.train()
         self._freeze_encoder(phase != "pretrain")
         if phase == "finetune":
-            self.learner = L.SampleWeightLearner(self.model.widths[-1], k=int(p.get("rff", 2)),
-                                                 steps=int(p.get("learner_steps", 10)),
-                                                 penalty=float(p.get("penalty", 0.05)),
-                                                 memory=int(p.get("memory", 4)), seed=int(t.get("seed", 0)))
+            self.learner = L.SampleWeightLearner(self.model.widths[-1], k=int(p["rff"]), steps=int(p["learner_steps"]),
+                                                 penalty=float(p["penalty"]), memory=int(p["memory"]),
+                                                 seed=int(t["seed"]))
         params = [q for q in self.model.parameters() if q.requires_grad]
         opt = torch.optim.Adam(params, lr=float(p["lr"]))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=float(p["lr"]) * 0.05)
@@ -349,10 +336,10 @@ class Trainer:
         step_fn = getattr(self, f"_step_{phase}")
         t0 = time.perf_counter()
         for step in range(start, steps):
-            g = torch.Generator().manual_seed((int(t.get("seed", 0)) * 7919 + PHASES.index(phase)) * 1_000_003 + step)
+            g = torch.Generator().manual_seed((int(t["seed"]) * 7919 + PHASES.index(phase)) * 1_000_003 + step)
             clean, hazy, _ = self.pairs.batch(int(t["batch"]), g)
             loss, extra = step_fn(p, clean, hazy, g)
-            more, terms = self._large_real_crop_terms(p, int(t.get("pseudo_batch", 4)), g)
+            more, terms = self._large_real_crop_terms(p, int(t["pseudo_batch"]), g)
             loss, extra = loss + more, {**extra, **terms}
             opt.zero_grad()
             loss.backward()
@@ -360,15 +347,15 @@ class Trainer:
             opt.step()
             sched.step()
             row = None
-            if (step + 1) % int(t.get("log_every", 25)) == 0 or step + 1 == steps:
+            if (step + 1) % int(t["log_every"]) == 0 or step + 1 == steps:
                 row = {"phase": phase, "step": step + 1, "loss": round(float(loss.detach()), 5),
                        "lr": round(sched.get_last_lr()[0], 7), "seconds": round(time.perf_counter() - t0, 1),
                        **{k: round(v, 5) for k, v in extra.items()}}
-            if (step + 1) % int(t.get("validate_every", 250)) == 0 or step + 1 == steps:
+            if (step + 1) % int(t["validate_every"]) == 0 or step + 1 == steps:
                 row = (row or {"phase": phase, "step": step + 1}) | self.validation(self.model)
             if row is not None:
                 self._append_log(row)
-            if (step + 1) % int(t.get("checkpoint_every", 100)) == 0 and step + 1 < steps:
+            if (step + 1) % int(t["checkpoint_every"]) == 0 and step + 1 < steps:
                 self._save(phase, step + 1, self.done, (opt, sched))
             if progress is not None:
                 progress(phase, step + 1, steps, float(loss.detach()))

@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..config import DetectConfig
 from ..errors import CidstreamError
 from .detections import Detections
 
-VEHICLE_CLASSES = ("car", "bus", "truck", "motorcycle", "bicycle")
+_DETECT = DetectConfig()  # the defaults of Detector: the config's detect section (classes is a default_factory)
+VEHICLE_CLASSES = tuple(_DETECT.classes)  # detect.classes' default, as a tuple: a shared default must not change
 DEFAULT_DETECTOR = "yolo11n.pt"
 DETECTOR_ENV = "CIDSTREAM_DETECTOR"
 
@@ -160,12 +162,30 @@ def letterbox(frames: torch.Tensor, imgsz: int, stride: int = 32) -> tuple[torch
     return out.permute(0, 3, 1, 2).contiguous().float().div_(255.0), ratio, (left, top)
 
 
+@dataclass(frozen=True)
+class DetectorSpec:
+    """Everything a Detector is built from in a config's ``detect`` section (the detector file as
+    resolved, $CIDSTREAM_DETECTOR included); the device comes from the dehazer. Hashable: equal specs
+    (on one device) give interchangeable detectors."""
+
+    detector: str
+    classes: tuple
+    conf: float
+    iou: float
+    imgsz: int
+
+    @classmethod
+    def from_config(cls, detect_cfg) -> "DetectorSpec":
+        d = detect_cfg
+        return cls(str(resolve_detector_spec(d.detector or None)), tuple(d.classes), d.conf, d.iou, d.imgsz)
+
+
 class Detector:
     """Callable on a batch: numpy (N, H, W, 3) RGB uint8 goes through Ultralytics' own letterbox;
     a torch uint8 tensor is letterboxed where it lies (on CUDA: no round trip through the host)."""
 
-    def __init__(self, model: str | None = None, classes=VEHICLE_CLASSES, conf: float = 0.25, iou: float = 0.7,
-                 imgsz: int = 640, device: str | torch.device = "cpu"):
+    def __init__(self, model: str | None = None, classes=VEHICLE_CLASSES, conf: float = _DETECT.conf,
+                 iou: float = _DETECT.iou, imgsz: int = _DETECT.imgsz, device: str | torch.device = "cpu"):
         self.spec = resolve_detector_spec(model)
         self.yolo = load_yolo(self.spec)
         self.names: dict[int, str] = {int(k): v for k, v in self.yolo.names.items()}
@@ -180,24 +200,15 @@ class Detector:
             print(f"warning: detect.imgsz {imgsz} is not a multiple of {self.stride} (the detector's stride): "
                   f"using {self.imgsz}", file=sys.stderr)
 
-    @staticmethod
-    def config_sections(detect_cfg) -> dict:
-        """Everything ``from_config`` reads from a config's ``detect`` section (the detector file as
-        resolved, $CIDSTREAM_DETECTOR included); the device comes from the dehazer."""
-        d = detect_cfg
-        return {"detector": resolve_detector_spec(d.detector or None), "classes": list(d.classes), "conf": d.conf,
-                "iou": d.iou, "imgsz": d.imgsz}
-
     @classmethod
-    def config_spec(cls, detect_cfg) -> str:
-        """A hashable key of ``config_sections``: equal keys (on one device) give interchangeable detectors."""
-        return json.dumps(cls.config_sections(detect_cfg), sort_keys=True, default=str)
+    def from_spec(cls, spec: "DetectorSpec", device) -> "Detector":
+        return cls(spec.detector, classes=list(spec.classes), conf=spec.conf, iou=spec.iou, imgsz=spec.imgsz,
+                   device=device)
 
     @classmethod
     def from_config(cls, detect_cfg, device) -> "Detector":
-        """Build from a config's ``detect`` section (the keys ``config_sections`` lists)."""
-        s = cls.config_sections(detect_cfg)
-        return cls(s["detector"], classes=s["classes"], conf=s["conf"], iou=s["iou"], imgsz=s["imgsz"], device=device)
+        """Build from a config's ``detect`` section (what ``DetectorSpec.from_config`` takes)."""
+        return cls.from_spec(DetectorSpec.from_config(detect_cfg), device)
 
     def resolve_classes(self, classes) -> list[int] | None:
         if not classes:

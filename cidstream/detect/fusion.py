@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torchvision
 
 from .detections import Detections, box_iou
 
@@ -29,6 +28,8 @@ def _concat(views: list[Detections]) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def nms_fuse(views: list[Detections], iou: float = FUSE_IOU["nms"]) -> Detections:
+    import torchvision  # 3 s to import: only when NMS fusion runs (the detector has imported it by then)
+
     xyxy, conf, cls, _ = _concat(views)
     if len(conf) == 0:
         return Detections.empty()

@@ -1,5 +1,5 @@
-"""The detection stage of the pipeline: dehazed frames, and raw ones too in compare mode; with a
-second detector and fusion, the extra arms of a comparison."""
+"""The detection stage of the pipeline: the dehazed frames, the raw ones too in compare mode, a second
+detector and fused views as extra arms; tracking per stream inside."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,52 +11,68 @@ from .fusion import fuse as fuse_views
 from .tracking import Tracker
 
 
-def arm_names(detector_b: bool, fuse: str | None) -> tuple[str, ...]:
-    """The extra arms of a comparison, beyond raw and dehazed: raw_b and dehazed_b through the second
+def arm_names(detector_b: bool, fuse: str | None, compare: bool = True) -> tuple[str, ...]:
+    """The arms beyond dehazed (and raw in compare mode): raw_b and dehazed_b through the second
     detector, fused (raw and dehazed detections merged) per detector."""
-    return (("raw_b", "dehazed_b") if detector_b else ()) + (("fused",) if fuse else ()) \
-        + (("fused_b",) if fuse and detector_b else ())
+    b = (("raw_b",) if compare else ()) + ("dehazed_b",) if detector_b else ()
+    fused = (("fused",) + (("fused_b",) if detector_b else ())) if fuse and compare else ()
+    return b + fused
 
 
 class DetectStage:
-    """One detector call per batch (raw and dehazed frames together in compare mode), then
-    tracking frame by frame when asked. Frames may be numpy arrays or device tensors.
+    """One detector call per batch (raw and dehazed frames together in compare mode), then tracking
+    frame by frame when asked, with one tracker per stream and arm (a live batch holds several cameras).
+    Frames may be numpy arrays or device tensors.
 
-    In compare mode, ``detector_b`` adds the arms raw_b and dehazed_b (one call of the second detector
-    on the same frames) and ``fuse`` ('wbf' or 'nms') the arms fused (and fused_b)."""
+    ``detector_b`` adds the arm dehazed_b (and raw_b in compare mode) from one call of the second detector
+    on the same frames; ``fuse`` ('wbf' or 'nms'), in compare mode, the arms fused (and fused_b)."""
 
     def __init__(self, detector: Detector, compare: bool = False, track: bool = False, frame_rate: float = 30.0,
                  detector_b: Detector | None = None, fuse: str | None = None):
-        self.detector, self.compare, self.track = detector, compare, track
-        self.detector_b, self.fuse = (detector_b, fuse) if compare else (None, None)
-        self.extra = arm_names(self.detector_b is not None, self.fuse)
-        keys = ("raw", "dehazed") + self.extra if compare else ("dehazed",)
-        self.trackers = {k: Tracker(frame_rate) for k in keys} if track else {}
+        self.detector, self.compare, self.track, self.frame_rate = detector, compare, track, frame_rate
+        self.detector_b = detector_b
+        self.fuse = fuse if compare else None
+        self.extra = arm_names(detector_b is not None, self.fuse, compare)
+        self.arms = (("raw", "dehazed") if compare else ("dehazed",)) + self.extra
+        self.trackers: dict[tuple, Tracker] = {}
+        self.frame_rates: dict[str, float] = {}   # per stream, where it differs from frame_rate (live cameras)
 
-    def __call__(self, raw, dehazed) -> tuple[list[Detections], list[Detections] | None, dict]:
-        """(detections on the dehazed frames, on the raw frames or None, extra arm -> detections)."""
+    def __call__(self, raw, dehazed, streams: list | None = None) -> dict[str, list[Detections]]:
+        """arm -> detections per frame; ``streams``: the stream of each frame, for tracking (None: one)."""
         n = len(dehazed)
-        extra: dict[str, list[Detections]] = {}
-        if self.compare:
-            both = torch.cat([raw, dehazed]) if isinstance(dehazed, torch.Tensor) else np.concatenate([raw, dehazed])
-            found = self.detector(both)
-            raw_dets, dets = found[:n], found[n:]
-            if self.detector_b is not None:
-                found_b = self.detector_b(both)
-                extra["raw_b"], extra["dehazed_b"] = found_b[:n], found_b[n:]
-            if self.fuse:
-                extra["fused"] = [fuse_views([r, d], self.fuse) for r, d in zip(raw_dets, dets)]
-                if self.detector_b is not None:
-                    extra["fused_b"] = [fuse_views([r, d], self.fuse)
-                                        for r, d in zip(extra["raw_b"], extra["dehazed_b"])]
-        else:
-            raw_dets, dets = None, self.detector(dehazed)
+        arms: dict[str, list[Detections]] = {}
+        views = raw is not None and self.compare
+        frames = (torch.cat([raw, dehazed]) if isinstance(dehazed, torch.Tensor) else np.concatenate([raw, dehazed])) \
+            if views else dehazed
+        for detector, sfx in ((self.detector, ""), (self.detector_b, "_b")):
+            if detector is None:
+                continue
+            found = detector(frames)
+            if views:
+                arms["raw" + sfx], arms["dehazed" + sfx] = found[:n], found[n:]
+            else:
+                arms["dehazed" + sfx] = found
+        if self.fuse:
+            for sfx in ("", "_b") if self.detector_b is not None else ("",):
+                arms["fused" + sfx] = [fuse_views([r, d], self.fuse) for r, d in zip(arms["raw" + sfx],
+                                                                                    arms["dehazed" + sfx])]
         if self.track:
-            dets = [self.trackers["dehazed"].update(d) for d in dets]
-            if raw_dets is not None:
-                raw_dets = [self.trackers["raw"].update(d) for d in raw_dets]
-            extra = {k: [self.trackers[k].update(d) for d in v] for k, v in extra.items()}
-        return dets, raw_dets, extra
+            keys = streams or [None] * n
+            arms = {arm: [self._tracker(keys[i], arm).update(d) for i, d in enumerate(dets)]
+                    for arm, dets in arms.items()}
+        return arms
+
+    def _tracker(self, stream, arm: str) -> Tracker:
+        key = (stream, arm)
+        if key not in self.trackers:
+            self.trackers[key] = Tracker(self.frame_rates.get(stream, self.frame_rate))
+        return self.trackers[key]
 
     def unique_counts(self) -> dict[str, int]:
-        return {k: t.unique for k, t in self.trackers.items()}
+        """Unique track ids per arm, over all streams."""
+        if not self.track:
+            return {}
+        out = dict.fromkeys(self.arms, 0)
+        for (_, arm), tracker in self.trackers.items():
+            out[arm] = out.get(arm, 0) + tracker.unique
+        return out

@@ -1,8 +1,7 @@
-"""Device choice, temporal batching, the dehazing stage and the pipeline that joins them."""
+"""Device choice, temporal batching, the dehazer and its haze gate and temporal smoothing."""
+from ..ops.padding import pad_to_multiple
 from .batcher import iter_batches
-from .dehazer import Dehazer, pad_to_multiple
+from .dehazer import Dehazer
 from .device import select_device, select_precision
-from .pipeline import RunStats, dehaze_stream, run_pipeline
 
-__all__ = ["Dehazer", "RunStats", "dehaze_stream", "iter_batches", "pad_to_multiple", "run_pipeline",
-           "select_device", "select_precision"]
+__all__ = ["Dehazer", "iter_batches", "pad_to_multiple", "select_device", "select_precision"]

@@ -2,56 +2,48 @@
 from __future__ import annotations
 
 import contextlib
-import json
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..config import GateConfig
 from ..models import DehazeModel, ExportedModel, LoadedModel, load_model
+from ..models.base import frames_to_input, output_to_frames
 from .device import DTYPES, select_device, select_precision
 from .haze import HazeGate
 from .temporal import TemporalSmoother
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int, min_size: int = 1) -> torch.Tensor:
-    """Pad right/bottom so H and W are multiples of ``multiple`` and at least ``min_size``.
+@dataclass(frozen=True)
+class DehazerSpec:
+    """Everything a Dehazer is built from, and nothing else: the model name and its dcp parameters, the
+    engine's device, precision and channels_last, the temporal and gate sections. Hashable: the batch
+    worker's cache key of loaded dehazers (equal specs give interchangeable dehazers) and part of the
+    ledger's fingerprint."""
 
-    Reflection where the frame is large enough (no artificial edges for the network),
-    replication otherwise. The caller crops back, so no pixel is lost.
-    """
-    h, w = x.shape[-2:]
-    if not (isinstance(h, int) and isinstance(w, int)):
-        # Symbolic sizes (a graph exported with --dynamic): the graph needs frames of at least
-        # max(multiple, min_size) pixels per side, and for those this is the branch below (reflect).
-        return F.pad(x, (0, (-w) % multiple, 0, (-h) % multiple), mode="reflect")
+    model: str
+    device: str
+    precision: str
+    channels_last: bool
+    dcp: tuple              # sorted (key, value) pairs of each section
+    temporal: tuple
+    gate: tuple
 
-    def target(n: int) -> int:
-        n = max(n, min_size)
-        return -(-n // multiple) * multiple
+    @classmethod
+    def from_config(cls, cfg, model: str | None = None) -> "DehazerSpec":
+        e = cfg.engine
 
-    ph, pw = target(h) - h, target(w) - w
-    if ph == 0 and pw == 0:
-        return x
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
+        def items(section) -> tuple:
+            return tuple(sorted(vars(section).items()))
 
+        return cls(model or cfg.model.name, e.device, e.precision, e.channels_last, items(cfg.model.dcp),
+                   items(cfg.temporal), items(cfg.gate))
 
-def frames_to_input(frames: torch.Tensor, net: DehazeModel) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> the network's input: float NCHW, padded to its multiple, normalised.
-
-    The exported graphs (``cidstream export``) run this same code, so they match the dehazer.
-    """
-    x = frames.permute(0, 3, 1, 2).float().div_(255.0)
-    x = pad_to_multiple(x, net.pad_multiple, net.min_size)
-    return net.normalization.prepare(x)
-
-
-def output_to_frames(y: torch.Tensor, net: DehazeModel, h, w) -> torch.Tensor:
-    """The network's output -> uint8 (N, h, w, 3): output mapping, crop back, clamp and round."""
-    y = net.normalization.finish(y.float())[:, :, :h, :w]
-    return y.mul(255.0).add_(0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    def as_dict(self) -> dict:
+        return {"model": self.model, "device": self.device, "precision": self.precision,
+                "channels_last": self.channels_last, "dcp": dict(self.dcp), "temporal": dict(self.temporal),
+                "gate": dict(self.gate)}
 
 
 class Dehazer:
@@ -91,32 +83,19 @@ class Dehazer:
         # Measured but not gated unless configured (from_config: the gate section, default skip), so
         # the Python API and exported-graph parity keep plain dehazing.
         self.gate = HazeGate(**{**vars(GateConfig()), "policy": "off"})
-        self.last_haze = None
-
-    @staticmethod
-    def config_sections(cfg, model: str | None = None) -> dict:
-        """Everything ``from_config`` reads from a config, and nothing else: the model name and its dcp
-        parameters, the engine's device, precision and channels_last, and the temporal and gate sections.
-        ``config_spec`` hashes the same dict, so a cache of loaded dehazers cannot miss a setting."""
-        e = cfg.engine
-        return {"model": model or cfg.model.name, "dcp": dict(vars(cfg.model.dcp)), "device": e.device,
-                "precision": e.precision, "channels_last": e.channels_last, "temporal": dict(vars(cfg.temporal)),
-                "gate": dict(vars(cfg.gate))}
 
     @classmethod
-    def config_spec(cls, cfg, model: str | None = None) -> str:
-        """A hashable key of ``config_sections``: equal keys give interchangeable dehazers."""
-        return json.dumps(cls.config_sections(cfg, model), sort_keys=True, default=str)
+    def from_spec(cls, spec: "DehazerSpec", random_init: bool = False) -> "Dehazer":
+        dehazer = cls(spec.model, device=spec.device, precision=spec.precision, channels_last=spec.channels_last,
+                      random_init=random_init, dcp=dict(spec.dcp), temporal=dict(spec.temporal))
+        dehazer.gate = HazeGate(**dict(spec.gate))
+        return dehazer
 
     @classmethod
     def from_config(cls, cfg, random_init: bool = False, model: str | None = None) -> "Dehazer":
-        """Build from a ``cidstream.config.Config`` (the sections ``config_sections`` lists); ``model``
+        """Build from a ``cidstream.config.Config`` (what ``DehazerSpec.from_config`` takes); ``model``
         overrides the name."""
-        s = cls.config_sections(cfg, model)
-        dehazer = cls(s["model"], device=s["device"], precision=s["precision"], channels_last=s["channels_last"],
-                      random_init=random_init, dcp=s["dcp"], temporal=s["temporal"])
-        dehazer.gate = HazeGate(**s["gate"])
-        return dehazer
+        return cls.from_spec(DehazerSpec.from_config(cfg, model), random_init)
 
     @property
     def net(self) -> DehazeModel:
@@ -144,6 +123,13 @@ class Dehazer:
 
         ``stream``: consecutive frames of one video source (its id), for state kept over time; a list
         of ids, one per frame, when a batch mixes sources (cameras in live); None for independent images."""
+        return self.process_measured(frames, stream)[0]
+
+    @torch.inference_mode()
+    def process_measured(self, frames: torch.Tensor, stream=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``process``, and each frame's haze measure: (dehazed frames, (3, N) level, visibility_m and gate
+        strength on the device). Clear frames are kept raw or blended by their visibility (engine/haze.py),
+        since dehazing a clear frame can cost detections; the measure runs under every policy (it is cheap)."""
         if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
             raise ValueError(f"expected uint8 frames shaped (N, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
         h, w = frames.shape[1:3]
@@ -157,17 +143,18 @@ class Dehazer:
             with self._autocast():
                 y = self._forward(x, stream)
             out = output_to_frames(y, self.net, h, w)
-        return self._gate(frames, out, stream)
+        return self.gate(frames, out)
 
     def _init_temporal(self, temporal: dict | bool | None) -> None:
         """Video smoothing (engine/temporal.py) for models that expose low-resolution estimates
-        (cid-lite, dcp: ``forward_smoothed``); cid and exported graphs run frame by frame."""
+        (cid-lite, dcp: ``forward_smoothed``); cid and exported graphs run frame by frame. Smoothing is on
+        unless ``enabled`` is false; a setting ``temporal`` leaves out takes TemporalSmoother's default,
+        which is TemporalConfig's, so no number is repeated here. Other keys are ignored."""
         opts = {} if temporal is None or temporal is True else ({"enabled": False} if temporal is False else temporal)
         self.temporal = None
         if opts.get("enabled", True) and not self.exported and hasattr(self.net, "forward_smoothed"):
-            self.temporal = TemporalSmoother(alpha=opts.get("alpha", 0.25), level_alpha=opts.get("level_alpha", 0.3),
-                                             cut_threshold=opts.get("cut_threshold", 0.08),
-                                             motion=opts.get("motion", 0.04))
+            given = {k: opts[k] for k in ("alpha", "level_alpha", "cut_threshold", "motion") if k in opts}
+            self.temporal = TemporalSmoother(**given)
 
     def _forward(self, x: torch.Tensor, stream) -> torch.Tensor:
         """The network on a prepared batch; ``stream`` is one key for the whole batch, a list of keys
@@ -179,13 +166,6 @@ class Dehazer:
             raise ValueError(f"{len(streams)} stream ids for {x.shape[0]} frames")
         self.temporal.begin(x, streams)
         return self.temporal.steady_level(x, self.net.forward_smoothed(x, self.temporal.smooth))
-
-    def _gate(self, frames: torch.Tensor, out: torch.Tensor, stream: str | None) -> torch.Tensor:
-        """Haze gating (engine/haze.py): clear frames kept raw or blended by their visibility, since
-        dehazing a clear frame can cost detections. The measure runs under every policy (it is cheap)
-        and is kept, on the device, as ``last_haze``: (3, N) level, visibility_m, strength."""
-        out, self.last_haze = self.gate(frames, out)
-        return out
 
     def __call__(self, frames):
         if isinstance(frames, torch.Tensor):

@@ -13,16 +13,18 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..config import GateConfig
-from ..models.dcp import box_filter, dark_channel, estimate_airlight
+from ..config import GateConfig, OneOf, rules
+from ..ops.filters import box_filter, dark_channel, estimate_airlight
 
 SHORT_SIDE = 90          # pixels: the measure runs on a copy this small (cost is flat in frame size)
 PATCH = 5                # dark-channel window on that copy (15 px at 270 px, scaled)
 OMEGA = 0.95
 TOP_FRACTION = 0.01      # airlight from the brightest 1 % of the dark channel (few pixels at 90 px)
 VIS_MIN_M, VIS_MAX_M = 10.0, 20000.0
-POLICIES = ("off", "skip", "blend")
-MEASURES = ("transmission", "dark", "contrast")
+# The words of gate.policy and gate.measure are their types' OneOf in cidstream/config.py, listed once there.
+_WORDS: dict[str, OneOf] = {key: rule for key, rule in rules(GateConfig()) if isinstance(rule, OneOf)}
+POLICIES = _WORDS["policy"].values     # off, skip, blend
+MEASURES = _WORDS["measure"].values    # contrast, transmission, dark
 
 
 def _small(frames: torch.Tensor, short_side: int = SHORT_SIDE) -> torch.Tensor:
@@ -114,8 +116,7 @@ class HazeGate:
     def __init__(self, policy: str = _DEFAULT.policy, clear_m: float = _DEFAULT.clear_m,
                  dense_m: float = _DEFAULT.dense_m, calib_a: float = _DEFAULT.calib_a,
                  calib_b: float = _DEFAULT.calib_b, measure: str = _DEFAULT.measure):
-        if policy is False:  # YAML reads an unquoted off as false
-            policy = "off"
+        policy = _WORDS["policy"].normal(policy)  # the config's alias: YAML reads an unquoted off as false
         if policy not in POLICIES:
             raise ValueError(f"unknown gate policy {policy!r}: use {', '.join(POLICIES)}")
         if measure not in MEASURES:

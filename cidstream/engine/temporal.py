@@ -22,6 +22,8 @@ from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 
+from ..config import TemporalConfig
+
 THUMB = (18, 32)  # grey thumbnail compared for scene cuts
 
 
@@ -38,10 +40,12 @@ class TemporalSmoother:
     """EMA of named low-resolution maps per stream; see the module docstring.
 
     Call ``begin(x, streams)`` once per batch (x: the model's [0, 1] input, streams: one key or None
-    per frame), then ``smooth(name, maps)`` for each estimate in the order the model makes them."""
+    per frame), then ``smooth(name, maps)`` for each estimate in the order the model makes them.
+    Defaults are TemporalConfig's (cidstream/config.py), so the Python API smooths like a default run."""
 
-    def __init__(self, alpha: float = 0.25, level_alpha: float = 0.3, cut_threshold: float = 0.08,
-                 motion: float = 0.04, max_streams: int = 64):
+    def __init__(self, alpha: float = TemporalConfig.alpha, level_alpha: float = TemporalConfig.level_alpha,
+                 cut_threshold: float = TemporalConfig.cut_threshold, motion: float = TemporalConfig.motion,
+                 max_streams: int = 64):
         self.alpha, self.level_alpha, self.cut_threshold = alpha, level_alpha, cut_threshold
         self.motion, self.max_streams = motion, max_streams
         self._states: OrderedDict = OrderedDict()

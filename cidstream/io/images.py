@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..config import OutputConfig
 from ..errors import InputError, OutputError
 from .atomic import write_atomic, write_error
 
@@ -315,7 +316,10 @@ def read_image(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return to_rgb8(img, path)
 
 
-def write_image(path: Path, rgb: np.ndarray, alpha: np.ndarray | None = None, jpeg_quality: int = 95) -> None:
+def write_image(path: Path, rgb: np.ndarray, alpha: np.ndarray | None = None,
+                jpeg_quality: int = OutputConfig.jpeg_quality) -> None:
+    """Encode and write atomically; ``alpha`` is kept where the format has one. ``jpeg_quality`` defaults
+    to the config's output.jpeg_quality, so a direct call writes what a default run writes."""
     suffix = path.suffix.lower()
     if alpha is not None and suffix in (".png", ".tif", ".tiff", ".webp"):
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA)

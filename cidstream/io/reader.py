@@ -10,6 +10,8 @@ import threading
 import time
 from typing import Callable, Iterable
 
+from ..config import InputConfig
+
 END = object()
 
 
@@ -19,8 +21,10 @@ class _Failure:
 
 
 class BackgroundReader:
-    def __init__(self, produce: Callable[[], Iterable], maxsize: int = 32, drop_oldest: bool = False,
-                 name: str = "reader"):
+    """``produce()``'s items behind a queue of ``maxsize`` (default: the config's input.queue_size)."""
+
+    def __init__(self, produce: Callable[[], Iterable], maxsize: int = InputConfig.queue_size,
+                 drop_oldest: bool = False, name: str = "reader"):
         self._produce = produce
         self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
         self._drop_oldest = drop_oldest

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Iterator
 
 import av
-import torch
 
+from ..config import InputConfig
 from ..errors import InputError
 from ..frames import Frame, StreamInfo
 from .decode import FrameDecoder, probe_orientation
@@ -144,9 +144,11 @@ class VideoSource(Source):
     """Decodes the first video stream of a file with PyAV (FFmpeg threads on); streams use ``LiveSource``.
 
     ``decode`` says what form frames take (see ``io.decode``): rgb24 (FFmpeg converts on the CPU),
-    yuv420p (planes, converted where the model runs) or nvdec (decoded on the GPU, frames stay there)."""
+    yuv420p (planes, converted where the model runs) or nvdec (decoded on the GPU, frames stay there).
+    It is a resolved path, not input.decode's ``auto``, so its default is rgb24, which every machine
+    has; ``decode_threads`` defaults to the config's input.decode_threads."""
 
-    def __init__(self, spec: str, options: dict | None = None, decode_threads: int = 0,
+    def __init__(self, spec: str, options: dict | None = None, decode_threads: int = InputConfig.decode_threads,
                  max_frames: int | None = None, decode: str = "rgb24", device=None):
         self.spec = spec
         self.max_frames = max_frames
@@ -269,9 +271,10 @@ def image_names(spec: str, paths: list[Path]) -> list[str]:
 
 
 class ImageFolderSource(Source):
-    """Images of a folder (natural sort), a glob pattern, or a single image file."""
+    """Images of a folder (natural sort), a glob pattern, or a single image file; ``fps`` (for a video
+    made of them) defaults to the config's input.image_fps."""
 
-    def __init__(self, spec: str, max_frames: int | None = None, fps: float = 25.0):
+    def __init__(self, spec: str, max_frames: int | None = None, fps: float = InputConfig.image_fps):
         self.spec = spec
         self.paths = list_images(spec)
         if max_frames is not None:
@@ -327,31 +330,3 @@ def is_image_input(spec: str) -> bool:
         return path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES
     except OSError:  # a path the system refuses (too long, ...): the source's open says why
         return path.suffix.lower() in IMAGE_SUFFIXES
-
-
-def open_source(spec: str, options: dict | None = None, decode_threads: int = 0, max_frames: int | None = None,
-                image_fps: float = 25.0, decode: str = "rgb24", device=None, live_cfg=None) -> Source:
-    """Pick the source for ``spec``: a folder, glob or image file; a stream URL or capture device
-    (reconnecting ``LiveSource``); else a video file."""
-    spec = str(spec)
-    if is_image_input(spec):
-        return ImageFolderSource(spec, max_frames=max_frames, fps=image_fps)
-    if is_url(spec) or spec.startswith("/dev/video"):
-        from ..config import LiveConfig
-        from .live import LiveSource
-
-        return LiveSource.from_config(spec, live_cfg or LiveConfig(), options=options, max_frames=max_frames,
-                                      decode=decode)
-    return VideoSource(spec, options=options, decode_threads=decode_threads, max_frames=max_frames, decode=decode,
-                       device=device)
-
-
-def source_from_config(spec: str, input_cfg, max_frames: int | None = None, device="cpu", live_cfg=None) -> Source:
-    """``open_source`` with the settings of a config's ``input`` (and ``live``) sections; ``device`` is
-    where the frames go (input.decode 'auto' picks the cheapest decode path for it)."""
-    from .decode import resolve_decode
-
-    device = torch.device(device)
-    return open_source(spec, options=input_cfg.options, decode_threads=input_cfg.decode_threads,
-                       max_frames=max_frames, image_fps=input_cfg.image_fps,
-                       decode=resolve_decode(input_cfg.decode, device), device=device, live_cfg=live_cfg)

@@ -16,15 +16,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import CidstreamError
+from ..detect.stage import DetectStage
 from ..engine.haze import gate_counts
-from ..engine.pipeline import BatchProcessor, sink_needs
+from ..errors import CidstreamError
 from ..frames import BatchResult, Frame, FrameBatch
 from ..io.atomic import write_atomic
+from ..io.camera import LiveSource
 from ..io.decode import resolve_decode
-from ..io.live import LiveSource
-from ..io.segments import SegmentedVideoSink
-from ..io.sinks import EncoderSettings, Sink, ThreadedSink
+from ..pipeline import DehazeStage, Pipeline, sink_needs
+from ..sinks.detections import DetectionLog
+from ..sinks.media import EncoderSettings, Sink, ThreadedSink
+from ..sinks.segments import SegmentedVideoSink
 
 LATENCY_WINDOW = 2000   # frames per camera kept for latency percentiles (memory stays flat)
 
@@ -40,9 +42,6 @@ class CameraRun:
 
     def __init__(self, spec, cfg, root: Path, device_type: str, notify: threading.Event, detector=None,
                  max_frames: int | None = None):
-        from ..detect.outputs import DetectionLog
-        from ..detect.tracking import Tracker
-
         self.spec, self.name = spec, spec.name
         self.folder = Path(root) / spec.output
         self.source = LiveSource.from_config(spec.url, cfg.live, options={**cfg.input.options, **spec.options},
@@ -56,8 +55,6 @@ class CameraRun:
         if detector is not None:
             self.sinks.append(ThreadedSink(DetectionLog(self.folder, detector.names, self.source.info, compare=False,
                                                         exports=False), o.queue_size))
-        self.tracker = Tracker(float(self.source.info.fps or 25)) if detector is not None and cfg.detect.track \
-            else None
         self.processed = 0
         self.latencies_ms: deque = deque(maxlen=LATENCY_WINDOW)
         self.visibility_m: deque = deque(maxlen=LATENCY_WINDOW)   # per frame, from the haze gate
@@ -74,8 +71,6 @@ class CameraRun:
         if self.error is not None:
             return
         frames = result.batch.frames
-        if self.tracker is not None:
-            result.detections = [self.tracker.update(d) for d in result.detections]
         try:
             for sink in self.sinks:
                 sink.write_result(result)
@@ -139,6 +134,26 @@ class HubResult:
         return sum(c["received"] for c in self.cameras)
 
 
+class CameraRouter(Sink):
+    """The pipeline's one sink in live: each camera's share of a batch (frames of several cameras are
+    batched together) goes to that camera's outputs; what they read is downloaded once per batch."""
+
+    def __init__(self, cameras: list[CameraRun]):
+        self.cameras = {c.name: c for c in cameras}
+        self.needs = sink_needs([s for c in cameras for s in c.sinks])
+
+    def write_result(self, result: BatchResult) -> None:
+        by_cam: dict[str, list[int]] = {}
+        for j, name in enumerate(result.batch.streams):
+            by_cam.setdefault(name, []).append(j)
+        for name, idx in by_cam.items():
+            self.cameras[name].write(result.select(idx, name))
+
+    def close(self) -> None:
+        for cam in self.cameras.values():
+            cam.close()
+
+
 class LiveHub:
     def __init__(self, cameras_file, cfg, root: Path, dehazer, detector=None, max_frames: int | None = None):
         self.cfg, self.root, self.dehazer, self.detector = cfg, Path(root), dehazer, detector
@@ -146,11 +161,13 @@ class LiveHub:
         self.stop_requested = threading.Event()
         self.cameras = [CameraRun(spec, cfg, self.root, dehazer.device.type, self.notify, detector, max_frames)
                         for spec in cameras_file.cameras]
-        needs = sink_needs([s for c in self.cameras for s in c.sinks])
-        self.processor = BatchProcessor(dehazer, (lambda raw, out: (detector(out), None, {})) if detector else None,
-                                        needs)
+        detect = DetectStage(detector, track=cfg.detect.track) if detector is not None else None
+        if detect is not None:
+            detect.frame_rates = {c.name: float(c.source.info.fps or 25) for c in self.cameras}
+        self.pipeline = Pipeline(DehazeStage(dehazer), detect, [CameraRouter(self.cameras)], live=True)
         self.stats_path = self.root / "stats.json"
         self._turn = 0
+        self._reason: str | None = None
 
     def _gather(self) -> dict[tuple, list[tuple[CameraRun, Frame]]]:
         """Every camera's waiting frames (at most a batch each, starting with a different camera
@@ -164,29 +181,43 @@ class LiveHub:
         self._turn += 1
         return groups
 
-    def _process(self, items: list[tuple[CameraRun, Frame]]) -> None:
-        """One model call (and one detector call) per batch of frames from any cameras; each camera
-        then gets its own frames' results, downloaded in its writer threads."""
+    def _waiting_batches(self):
+        """The frames received so far, in batches of any cameras (one model and detector call each);
+        each frame names its camera (temporal state, tracking and routing are per camera)."""
         batch = self.cfg.engine.batch
-        for i in range(0, len(items), batch):
-            chunk = items[i:i + batch]
-            # Temporal state per camera: one batch mixes cameras, so each frame names its own.
-            result = self.processor(FrameBatch.of([f for _, f in chunk]), streams=[cam.name for cam, _ in chunk])
-            n = len(chunk)
-            dets = result.detections or [None] * n
-            # One download per batch (only the forms the cameras' sinks read), then split per camera.
-            dehazed = result.dehazed if "dehazed" in self.processor.needs else None
-            i420 = result.dehazed_i420
-            haze = result.haze
-            by_cam: dict[str, list[int]] = {}
-            for j, (cam, _) in enumerate(chunk):
-                by_cam.setdefault(cam.name, []).append(j)
-            for idx in by_cam.values():
-                cam = chunk[idx[0]][0]
-                fb = FrameBatch(None, [chunk[j][1] for j in idx], cam.name)
-                cam.write(BatchResult(fb, None if dehazed is None else dehazed[idx], [dets[j] for j in idx], None,
-                                      dehazed_i420=None if i420 is None else i420[idx],
-                                      haze=None if haze is None else haze[:, idx]))
+        for items in self._gather().values():
+            for i in range(0, len(items), batch):
+                chunk = items[i:i + batch]
+                yield FrameBatch.of([f for _, f in chunk], streams=tuple(cam.name for cam, _ in chunk))
+
+    def _live_batches(self, started: float, duration_s: float | None, on_status):
+        """Batches until a stop: Ctrl-C or stop_requested, --duration, or no camera left running."""
+        next_status = started
+        while True:
+            if self.stop_requested.is_set():
+                return
+            if duration_s is not None and time.monotonic() - started >= duration_s:
+                self._reason = "duration"
+                return
+            if all(not c.source.running for c in self.cameras) and all(c.source.frames.empty()
+                                                                       for c in self.cameras):
+                self._reason = "all cameras failed" if all(c.failed for c in self.cameras) else "max-frames"
+                return
+            self.notify.wait(0.05)
+            self.notify.clear()
+            yield from self._waiting_batches()
+            if time.monotonic() >= next_status:
+                next_status = time.monotonic() + self.cfg.live.status_every_s
+                cams = self.write_stats(started)
+                if on_status is not None:
+                    on_status(cams)
+
+    def _remaining_batches(self):
+        while True:
+            batches = list(self._waiting_batches())
+            if not batches:
+                return
+            yield from batches
 
     def write_stats(self, started: float, reason: str | None = None) -> list[dict]:
         cams = [c.status() for c in self.cameras]
@@ -197,45 +228,23 @@ class LiveHub:
         return cams
 
     def run(self, duration_s: float | None = None, on_status=None) -> HubResult:
-        """Process until stopped; ``on_status(list of camera dicts)`` every live.status_every_s."""
+        """Process until stopped; ``on_status(list of camera dicts)`` every live.status_every_s. Stopping
+        stops reading, processes the frames already received, and finalizes every output."""
         self.root.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        next_status = started
-        reason = "interrupted"
         for cam in self.cameras:
             cam.source.start()
         try:
-            while True:
-                if self.stop_requested.is_set():
-                    break
-                if duration_s is not None and time.monotonic() - started >= duration_s:
-                    reason = "duration"
-                    break
-                if all(not c.source.running for c in self.cameras) and all(c.source.frames.empty()
-                                                                           for c in self.cameras):
-                    reason = "all cameras failed" if all(c.failed for c in self.cameras) else "max-frames"
-                    break
-                self.notify.wait(0.05)
-                self.notify.clear()
-                for items in self._gather().values():
-                    self._process(items)
-                if time.monotonic() >= next_status:
-                    next_status = time.monotonic() + self.cfg.live.status_every_s
-                    cams = self.write_stats(started)
-                    if on_status is not None:
-                        on_status(cams)
-        except KeyboardInterrupt:
-            reason = "interrupted"
+            self.pipeline.feed(self._live_batches(started, duration_s, on_status))
         finally:
             for cam in self.cameras:      # stop reading ...
                 cam.source.stop()
             try:
-                while groups := self._gather():      # ... process what was already received ...
-                    for items in groups.values():
-                        self._process(items)
+                self.pipeline.feed(self._remaining_batches())    # ... process what was already received ...
             finally:
                 for cam in self.cameras:  # ... and finalize every output
                     cam.source.close()
-                    cam.close()
+                self.pipeline.close()
+        reason = "interrupted" if self.pipeline.stats.interrupted else self._reason or "interrupted"
         cams = self.write_stats(started, reason)
         return HubResult(cams, time.monotonic() - started, reason)

@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ..ops.padding import pad_to_multiple
+
 # Input normalisations: "unit" feeds [0, 1] as is; "symmetric" feeds (x - 0.5) / 0.5, as the official CID code.
 INPUT_NORMS = ("unit", "symmetric")
 # Output mappings: "clamp" uses the map as an RGB image in [0, 1] (official CID); "tanh_unit" maps [-1, 1] to [0, 1].
@@ -78,3 +80,19 @@ class DehazeModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)[0]
+
+
+def frames_to_input(frames: torch.Tensor, net: "DehazeModel") -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> the network's input: float NCHW, padded to its multiple, normalised.
+
+    The dehazer and the exported graphs (``cidstream export``) run this same code, so they match.
+    """
+    x = frames.permute(0, 3, 1, 2).float().div_(255.0)
+    x = pad_to_multiple(x, net.pad_multiple, net.min_size)
+    return net.normalization.prepare(x)
+
+
+def output_to_frames(y: torch.Tensor, net: "DehazeModel", h, w) -> torch.Tensor:
+    """The network's output -> uint8 (N, h, w, 3): output mapping, crop back, clamp and round."""
+    y = net.normalization.finish(y.float())[:, :, :h, :w]
+    return y.mul(255.0).add_(0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()

@@ -15,7 +15,7 @@ from torch import nn
 
 from .base import DehazeModel, Normalization
 from .blocks import AttentionBlock
-from .dcp import box_filter
+from ..ops.filters import box_filter
 
 
 def conv_bn_act(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, groups: int = 1, act: bool = True):

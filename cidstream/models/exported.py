@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import DeviceError, InputError, WeightsError
-from .base import DehazeModel
+from .base import DehazeModel, frames_to_input, output_to_frames
 
 FORMAT = "cidstream-export"
 FORMAT_VERSION = 1
@@ -179,7 +179,6 @@ class FramesGraph(torch.nn.Module):
         self.net, self.half_precision = net, half
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        from ..engine.dehazer import frames_to_input, output_to_frames
 
         h, w = frames.shape[1], frames.shape[2]
         x = frames_to_input(frames, self.net)

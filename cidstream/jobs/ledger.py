@@ -50,7 +50,7 @@ class Ledger:
 
     def outputs_intact(self, entry: dict, verify: bool = False) -> bool:
         """Every recorded output is there with its size (and, with ``verify``, its checksum)."""
-        from .outputs import sha256_file
+        from .staging import sha256_file
 
         outputs = entry.get("outputs") or {}
         if not outputs:

@@ -16,9 +16,9 @@ from .. import __version__
 from ..engine.haze import gate_counts
 from ..frames import BatchResult
 from ..io.atomic import write_atomic
-from ..io.sinks import Sink
-from .detections import Detections, box_iou
-from .draw import side_by_side
+from .media import Sink
+from ..detect.detections import Detections, box_iou
+from ..detect.draw import side_by_side
 
 CONF_BINS = np.linspace(0.0, 1.0, 21)
 HIGHLIGHTS = 3

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .detections import box_iou
+from ..detect.detections import box_iou
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:

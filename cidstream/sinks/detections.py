@@ -10,11 +10,11 @@ import numpy as np
 from ..errors import OutputError
 from ..frames import BatchResult, StreamInfo
 from ..io.atomic import partial_path, write_atomic, write_error
-from ..io.sinks import EncoderSettings, ImageFolderSink, Sink, ThreadedSink, VideoSink, sink_from_config
-from .detections import Detections
-from .draw import side_by_side
+from .media import EncoderSettings, ImageFolderSink, Sink, ThreadedSink, VideoSink, sink_from_config
+from ..detect.detections import Detections
+from ..detect.draw import side_by_side
 from .report import ReportCollector, build_report, write_report
-from .stage import DetectStage
+from ..detect.stage import DetectStage
 
 STREAMS = ("dehazed", "raw")
 

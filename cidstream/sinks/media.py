@@ -13,12 +13,13 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..config import OutputConfig
 from ..errors import OutputError
 from ..frames import BatchResult, Frame, FrameBatch, StreamInfo
-from .atomic import partial_path, write_error
+from ..io.atomic import partial_path, write_error
 from .hwcodec import encoder_options, resolve_encoder
-from .images import IMAGE_SUFFIXES, write_image
-from .sources import ffmpeg_message
+from ..io.images import IMAGE_SUFFIXES, write_image
+from ..io.sources import ffmpeg_message
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".m4v", ".avi")
 
@@ -40,12 +41,13 @@ class EncoderSettings:
     (``from_config``) and handed whole to every video sink, so no setting can be left behind.
 
     ``codec`` is resolved (``auto`` already chosen for the device); ``i420``: the frames come as 4:2:0
-    planes made on the GPU (CUDA runs; odd sizes still come as RGB), else as RGB."""
+    planes made on the GPU (CUDA runs; odd sizes still come as RGB), else as RGB. The other defaults
+    are OutputConfig's, so ``EncoderSettings()`` encodes like a default config on a CPU machine."""
 
-    codec: str = "libx264"
-    crf: int = 20
-    preset: str = "veryfast"
-    threads: int = 0            # 0: the encoder chooses
+    codec: str = "libx264"      # resolved, not output.codec's "auto": what auto becomes on a CPU machine
+    crf: int = OutputConfig.crf
+    preset: str = OutputConfig.preset
+    threads: int = OutputConfig.threads  # 0: the encoder chooses
     i420: bool = False
 
     @classmethod
@@ -137,7 +139,8 @@ class VideoSink(Sink):
     """
 
     def __init__(self, path: str | Path, info: StreamInfo, encoder: EncoderSettings = EncoderSettings(),
-                 copy_audio: bool = True, container_options: dict | None = None, atomic: bool = False):
+                 copy_audio: bool = OutputConfig.copy_audio, container_options: dict | None = None,
+                 atomic: bool = False):
         self.path = Path(path)
         self.writing = partial_path(self.path) if atomic else self.path
         self._failed: BaseException | None = None
@@ -277,7 +280,7 @@ class VideoSink(Sink):
 class ImageFolderSink(Sink):
     """Writes each frame under its source file name (or frame_NNNNNN.png for video input)."""
 
-    def __init__(self, folder: str | Path, jpeg_quality: int = 95):
+    def __init__(self, folder: str | Path, jpeg_quality: int = OutputConfig.jpeg_quality):
         self.path = Path(folder)
         for parent in reversed((self.path / "x").parents):
             if parent.exists() and not parent.is_dir():
@@ -305,7 +308,7 @@ class ImageFolderSink(Sink):
 class ImageFileSink(Sink):
     """A single output image (single image input)."""
 
-    def __init__(self, path: str | Path, jpeg_quality: int = 95):
+    def __init__(self, path: str | Path, jpeg_quality: int = OutputConfig.jpeg_quality):
         self.path = Path(path)
         _prepare_output_file(self.path)
         self.jpeg_quality = jpeg_quality
@@ -326,7 +329,7 @@ class ThreadedSink(Sink):
 
     _END = object()
 
-    def __init__(self, sink: Sink, maxsize: int = 32):
+    def __init__(self, sink: Sink, maxsize: int = OutputConfig.queue_size):
         self.inner = sink
         self.path = sink.path
         self.needs = sink.needs
@@ -411,8 +414,9 @@ def output_kind(spec: str) -> str:
                       f"(a path without a suffix, an existing folder, or a path ending with '/'); or 'null'")
 
 
-def open_sink(spec: str, info: StreamInfo, encoder: EncoderSettings = EncoderSettings(), copy_audio: bool = True,
-              jpeg_quality: int = 95) -> Sink:
+def open_sink(spec: str, info: StreamInfo, encoder: EncoderSettings = EncoderSettings(),
+              copy_audio: bool = OutputConfig.copy_audio, jpeg_quality: int = OutputConfig.jpeg_quality) -> Sink:
+    """The sink ``spec`` names (see ``output_kind``); defaults are OutputConfig's, as in a default run."""
     kind = output_kind(str(spec))
     if kind == "null":
         return NullSink()

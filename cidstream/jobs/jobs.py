@@ -12,7 +12,7 @@ from pathlib import Path
 from ..config import Config, merge, parse_assignment, validate
 from ..errors import ConfigError, InputError
 from ..io.images import natural_path_key
-from ..io.sinks import VIDEO_SUFFIXES as WRITABLE_VIDEO_SUFFIXES
+from ..sinks.media import VIDEO_SUFFIXES as WRITABLE_VIDEO_SUFFIXES
 from ..io.sources import expand_glob, is_glob, is_image_input, no_match
 from ..models.registry import bundled_weights, canonical_name
 
@@ -54,13 +54,13 @@ class Job:
                 "output": self.output}
 
 
-def model_settings(cfg: Config, detect: bool) -> str:
-    """What decides which models a file needs (a worker loads them once per distinct value): exactly the
-    settings Dehazer.from_config and Detector.from_config read (their ``config_spec``)."""
-    from ..detect.detector import Detector
-    from ..engine.dehazer import Dehazer
+def model_settings(cfg: Config, detect: bool) -> tuple:
+    """What decides which models a file needs (a worker loads them once per distinct value): the specs
+    the dehazer and the detector are built from, all of them."""
+    from ..detect.detector import DetectorSpec
+    from ..engine.dehazer import DehazerSpec
 
-    return json.dumps([Dehazer.config_spec(cfg), Detector.config_spec(cfg.detect) if detect else None])
+    return DehazerSpec.from_config(cfg), DetectorSpec.from_config(cfg.detect) if detect else None
 
 
 def _file_stamp(path: str | Path) -> dict | None:
@@ -74,7 +74,9 @@ def _file_stamp(path: str | Path) -> dict | None:
 def fingerprint(job: Job) -> str:
     """Same settings, same input file and same model weights -> same fingerprint."""
     weights = bundled_weights(job.cfg.model.name) or Path(job.cfg.model.name)
-    payload = {**job.settings(), "input": _file_stamp(job.input),
+    dehazer, detector = model_settings(job.cfg, job.detect)
+    payload = {**job.settings(), "dehazer": dehazer.as_dict(), "detector": detector and vars(detector),
+               "input": _file_stamp(job.input),
                "weights": _file_stamp(weights) if weights.suffix else None}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

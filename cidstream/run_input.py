@@ -7,14 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .engine import Dehazer, run_pipeline
+from .engine import Dehazer
+from .pipeline import run_pipeline
 from .engine.memory import check_memory
-from .engine.pipeline import RunStats
+from .pipeline import RunStats
 from .errors import CidstreamError, OutputError
 from .frames import StreamInfo
-from .io import sink_from_config, source_from_config
+from .io import source_from_config
+from .sinks import sink_from_config
 from .io.atomic import OutputLock
-from .io.sinks import Sink, output_kind
+from .sinks.media import Sink, output_kind
 from .io.sources import image_names
 
 
@@ -156,7 +158,7 @@ def process_input(spec: str, output: str | Path, cfg, dehazer: Dehazer, detector
             claims.enter_context(OutputLock(output))
         outputs = None
         if detector is not None:
-            from .detect.outputs import DetectionOutputs
+            from .sinks.detections import DetectionOutputs
 
             outputs = DetectionOutputs(Path(output), source, cfg, dehazer, detector, compare, detector_b, fuse)
             sinks, stage = outputs.sinks, outputs.stage

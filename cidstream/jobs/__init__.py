@@ -7,20 +7,21 @@ from pathlib import Path
 from ..errors import ConfigError, OutputError
 from .jobs import Job, collect_jobs
 from .ledger import BatchLock, Ledger
-from .outputs import check_writable_folder, clear_staging, remove_staging_if_empty
-from .runner import BatchResult, make_plan, probe_frames, resolve_paths, run_jobs
+from ..io.atomic import check_writable_folder
+from .staging import clear_staging, remove_staging_if_empty
+from .runner import JobsResult, make_plan, probe_frames, resolve_paths, run_jobs
 
 EXIT_OK, EXIT_FAILURES, EXIT_INTERRUPTED = 0, 1, 130
 
-__all__ = ["BatchResult", "Job", "Ledger", "collect_jobs", "make_plan", "run_batch", "run_jobs"]
+__all__ = ["JobsResult", "Job", "Ledger", "collect_jobs", "make_plan", "run_batch", "run_jobs"]
 
 
 def run_batch(inputs: list[str], out_dir: Path, cfg, console, detect: bool = False, compare: bool = False,
               max_frames: int | None = None, retry_failed: bool = False, verify: bool = False,
               dry_run: bool = False, show_progress: bool = True) -> int:
     """The whole command; returns the exit code (0 all done, 1 some failed, 130 interrupted)."""
-    from .engines import make_engine
-    from .report import build_batch_report, write_batch_report
+    from .executors import make_engine
+    from .overview import build_batch_report, write_batch_report
     from .view import BatchProgress, print_batch_summary, print_plan
 
     out_dir = Path(out_dir).absolute()
@@ -48,7 +49,7 @@ def run_batch(inputs: list[str], out_dir: Path, cfg, console, detect: bool = Fal
                                                                                                  "not finished")
                 console.print(f"  {job.input} -> {job.output} ({why})", highlight=False)
             return EXIT_OK
-        result = BatchResult()
+        result = JobsResult()
         label, engine_start = "nothing to run", 0.0
         if plan.todo:
             with console.status("reading file headers"):

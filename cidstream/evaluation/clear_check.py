@@ -10,8 +10,8 @@ import av
 import numpy as np
 
 from .ap import GroundTruth, average_precision
-from .detections import Detections
-from .detector import VEHICLE_CLASSES, Detector
+from ..detect.detections import Detections
+from ..detect.detector import VEHICLE_CLASSES, Detector
 
 REF_CONF = 0.25
 

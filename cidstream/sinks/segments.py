@@ -10,19 +10,21 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import LiveConfig
 from ..errors import OutputError
 from ..frames import Frame, StreamInfo
-from .sinks import EncoderSettings, Sink, VideoSink
+from .media import EncoderSettings, Sink, VideoSink
 
 FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
 
 
 class SegmentedVideoSink(Sink):
     """Writes ``folder/PREFIX_YYYYmmdd-HHMMSS.mp4`` files; a frame size change also starts a new one.
-    Frames need ``time`` (seconds, monotonic); each segment's timestamps start at 0."""
+    Frames need ``time`` (seconds, monotonic); each segment's timestamps start at 0. ``segment_s``
+    defaults to the config's live.segment_s."""
 
-    def __init__(self, folder: str | Path, info: StreamInfo, segment_s: float = 300.0, prefix: str = "segment",
-                 encoder: EncoderSettings = EncoderSettings()):
+    def __init__(self, folder: str | Path, info: StreamInfo, segment_s: float = LiveConfig.segment_s,
+                 prefix: str = "segment", encoder: EncoderSettings = EncoderSettings()):
         self.path = Path(folder)
         try:
             self.path.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from typing import Iterator
 
 import av
 
+from ..config import LiveConfig
 from ..errors import InputError
 from ..frames import Frame, StreamInfo
 from .decode import FrameDecoder
@@ -118,14 +119,21 @@ class _Connection:
 
 
 class LiveSource(Source):
-    """A reconnecting live stream; iterate it, or ``start()`` it and ``take()`` frames without blocking."""
+    """A reconnecting live stream; iterate it, or ``start()`` it and ``take()`` frames without blocking.
+
+    The connection settings default to LiveConfig's (the config's ``live`` section), so a source made in
+    Python behaves like one from a default config. ``decode`` is a resolved decode path (io/decode.py),
+    not input.decode's ``auto``: rgb24, the software path every stream can take."""
 
     live = True
 
-    def __init__(self, url: str, name: str | None = None, options: dict | None = None, transport: str = "tcp",
-                 open_timeout_s: float = 10.0, read_timeout_s: float = 10.0, watchdog_s: float = 5.0,
-                 reconnect: bool = True, max_reconnects: int = 0, backoff_initial_s: float = 0.5,
-                 backoff_max_s: float = 30.0, backoff_jitter: float = 0.3, queue_size: int = 4,
+    def __init__(self, url: str, name: str | None = None, options: dict | None = None,
+                 transport: str = LiveConfig.transport, open_timeout_s: float = LiveConfig.open_timeout_s,
+                 read_timeout_s: float = LiveConfig.read_timeout_s, watchdog_s: float = LiveConfig.watchdog_s,
+                 reconnect: bool = LiveConfig.reconnect, max_reconnects: int = LiveConfig.max_reconnects,
+                 backoff_initial_s: float = LiveConfig.backoff_initial_s,
+                 backoff_max_s: float = LiveConfig.backoff_max_s, backoff_jitter: float = LiveConfig.backoff_jitter,
+                 queue_size: int = LiveConfig.queue_size,
                  max_frames: int | None = None, notify: threading.Event | None = None, decode: str = "rgb24"):
         self.url, self.name = url, name or url
         self.decoder = FrameDecoder("rgb24" if decode == "nvdec" else decode)  # streams decode in software

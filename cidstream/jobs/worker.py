@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import CidstreamError
 from .jobs import Job, model_settings
-from .outputs import checksums, publish, staging_dir
+from .staging import checksums, publish, staging_dir
 
 PROGRESS_EVERY_S = 0.5
 ORPHAN_GRACE_S = 3.0
@@ -38,7 +38,7 @@ class DriverGone(Exception):
 
 class FileWorker:
     def __init__(self):
-        self._models: dict[str, tuple] = {}
+        self._models: dict[tuple, tuple] = {}
         self._loading = threading.Lock()
 
     def models(self, job: Job):
@@ -46,17 +46,17 @@ class FileWorker:
         from ..detect import Detector
         from ..engine import Dehazer
 
-        cfg = job.cfg
-        key = model_settings(cfg, job.detect)  # what from_config reads, all of it: gate and temporal included
+        key = model_settings(job.cfg, job.detect)  # the specs the models are built from, gate and temporal too
         with self._loading:
             if key not in self._models:
-                dehazer = Dehazer.from_config(cfg)
-                detector = Detector.from_config(cfg.detect, dehazer.device) if job.detect else None
+                dehazer_spec, detector_spec = key
+                dehazer = Dehazer.from_spec(dehazer_spec)
+                detector = Detector.from_spec(detector_spec, dehazer.device) if detector_spec else None
                 self._models[key] = (dehazer, detector)
             return self._models[key]
 
     def run(self, job: Job, out_dir: str, control: WorkerControl | None = None) -> dict:
-        from ..process import process_input
+        from ..run_input import process_input
 
         control = control or WorkerControl()
         out_dir = Path(out_dir)

@@ -7,7 +7,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .jobs import Job
-from .runner import BatchResult, Callbacks, Plan
+from .runner import JobsResult, Callbacks, Plan
 
 
 class BatchProgress(Callbacks):
@@ -71,7 +71,7 @@ def print_plan(console, plan: Plan, total: int) -> None:
     console.print(", ".join(parts), highlight=False)
 
 
-def print_batch_summary(console, report: dict, result: BatchResult, report_paths, ledger_path) -> None:
+def print_batch_summary(console, report: dict, result: JobsResult, report_paths, ledger_path) -> None:
     t, r = report["totals"], report["this_run"]
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")

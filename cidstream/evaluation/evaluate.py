@@ -14,15 +14,19 @@ import cv2
 import numpy as np
 
 from .. import __version__
+from ..detect.stage import DetectStage
+from ..frames import BatchResult, Frame, FrameBatch
+from ..pipeline import DehazeStage, Pipeline
+from ..sinks.media import Sink
 from ..errors import ConfigError, InputError, OutputError
 from ..io.images import image_header, read_image
 from ..io.sources import list_images
 from .ap import GroundTruth, average_precision, match
 from .bootstrap import bootstrap
-from .detections import Detections, box_iou
-from .draw import draw_detections
-from .fusion import FUSE_IOU, METHODS
-from .fusion import fuse as fuse_views
+from ..detect.detections import Detections, box_iou
+from ..detect.draw import draw_detections
+from ..detect.fusion import FUSE_IOU, METHODS
+from ..detect.fusion import fuse as fuse_views
 from .labels import Box, detect_format, match_labels, read_voc, read_yolo, yolo_name
 from .splits import in_split
 
@@ -104,7 +108,7 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_
     ``yolo_id_offset``: YOLO label id = detector class id + this; when the labels clearly say otherwise
     (see ``_choose_offset``) the offset they show is used and the report's ``warnings`` say so
     (None: no offset given, 0 unless the labels show one).
-    ``split``: evaluate only the 'select' or 'report' half of the images (cidstream.detect.splits).
+    ``split``: evaluate only the 'select' or 'report' half of the images (cidstream.evaluation.splits).
     ``resamples``: bootstrap resamples for the 95 % intervals (0: none).
     ``batch``: images dehazed and detected together (engine.batch), as ``run`` does it: uint8 tensors on the
     dehazer's device, detected there; only images of one size share a batch (others go in smaller ones).
@@ -114,7 +118,7 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_
     if max_images is not None and max_images < 1:
         raise ConfigError(f"--max-images must be at least 1, got {max_images}")
     if output_dir is not None:
-        from ..batch.outputs import check_writable_folder
+        from ..io.atomic import check_writable_folder
 
         check_writable_folder(output_dir, "eval output folder")
     given_offset = 0 if yolo_id_offset is None else int(yolo_id_offset)
@@ -152,12 +156,7 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_
     found = {v: {c: [] for c in classes + [VEHICLE]} for v in variants}
     shown = {v: {} for v in variants}  # image -> confident detections count, to pick examples
     sizes: dict[Path, tuple[int, int]] = {}
-    detected: dict[int, dict[str, dict[str, Detections]]] = {}  # image index -> detector suffix -> view -> dets
-    for group in _size_groups(images, batch):
-        for idx, stack in _read_stacked(images, group, sizes):
-            detected.update(_detect_views(idx, stack, views, dehazers, detectors))
-            if progress is not None:
-                progress(len(detected), len(images))
+    detected = _detect_views(images, batch, sizes, dehazers, detector, detector_b, progress)
     for k, img_path in enumerate(images):  # in image order, as one image at a time would have recorded them
         h, w = sizes[img_path]
         boxes = read_voc(pairs[img_path]) if fmt == "voc" else read_yolo(pairs[img_path], w, h, detector.names,
@@ -271,17 +270,47 @@ def _read_stacked(images: list[Path], group: list[int], sizes: dict):
         yield [k for k, _ in items], np.stack([rgb for _, rgb in items])
 
 
-def _detect_views(idx: list[int], stack: np.ndarray, views: list[str], dehazers: dict,
-                  detectors: dict) -> dict[int, dict[str, dict[str, Detections]]]:
-    """Dehaze a same-size batch with each model and detect on every view, all as tensors on the device (the
-    path ``run`` takes: Dehazer.process, then the detector's on-device letterbox)."""
-    import torch
+class _ViewDetections(Sink):
+    """The eval's sink: each image's detections on one view (raw or a model's output), per detector."""
 
+    needs = frozenset()
+
+    def __init__(self, view: str, detected: dict, done: list, total: int, progress):
+        self.view, self.detected, self.done, self.total, self.progress = view, detected, done, total, progress
+
+    def write_result(self, result: BatchResult) -> None:
+        for i, frame in enumerate(result.batch.frames):
+            per_detector = self.detected.setdefault(frame.index, {})
+            per_detector.setdefault("", {})[self.view] = result.arms["dehazed"][i]
+            if "dehazed_b" in result.arms:
+                per_detector.setdefault(B_SUFFIX, {})[self.view] = result.arms["dehazed_b"][i]
+        self.done[0] += len(result)
+        if self.progress is not None:
+            self.progress(self.done[0], self.total)
+
+
+def _image_batches(images: list[Path], batch: int, sizes: dict):
+    """The images in batches of one size (see _size_groups), as frames named by their file (so no
+    temporal state joins them: they are independent pictures)."""
+    for group in _size_groups(images, batch):
+        for idx, stack in _read_stacked(images, group, sizes):
+            yield FrameBatch(stack, [Frame(stack[j], k, name=images[k].name) for j, k in enumerate(idx)], "eval")
+
+
+def _detect_views(images: list[Path], batch: int, sizes: dict, dehazers: dict, detector, detector_b,
+                  progress) -> dict[int, dict[str, dict[str, Detections]]]:
+    """image index -> detector suffix -> view -> detections. One run of the pipeline per view (raw, then
+    each model): the path ``run`` takes, uint8 batches dehazed on the dehazer's device and detected there."""
     first = next(iter(dehazers.values()), None)
-    raw = first.upload(stack) if first is not None else torch.from_numpy(np.ascontiguousarray(stack))
-    frames = {v: raw if v == "raw" else dehazers[v].process(raw) for v in views}
-    found = {sfx: {v: d(frames[v]) for v in views} for sfx, d in detectors.items()}
-    return {k: {sfx: {v: found[sfx][v][i] for v in views} for sfx in detectors} for i, k in enumerate(idx)}
+    device = first.device if first is not None else "cpu"
+    detected: dict = {}
+    done = [0]
+    total = len(images) * (1 + len(dehazers))
+    for view, dehazer in [("raw", None), *dehazers.items()]:
+        stage = DehazeStage(dehazer, device)
+        sink = _ViewDetections(view, detected, done, total, progress)
+        Pipeline(stage, DetectStage(detector, detector_b=detector_b), [sink]).run(_image_batches(images, batch, sizes))
+    return detected
 
 
 def _pairs(arms: list[str]) -> list[tuple[str, str]]:
@@ -406,7 +435,7 @@ detector.</p>{examples}
 
 
 def write_eval(folder: Path, report: dict) -> tuple[Path, Path]:
-    from ..batch.outputs import check_writable_folder
+    from ..io.atomic import check_writable_folder
 
     folder = Path(folder)
     check_writable_folder(folder, "eval output folder")

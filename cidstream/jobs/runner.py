@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .engines import Engine
+from ..config import BatchConfig
+from .executors import Engine
 from .jobs import Job
 from .ledger import DONE, FAILED, PENDING, RUNNING, Ledger, now
 
@@ -43,7 +44,7 @@ def make_plan(jobs: list[Job], ledger: Ledger, retry_failed: bool = False, verif
 
 
 @dataclass
-class BatchResult:
+class JobsResult:
     done: list = field(default_factory=list)       # (job, result) finished in this run
     failed: list = field(default_factory=list)     # (job, error) in this run
     interrupted: bool = False
@@ -82,12 +83,12 @@ def _ledger_fields(job: Job, result: dict) -> dict:
     return fields
 
 
-def run_jobs(jobs: list[Job], engine: Engine, ledger: Ledger, max_attempts: int = 2,
-             callbacks: Callbacks | None = None, on_tick: Callable[[], None] | None = None) -> BatchResult:
+def run_jobs(jobs: list[Job], engine: Engine, ledger: Ledger, max_attempts: int = BatchConfig.max_attempts,
+             callbacks: Callbacks | None = None, on_tick: Callable[[], None] | None = None) -> JobsResult:
     """Run ``jobs`` on ``engine`` until all have a result; Ctrl-C asks running tasks to stop, waits for
     them to finalize, and leaves them pending in the ledger for the next run."""
     cb = callbacks or Callbacks()
-    result = BatchResult()
+    result = JobsResult()
     queue = deque(jobs)
     inflight: dict = {}
     start = time.perf_counter()
@@ -148,7 +149,7 @@ def run_jobs(jobs: list[Job], engine: Engine, ledger: Ledger, max_attempts: int 
     return result
 
 
-def _record(job: Job, res: dict, elapsed: float, ledger: Ledger, result: BatchResult, cb: Callbacks) -> None:
+def _record(job: Job, res: dict, elapsed: float, ledger: Ledger, result: JobsResult, cb: Callbacks) -> None:
     if res["state"] == "settings_error" and job.own_models:  # its manifest line's own model: only it fails
         res = {**res, "state": "failed", "error": f"manifest {job.where}: {res['error']}"}
     if res["state"] == "interrupted":

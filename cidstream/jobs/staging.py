@@ -4,36 +4,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import uuid
 from pathlib import Path
 
-from ..errors import OutputError
 
 TMP_DIR = ".cidstream-tmp"
-
-
-def check_writable_folder(folder: str | Path, what: str = "output folder") -> None:
-    """Raise OutputError unless ``folder`` is a folder we can write into, or one we could create there.
-
-    Called before any work (batch, eval, train generate), so a wrong -o costs nothing. It tries to
-    create (and at once removes) a file where the first file would go (the folder, or its nearest
-    existing parent), so it also catches what permission bits do not show: root on a read-only mount,
-    /proc, a full or read-only file system. Nothing is left behind."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"the {what} {folder} exists and is a file, not a folder")
-    probe = folder
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise OutputError(f"cannot create the {what} {folder}: {probe} is a file, not a folder")
-    try:
-        with tempfile.TemporaryFile(dir=probe, prefix=".cidstream-probe-"):
-            pass
-    except OSError as exc:
-        where = "" if probe == folder else f" (creating a file in {probe} failed)"
-        raise OutputError(f"the {what} {folder} is not writable: {exc.strerror or exc}{where}") from None
 
 
 def sha256_file(path: Path) -> str:

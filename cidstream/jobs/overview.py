@@ -7,14 +7,14 @@ import json
 from pathlib import Path
 
 from .. import __version__
-from ..detect.report import CSS
+from ..sinks.report import CSS
 from .jobs import Job
 from ..io.atomic import write_atomic
 from .ledger import DONE, FAILED, Ledger
-from .runner import BatchResult
+from .runner import JobsResult
 
 
-def build_batch_report(jobs: list[Job], ledger: Ledger, result: BatchResult, meta: dict) -> dict:
+def build_batch_report(jobs: list[Job], ledger: Ledger, result: JobsResult, meta: dict) -> dict:
     ran_now = {job.key for job, _ in result.done} | {job.key for job, _ in result.failed}
     files, vehicles = [], {}
     for job in jobs:
