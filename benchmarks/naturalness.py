@@ -14,7 +14,7 @@ touching the report halves):
   spread evenly.
 
 Every image is scaled to a ``--short`` px short side before the model; the figures
-(cidstream/ops/naturalness.py) compare each output with that input. Prints a markdown table
+(cidstream/evaluation/naturalness.py) compare each output with that input. Prints a markdown table
 (set x model x figure, means with medians in brackets) and writes the per-image figures and the
 aggregates as JSON.
 """

@@ -1,6 +1,6 @@
 """Temporal stability of raw / dcp / cid-lite output, with and without temporal smoothing.
 
-Prints the flicker and warping-error ratios (output vs input; cidstream/ops/stability.py) per clip and
+Prints the flicker and warping-error ratios (output vs input; cidstream/evaluation/stability.py) per clip and
 writes benchmarks/results/stability.json. Run from the repository root:
 
     python benchmarks/stability.py                      # the three clips of docs/benchmarking.md

@@ -20,11 +20,11 @@ Per recipe and arm:
 
 * PSNR and SSIM against the clean frame (training/losses.py), on the uint8 images a camera
   pipeline would hand on, averaged over frames;
-* detection recovery: class-agnostic vehicle AP50 (VOC, cidstream/detect/ap.py) of the detector's
+* detection recovery: class-agnostic vehicle AP50 (VOC, cidstream/evaluation/ap.py) of the detector's
   boxes on the arm's image (conf >= 0.001, NMS IoU 0.7, imgsz 640, classes car/bus/truck/
   motorcycle/bicycle), against the same detector's confident boxes (conf >= 0.25) on the CLEAN
   frame. 1.0 means the detector sees what it saw before the haze. With a 95 % bootstrap interval
-  over frames (cidstream/detect/bootstrap.py, the same resamples for every arm) and intervals of
+  over frames (cidstream/evaluation/bootstrap.py, the same resamples for every arm) and intervals of
   the differences between arms.
 
 Every Dehazer is built plainly (``Dehazer(name, device="cpu")``): no haze gate, no temporal

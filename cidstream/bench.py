@@ -61,7 +61,7 @@ class BenchResult:
     detector_share: float | None = None
     streams: int = 1                 # files processed at once (--streams); fps figures are their sum
     flicker_ratio: float | None = None  # stability of the model output over the benchmark's frames vs the
-    warp_ratio: float | None = None     # input's (cidstream/ops/stability.py); temporal smoothing as configured
+    warp_ratio: float | None = None     # input's (cidstream/evaluation/stability.py); temporal smoothing as configured
     temporal: bool = False              # smoothing was on (video input and a model that supports it)
     fixed_cost_s: float | None = None   # seconds a run costs beyond its frames (bench.fixed_cost)
     repeats: int = 1

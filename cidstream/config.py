@@ -168,6 +168,11 @@ class LiveConfig:
     queue_size: Annotated[int, Range(1)] = 4  # frames buffered per camera; older ones dropped when processing lags
     segment_s: Annotated[float, Range(0)] = 300.0  # cidstream live: a new video file every this many seconds (0 = one)
     status_every_s: Annotated[float, Range(0, lo_open=True)] = 2.0  # cidstream live: status and stats.json refresh
+    # cidstream live: a fog event when a camera's visibility stays below fog_event_m for fog_hold_s, a clear event
+    # when it then stays above fog_clear_m (at least fog_event_m: the gap keeps events from chattering)
+    fog_event_m: Annotated[float, Range(10, 20000)] = 1000.0   # fog as meteorology counts it: < 1 km
+    fog_clear_m: Annotated[float, Range(10, 20000)] = 1500.0
+    fog_hold_s: Annotated[float, Range(0)] = 10.0
 
 
 # Video files an input folder or glob picks up (input: 14 suffixes). Not cidstream.sinks.media.VIDEO_SUFFIXES, the
@@ -504,6 +509,9 @@ def validate(cfg: Config) -> Config:
     if lv.backoff_max_s < lv.backoff_initial_s:
         raise config_error(f"live.backoff_max_s must be at least live.backoff_initial_s ({lv.backoff_initial_s:g}), "
                            f"got {lv.backoff_max_s:g}", at("live.backoff_max_s"))
+    if lv.fog_clear_m < lv.fog_event_m:
+        raise config_error(f"live.fog_clear_m must be at least live.fog_event_m ({lv.fog_event_m:g}), "
+                           f"got {lv.fog_clear_m:g}", at("live.fog_clear_m"))
     g = cfg.gate
     if g.dense_m > g.clear_m:
         raise config_error(f"gate.dense_m must be at most gate.clear_m ({g.clear_m:g}), got {g.dense_m:g}",

@@ -230,17 +230,21 @@ class BatchResult:
         """The raw frames as host RGB (N, H, W, 3)."""
         return _host(self.raw_frames) if self.raw_frames is not None else self.batch.host_rgb()
 
-    def select(self, indices: list[int], source_id: str = "") -> "BatchResult":
+    def select(self, indices: list[int], source_id: str = "",
+               needs: frozenset = frozenset({"dehazed", "i420", "raw"})) -> "BatchResult":
         """The result of some of the batch's frames (live: one camera's share of a batch of several).
-        What the sinks read is downloaded once for the whole batch, then shared out."""
-        def rows(value):
-            host = _host(value)
+        The host forms in ``needs`` (see Sink.needs) are downloaded once for the whole batch, then shared
+        out; the others are left behind."""
+        def rows(value, form: str):
+            host = _host(value) if form in needs else None
             return None if host is None else host[indices]
 
         haze = _host(self.haze_values)
         return BatchResult(FrameBatch.of([self.batch.frames[i] for i in indices], source_id),
-                           rows(self.dehazed_frames), {k: [v[i] for i in indices] for k, v in self.arms.items()},
-                           rows(self.i420_frames), rows(self.raw_frames), None if haze is None else haze[:, indices])
+                           rows(self.dehazed_frames, "dehazed"),
+                           {k: [v[i] for i in indices] for k, v in self.arms.items()},
+                           rows(self.i420_frames, "i420"), rows(self.raw_frames, "raw"),
+                           None if haze is None else haze[:, indices])
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
     python samples/make_comparison.py --models dcp cid-lite [--frames 10 60] [--out sheet.png] [--figures]
 
-``--figures`` writes each output's naturalness figures (cidstream/ops/naturalness.py) under its
+``--figures`` writes each output's naturalness figures (cidstream/evaluation/naturalness.py) under its
 name: mean L* ratio, sky spread ratio and mean colour shift Δab against the raw frame.
 """
 from __future__ import annotations

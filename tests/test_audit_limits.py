@@ -126,7 +126,7 @@ PRESETS = "ultrafast, superfast, veryfast, faster, fast, medium, slow, slower, v
                                "check the name"),
     (("input.options.stimeout=5000000",), "input.options: FFmpeg has no option 'stimeout'"),  # gone since FFmpeg 5
     (("output.preset=slower",), None),
-    (("output.codec=h264_nvenc", "output.preset=p7"), None),  # NVENC gets its own preset (io/hwcodec.py)
+    (("output.codec=h264_nvenc", "output.preset=p7"), None),  # NVENC gets its own preset (sinks/hwcodec.py)
     (("input.options={rtsp_transport: tcp, probesize: 5000000, threads: 2, analyzeduration: 0}",), None),
 ])
 def test_presets_and_ffmpeg_options_checked_up_front(assignments, message):

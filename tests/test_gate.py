@@ -1,4 +1,4 @@
-"""Haze measure and gate (cidstream/engine/haze.py, Dehazer._gate): the measure ranks haze, the gate
+"""Haze measure and gate (cidstream/engine/haze.py, Dehazer.process_measured): the measure ranks haze, the gate
 leaves clear frames alone, and the measure reaches detections.jsonl and the report."""
 import json
 import sys

@@ -146,10 +146,11 @@ def test_the_scan_sees_imports_inside_functions(tmp_path):
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-@pytest.mark.parametrize("word", ["batch", "live", "report", "outputs", "process", "engines"])
+@pytest.mark.parametrize("word", ["batch", "live", "report", "outputs", "process", "engines", "sources"])
 def test_one_meaning_per_module_name(word):
     """A word names one module or package: two files of one name in different packages read alike."""
-    stems = [p for p in PACKAGE.rglob(f"{word}.py")] + [p for p in PACKAGE.rglob(word) if p.is_dir()]
+    roots = (PACKAGE, ROOT / "training")
+    stems = [p for r in roots for p in r.rglob(f"{word}.py")] + [p for r in roots for p in r.rglob(word) if p.is_dir()]
     assert len(stems) <= 1, f"{word}: {[str(p.relative_to(ROOT)) for p in stems]}"
 
 

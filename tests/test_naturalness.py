@@ -1,4 +1,4 @@
-"""Naturalness figures (cidstream/ops/naturalness.py): each responds to the defect it is meant to catch."""
+"""Naturalness figures (cidstream/evaluation/naturalness.py): each responds to the defect it is meant to catch."""
 import math
 
 import cv2

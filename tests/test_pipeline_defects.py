@@ -191,3 +191,16 @@ def test_report_counts_gated_frames_as_the_run_stats_do():
     report = build_report(col, {}, None)
     assert report["haze"]["frames_raw"] == 1
     assert report["haze"]["frames_gated"] == 4
+
+
+def test_ledger_fingerprint_follows_the_model_specs_not_the_device():
+    from cidstream.config import load_config
+    from cidstream.jobs.jobs import Job, fingerprint
+
+    def fp(**sections):
+        cfg = load_config(overrides=[sections])
+        return fingerprint(Job(key=str(SAMPLE), input=str(SAMPLE), output="out.mp4", cfg=cfg))
+
+    base = fp()
+    assert fp(gate={"policy": "off"}) != base and fp(temporal={"alpha": 0.5}) != base
+    assert fp(engine={"device": "cpu"}) == base and fp(engine={"batch": 8}) == base

@@ -111,6 +111,9 @@ def test_live_batch_is_split_per_camera_with_its_share_of_everything():
     assert np.array_equal(part.dehazed, whole.dehazed[[1, 3]])
     assert np.array_equal(part.haze, whole.haze[:, [1, 3]])
     assert [d.xyxy[0, 0] for d in part.detections] == [whole.detections[i].xyxy[0, 0] for i in (1, 3)]
+    # only the forms the cameras' sinks read are shared out (on CUDA, the others are never downloaded)
+    slim = whole.select([0, 2], "a", needs=frozenset({"i420"}))
+    assert slim.dehazed_frames is None and slim.raw_frames is None and len(slim.detections) == 2
 
 
 @pytest.mark.parametrize("module, uses", [

@@ -140,7 +140,7 @@ def test_eval_split_and_intervals(cli, shared_data, yolo_weights, tmp_path):
 
 
 def test_training_entries_keep_the_report_half_out(shared_data):
-    from training.sources import source_specs
+    from training.data_entries import source_specs
 
     dawn = source_specs([{"path": str(shared_data / "dawn_fog" / "JPEGImages"), "split": "select"}])
     assert len(dawn) > 50 and all(split_of(p) == "select" for p in dawn)
@@ -154,7 +154,7 @@ def test_training_entries_keep_the_report_half_out(shared_data):
 
 def test_training_entry_errors_are_readable(shared_data):
     from cidstream.errors import ConfigError
-    from training.sources import source_specs
+    from training.data_entries import source_specs
 
     with pytest.raises(ConfigError, match="split must be"):
         source_specs([{"path": str(shared_data / "real_hazy"), "split": "train"}])

@@ -1,4 +1,4 @@
-"""Temporal stability: the metrics (cidstream/ops/stability.py) and the smoothing of video output
+"""Temporal stability: the metrics (cidstream/evaluation/stability.py) and the smoothing of video output
 (cidstream/engine/temporal.py), which must never touch independent images."""
 import cv2
 import numpy as np

@@ -25,7 +25,7 @@ from .generate import degrade_batch, depth_source, to_tensor, to_uint8
 from .inputs import round_robin, expand_sources
 from .pseudo_labels import merge_detections
 from .recipe import load_recipe
-from .sources import resolve, source_specs
+from .data_entries import resolve, source_specs
 
 DATA_KEYS = {"recipe", "clean", "clean_stride", "dedup", "copies", "clean_share", "label_conf", "real", "real_stride",
              "pseudo_conf", "pseudo_iou", "pseudo_views", "pseudo_flip", "val_share", "val_max", "imgsz", "max_clean",

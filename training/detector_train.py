@@ -15,7 +15,7 @@ from cidstream.config import data_root
 from cidstream.errors import ConfigError, InputError
 
 from .detector_data import build_dataset
-from .sources import resolve
+from .data_entries import resolve
 
 CONFIG_KEYS = {"detector", "data", "train", "output", "clear_check"}
 # Ultralytics train() arguments a config may set (the rest are fixed by us: data, project, name, device).

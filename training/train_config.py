@@ -23,7 +23,7 @@ Entry = typing.Union[str, dict]  # a path (video, folder, glob) or a DataEntry m
 
 @dataclass
 class DataEntry:
-    """A data entry written as a mapping (training/sources.py): images of one half of a labelled set, in a
+    """A data entry written as a mapping (training/data_entries.py): images of one half of a labelled set, in a
     visibility range."""
     path: str = field(default=None, metadata=REQUIRED)
     split: Annotated[str, OneOf(*SPLITS, "all")] = "all"

@@ -20,7 +20,7 @@ from .datasets import load_frames, random_crop
 from .depth import DepthSource
 from .generate import degrade_batch, depth_source
 from .recipe import Recipe, load_recipe
-from .sources import resolve, source_specs
+from .data_entries import resolve, source_specs
 from .train_config import read_train_config
 
 PHASES = ("pretrain", "adapt", "finetune")

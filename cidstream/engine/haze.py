@@ -150,7 +150,7 @@ def gate_counts(strength) -> tuple[int, int]:
     """(frames left raw, frames blended) from gate strengths (a tensor, array or list, per frame): raw where
     the strength is exactly 0, blended where 0 < s < 1; "gated" (not fully dehazed) is their sum. Counted on
     the unrounded strengths (haze_rows rounds to 3 decimals: 0.9996 would pass for fully dehazed). RunStats
-    (engine/pipeline.py), live stats (live/hub.py) and the detection report all count with it."""
+    (pipeline/loop.py), live stats (live/hub.py) and the detection report all count with it."""
     s = (strength.detach().cpu().double() if isinstance(strength, torch.Tensor)
          else torch.as_tensor(strength, dtype=torch.float64))
     return int((s == 0).sum()), int(((s > 0) & (s < 1)).sum())

@@ -74,8 +74,9 @@ def _file_stamp(path: str | Path) -> dict | None:
 def fingerprint(job: Job) -> str:
     """Same settings, same input file and same model weights -> same fingerprint."""
     weights = bundled_weights(job.cfg.model.name) or Path(job.cfg.model.name)
-    dehazer, detector = model_settings(job.cfg, job.detect)
-    payload = {**job.settings(), "dehazer": dehazer.as_dict(), "detector": detector and vars(detector),
+    dehazer, detector = model_settings(job.cfg, job.detect)  # the specs the models are built from ...
+    built_from = {k: v for k, v in dehazer.as_dict().items() if k not in RUNTIME_ONLY["engine"]}  # ... not where
+    payload = {**job.settings(), "dehazer": built_from, "detector": detector and vars(detector),
                "input": _file_stamp(job.input),
                "weights": _file_stamp(weights) if weights.suffix else None}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -7,6 +7,7 @@ already received, and closes every output."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import deque
@@ -20,14 +21,16 @@ from ..detect.stage import DetectStage
 from ..engine.haze import gate_counts
 from ..errors import CidstreamError
 from ..frames import BatchResult, Frame, FrameBatch
-from ..io.atomic import write_atomic
+from ..io.atomic import write_atomic, write_error
 from ..io.camera import LiveSource
 from ..io.decode import resolve_decode
 from ..pipeline import DehazeStage, Pipeline, sink_needs
 from ..sinks.detections import DetectionLog
 from ..sinks.media import EncoderSettings, Sink, ThreadedSink
 from ..sinks.segments import SegmentedVideoSink
+from .fog_watch import FogEvent, FogWatch
 
+log = logging.getLogger("cidstream.live")
 LATENCY_WINDOW = 2000   # frames per camera kept for latency percentiles (memory stays flat)
 
 
@@ -61,6 +64,8 @@ class CameraRun:
         self.gated = 0                                              # frames not fully dehazed (gate < 1)
         self._rate: deque = deque(maxlen=64)   # (monotonic time, processed) for the current fps
         self.error: str | None = None
+        self.fog = FogWatch.from_config(cfg.live)
+        self.fog_events: deque = deque(maxlen=20)   # the latest, for stats.json; all of them in fog_events.jsonl
 
     @property
     def failed(self) -> bool:
@@ -71,21 +76,43 @@ class CameraRun:
         if self.error is not None:
             return
         frames = result.batch.frames
+        now = time.monotonic()
+        haze = result.haze
         try:
             for sink in self.sinks:
                 sink.write_result(result)
+            if haze is not None:
+                for frame, visibility in zip(frames, haze[1].tolist()):
+                    event = self.fog.update(frame.captured_at or now, visibility)
+                    if event is not None:
+                        self._record_fog(event, now)
         except CidstreamError as exc:  # this camera's outputs are broken; the others go on
             self.error = str(exc)
             self.source.stop()
             return
-        now = time.monotonic()
         self.latencies_ms.extend((now - f.captured_at) * 1000.0 for f in frames)
-        haze = result.haze
         if haze is not None:
             self.visibility_m.extend(haze[1].tolist())
             self.gated += sum(gate_counts(haze[2]))
         self.processed += len(frames)
         self._rate.append((now, self.processed))
+
+    def _record_fog(self, event: FogEvent, now: float) -> None:
+        """A fog or clear event: a log line, a JSON line in the camera's folder, and stats.json."""
+        wall = time.time() - (now - event.at)
+        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(wall)), "camera": self.name,
+                 "event": event.event, "visibility_m": round(event.visibility_m, 1), "threshold_m": event.threshold_m,
+                 "held_s": round(event.at - event.since, 1)}
+        self.fog_events.append(entry)
+        word = "below" if event.event == "fog" else "above"
+        log.warning("%s: %s, visibility %.0f m (%s %g m for %.0f s)", self.name, event.event, event.visibility_m,
+                    word, event.threshold_m, event.at - event.since)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with open(self.folder / "fog_events.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(entry) + "\n")
+        except OSError as exc:
+            raise write_error(self.folder / "fog_events.jsonl", exc) from exc
 
     def fps(self, window_s: float = 5.0) -> float:
         now = time.monotonic()
@@ -111,7 +138,7 @@ class CameraRun:
                 "latency_ms_p95": _round(percentile(self.latencies_ms, 95)),
                 "visibility_m": _round(self.visibility_m[-1]) if self.visibility_m else None,
                 "visibility_m_p50": _round(percentile(self.visibility_m, 50)),
-                "gated_frames": self.gated,
+                "gated_frames": self.gated, "fog": self.fog.foggy, "fog_events": list(self.fog_events),
                 "reconnects": s.reconnects, "watchdog_fires": s.watchdog_fires,
                 "error": self.error or s.last_error,
                 "segments": [p.name for p in self.video.segments] if self.video else [], "folder": str(self.folder),
@@ -147,7 +174,7 @@ class CameraRouter(Sink):
         for j, name in enumerate(result.batch.streams):
             by_cam.setdefault(name, []).append(j)
         for name, idx in by_cam.items():
-            self.cameras[name].write(result.select(idx, name))
+            self.cameras[name].write(result.select(idx, name, self.needs))
 
     def close(self) -> None:
         for cam in self.cameras.values():

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from .. import __version__
-from ..engine.haze import gate_counts
+from ..engine.haze import VIS_MAX_M, VIS_MIN_M, gate_counts
 from ..frames import BatchResult
 from ..io.atomic import write_atomic
 from .media import Sink
@@ -218,6 +218,10 @@ ARM_LABELS = {"raw": "raw", "dehazed": "dehazed", "raw_b": "raw [B]", "dehazed_b
               "fused": "fused raw+dehazed", "fused_b": "fused raw+dehazed [B]"}
 
 
+# Meteorological fog bands for the visibility plot: (upper bound in metres, name, shade), widest first.
+VISIBILITY_BANDS = ((1000, "fog < 1 km", 0.08), (200, "thick fog < 200 m", 0.12), (50, "dense fog < 50 m", 0.18))
+
+
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -245,6 +249,20 @@ def _plots(report: dict) -> dict[str, str]:
     ax.legend()
     ax.grid(alpha=0.3)
     out["timeline"] = _png(fig)
+
+    vis = (report.get("haze") or {}).get("per_frame_visibility_m")
+    if vis:
+        fig, ax = plt.subplots(figsize=(9, 2.8))
+        for top, name, shade in VISIBILITY_BANDS:
+            ax.axhspan(VIS_MIN_M, top, color="#1f77b4", alpha=shade, lw=0)
+            ax.text(x[0], top * 0.8, name, fontsize=8, va="top", color="#1f4e79")
+        ax.plot(x[:len(vis)], vis, color="black", lw=1.2)
+        ax.set_yscale("log")
+        ax.set_ylim(VIS_MIN_M, VIS_MAX_M * 1.2)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("visibility (m)")
+        ax.grid(alpha=0.3, which="both")
+        out["visibility"] = _png(fig)
 
     classes = sorted({c for s in streams for c in report["totals"][s]["per_class"]})
     fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -330,6 +348,11 @@ def render_html(report: dict) -> str:
             for h in items:
                 highlights += (f"<p>frame {h['frame']}: {h['difference']:+d}</p>"
                                f"<img alt='frame {h['frame']}' src='data:image/jpeg;base64,{h['image_jpeg_base64']}'>")
+    visibility = ""
+    if "visibility" in plots:
+        visibility = ("<h2>Visibility</h2><p class=muted>Each frame's visibility as the haze gate measures it, "
+                      "with the bands fog &lt; 1 km, thick fog &lt; 200 m, dense fog &lt; 50 m.</p>"
+                      f"<img alt='visibility over time' src='data:image/png;base64,{plots['visibility']}'>")
     speed_rows = "".join(f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in speed_rows_for_people(
         report.get("speed") or {}))
     return f"""<!doctype html><html lang=en><head><meta charset=utf-8><title>cidstream report: {e(str(report['input']))}</title>
@@ -340,7 +363,7 @@ def render_html(report: dict) -> str:
 · {e(report['created'])} · cidstream {e(report['cidstream_version'])}{arms_note}</p>
 <div class=cards>{''.join(cards)}</div>
 <h2>Vehicles per frame</h2><img alt='vehicles per frame' src='data:image/png;base64,{plots['timeline']}'>
-<h2>Per class</h2><div class=cards><div>{class_table}</div>
+{visibility}<h2>Per class</h2><div class=cards><div>{class_table}</div>
 <img alt='per class' style='max-width:520px' src='data:image/png;base64,{plots['classes']}'></div>
 <h2>Confidence</h2><img alt='confidence' style='max-width:560px' src='data:image/png;base64,{plots['confidence']}'>
 {highlights}
