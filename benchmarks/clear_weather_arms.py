@@ -18,16 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cidstream.config import data_root, load_config  # noqa: E402
+from cidstream.config import data_root, load_config, read_yaml  # noqa: E402
 from cidstream.detect import Detector  # noqa: E402
 from cidstream.evaluation.clear_check import REF_CONF, read_every, reference_ap  # noqa: E402
 from cidstream.detect.fusion import fuse  # noqa: E402
 from cidstream.engine import Dehazer  # noqa: E402
+from training.data_entries import resolve  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     t0 = time.perf_counter()
-    check = yaml.safe_load(Path(args.config).read_text())["clear_check"]
+    check = read_yaml(args.config, "detector training config")["clear_check"]
     cfg = load_config(overrides=[{"gate": {"policy": args.gate}}] if args.gate else ())
     dehazer = Dehazer.from_config(cfg, model=args.model)
     dets = {"base": Detector(args.base, conf=0.001, imgsz=640), "adapted": Detector(args.adapted, conf=0.001, imgsz=640)}
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
               "gate": cfg.gate.policy, "reference": f"base detector's boxes with confidence >= {REF_CONF} on the raw "
                                                      "frame", "sources": {}}
     for src in check["sources"]:
-        path = (ROOT / src["path"]).resolve()
+        path = Path(resolve(src["path"]))
         frames = read_every(path, int(src.get("step", 6)))
         ref = [dets["base"](f[None])[0] for f in frames]  # reference_ap keeps its boxes >= REF_CONF as truth
         dehazed = [dehazer(f[None])[0] for f in frames]

@@ -18,16 +18,16 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cidstream.config import data_root, load_config  # noqa: E402
+from cidstream.config import data_root, load_config, read_yaml  # noqa: E402
 from cidstream.detect import Detector  # noqa: E402
 from cidstream.evaluation.clear_check import clear_check  # noqa: E402
 from cidstream.evaluation.evaluate import run_eval  # noqa: E402
 from cidstream.engine import Dehazer  # noqa: E402
+from training.data_entries import resolve  # noqa: E402
 from training.detector_train import blend_with_base  # noqa: E402
 
 
@@ -55,8 +55,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     t0 = time.perf_counter()
-    check = yaml.safe_load((ROOT / "configs" / "train" / "detector.yaml").read_text())["clear_check"]
-    sources = [dict(s, path=str((ROOT / s["path"]).resolve())) for s in check["sources"]]
+    check = read_yaml(ROOT / "configs" / "train" / "detector.yaml", "detector training config")["clear_check"]
+    sources = [dict(s, path=resolve(s["path"])) for s in check["sources"]]
     cfg = load_config(overrides=[{"gate": {"policy": "off"}}])
     dehazers = {args.model: CachedDehazer(Dehazer.from_config(cfg, model=args.model))}
     result = {"trained": args.trained, "model": args.model, "split": "select", "shares": {}}

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from cidstream.config import data_root, load_config  # noqa: E402
 from cidstream.detect import Detector  # noqa: E402
 from cidstream.evaluation.clear_check import REF_CONF, read_every, reference_ap  # noqa: E402
-from cidstream.evaluation.evaluate import VEHICLE, run_eval  # noqa: E402
+from cidstream.evaluation.evaluate import run_eval  # noqa: E402
 from cidstream.engine import Dehazer  # noqa: E402
 from cidstream.engine.haze import apply_gate, gate_strength  # noqa: E402
 

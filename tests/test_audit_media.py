@@ -8,10 +8,9 @@ import av
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from cidstream.errors import InputError
-from cidstream.io.decode import FrameDecoder, nvdec_available
+from cidstream.io.decode import nvdec_available
 from cidstream.io.images import read_image
 from cidstream.io.sources import VideoSource
 

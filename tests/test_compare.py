@@ -82,7 +82,8 @@ def test_report_html_is_self_contained(compare_run):
     page = (compare_run / "report.html").read_text()
     report = json.loads((compare_run / "report.json").read_text())
     assert not re.search(r"""(src|href)=['"]?https?://""", page)
-    assert page.count("data:image/png;base64,") == 3
+    # vehicles per frame, per class, confidence, and visibility over time (every run measures haze)
+    assert page.count("data:image/png;base64,") == 4 and "alt='visibility over time'" in page
     assert f"<b>{report['totals']['raw']['vehicles']}</b>" in page
     assert f"<b>{report['totals']['dehazed']['vehicles']}</b>" in page
 

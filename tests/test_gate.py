@@ -2,7 +2,6 @@
 leaves clear frames alone, and the measure reaches detections.jsonl and the report."""
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
