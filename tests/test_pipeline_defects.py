@@ -127,6 +127,21 @@ def test_eval_batches_images_and_keeps_ap(fog_subset, yolo_weights, tmp_path, cl
 # 3. training's input listing takes every input video suffix
 
 
+@pytest.mark.slow
+def test_eval_stopped_midway_raises_instead_of_scoring_part_of_the_images(fog_subset, detector):
+    """The loop records Ctrl-C and returns; eval must not go on to compute AP over the images detected so far."""
+    from cidstream.engine import Dehazer
+    from cidstream.evaluation.evaluate import run_eval
+
+    def stop_after_first_batch(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(str(fog_subset / "JPEGImages"), str(fog_subset / "Annotations"),
+                 {"dcp": Dehazer("dcp", device="cpu")}, detector, progress=stop_after_first_batch, resamples=0,
+                 examples=0, batch=4)
+
+
 def test_training_inputs_find_ts_and_webm_clips(tmp_path):
     from training.inputs import expand_sources, iter_frames
 

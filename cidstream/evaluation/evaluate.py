@@ -299,17 +299,25 @@ def _image_batches(images: list[Path], batch: int, sizes: dict):
 
 def _detect_views(images: list[Path], batch: int, sizes: dict, dehazers: dict, detector, detector_b,
                   progress) -> dict[int, dict[str, dict[str, Detections]]]:
-    """image index -> detector suffix -> view -> detections. One run of the pipeline per view (raw, then
-    each model): the path ``run`` takes, uint8 batches dehazed on the dehazer's device and detected there."""
+    """image index -> detector suffix -> view -> detections. One pipeline per view (raw, then each model),
+    the path ``run`` takes: uint8 batches dehazed on the dehazer's device and detected there. Each batch of
+    images is read once and fed to every view's pipeline in turn."""
     first = next(iter(dehazers.values()), None)
     device = first.device if first is not None else "cpu"
     detected: dict = {}
     done = [0]
     total = len(images) * (1 + len(dehazers))
-    for view, dehazer in [("raw", None), *dehazers.items()]:
-        stage = DehazeStage(dehazer, device)
-        sink = _ViewDetections(view, detected, done, total, progress)
-        Pipeline(stage, DetectStage(detector, detector_b=detector_b), [sink]).run(_image_batches(images, batch, sizes))
+    pipelines = [Pipeline(DehazeStage(dehazer, device), DetectStage(detector, detector_b=detector_b),
+                          [_ViewDetections(view, detected, done, total, progress)])
+                 for view, dehazer in [("raw", None), *dehazers.items()]]
+    try:
+        for fb in _image_batches(images, batch, sizes):
+            for pipeline in pipelines:
+                if pipeline.feed([fb]).interrupted:  # an AP over part of the images would be wrong: stop
+                    raise KeyboardInterrupt
+    finally:
+        for pipeline in pipelines:
+            pipeline.close()
     return detected
 
 
