@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from cidstream.config import data_root  # noqa: E402
 from cidstream.evaluation.splits import split_of  # noqa: E402
-from cidstream.engine.haze import MEASURES, VIS_MAX_M, VIS_MIN_M, haze_measures  # noqa: E402
+from cidstream.engine.haze import LEVEL_MEASURES as MEASURES, VIS_MAX_M, VIS_MIN_M, haze_measures  # noqa: E402
 
 BANDS = [(0, 500, "<500 m"), (500, 1000, "500-1000 m"), (1000, 5000, "1-5 km"), (5000, 1e9, ">=5 km (clear)")]
 

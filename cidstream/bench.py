@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .config import Config
@@ -44,6 +45,9 @@ class BenchResult:
     decode_fps: float = 0.0
     upload_fps: float = 0.0          # decoded frames -> RGB on the device (copy, and 4:2:0 conversion there)
     model_fps: float = 0.0           # the dehazing stage as the loop runs it: upload, model and haze measure
+    gate_fps: float = 0.0            # the haze gate's measure alone (frames on the device)
+    gate_share: float = 0.0          # its share of the dehazing stage's time (model_fps / gate_fps)
+    gate_measure: str = ""           # which measure (gate.measure)
     download_fps: float = 0.0        # dehazed frames -> the host in the encoder's form (4:2:0 made on CUDA)
     encode_fps: float = 0.0
     end_to_end_fps: float = 0.0      # writing the dehazed video
@@ -219,8 +223,9 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
         for b in dehazed:
             (rgb_to_yuv420(b) if i420 else b).cpu()
 
-    runs = {k: [] for k in ("decode", "upload", "model", "detect", "download", "encode", "end_to_end", "no_video",
-                            "short")}
+    on_device = [torch.from_numpy(np.ascontiguousarray(fb.host_rgb())).to(device) for fb in batches]
+    runs = {k: [] for k in ("decode", "upload", "model", "gate", "detect", "download", "encode", "end_to_end",
+                            "no_video", "short")}
     shares, ratios, nv_ratios = [], [], []
     short_n = max(1, n // 3)
     with tempfile.TemporaryDirectory(prefix="cidstream-bench-") as tmp:
@@ -235,6 +240,7 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
                 runs["decode"].append(count / (time.perf_counter() - t0))
             runs["upload"].append(_timed(device, lambda: [b.to_device(device) for b in batches], n))
             runs["model"].append(_timed(device, lambda: [dehaze_stage(b) for b in batches], n))
+            runs["gate"].append(_timed(device, lambda: [dehazer.gate.measure_frames(u) for u in on_device], n))
             if detect_stage is not None:  # detector only, on dehazed frames already on the device
                 runs["detect"].append(_timed(device, lambda: [detect_stage(None, b) for b in dehazed], n))
             if cuda:
@@ -276,6 +282,8 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
     med = {k: _median(v) for k, v in runs.items() if v}
     res.decode_fps, res.upload_fps, res.model_fps = med["decode"], med["upload"], med["model"]
     res.encode_fps, res.end_to_end_fps = med["encode"], med["end_to_end"]
+    res.gate_fps, res.gate_measure = med["gate"], dehazer.gate.measure
+    res.gate_share = round(med["model"] / med["gate"], 4)
     res.download_fps = med.get("download", 0.0)
     if cuda:
         res.gpu_memory_mb = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)

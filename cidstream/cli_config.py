@@ -36,5 +36,7 @@ def make_config(args, settings: dict | None = None):
         flags["temporal"] = {"enabled": False}
     if getattr(args, "gate", None):
         flags["gate"] = {"policy": args.gate}
+    if getattr(args, "fog_meter", None):
+        flags.setdefault("gate", {})["meter"] = args.fog_meter
     overrides.append(flags)
     return load_config(args.config, overrides)

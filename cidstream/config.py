@@ -213,17 +213,20 @@ class TemporalConfig:
 class GateConfig:
     """Haze gating (engine/haze.py): how much of the dehazed frame to keep, from each frame's haze level
     calibrated to metres of visibility (benchmarks/visibility_fit.py, gate_check.py)."""
-    # Default chosen by benchmarks/gate_check.py: clear frames keep their detections, fog gains stay.
+    # Defaults chosen on select data only: the measure by benchmarks/fog_meter_select.py and fog_measures.py
+    # (the fog meter), policy and thresholds by benchmarks/gate_check.py (blend 10 km / 2 km).
     # off (always dehazed) | skip (raw frame at or above clear_m) | blend; YAML reads an unquoted off as false
-    policy: Annotated[typing.Union[str, bool], OneOf("off", "skip", "blend", aliases=((False, "off"),))] = "skip"
+    policy: Annotated[typing.Union[str, bool], OneOf("off", "skip", "blend", aliases=((False, "off"),))] = "blend"
     # visibility at or above which a frame counts as clear (skip: raw; blend: strength 0); the calibrated range
     clear_m: Annotated[float, Range(10, 20000)] = 10000.0
-    dense_m: Annotated[float, Range(10, 20000)] = 1000.0  # blend: full dehazing at or below this (at most clear_m)
-    # haze level (the calibration below is for contrast)
-    measure: Annotated[str, OneOf("contrast", "transmission", "dark")] = "contrast"
+    dense_m: Annotated[float, Range(10, 20000)] = 2000.0  # blend: full dehazing at or below this (at most clear_m)
+    # learned: the fog meter (engine/fog_meter.py, cidstream train haze) gives visibility and its uncertainty;
+    # contrast, transmission, dark: training-free levels turned into metres by calib_a/calib_b below
+    measure: Annotated[str, OneOf("learned", "contrast", "transmission", "dark")] = "learned"
+    meter: str = ""             # the learned measure's weights file (--fog-meter); empty: the bundled one
     calib_a: Annotated[float, Range(-1000, 1000)] = 21.3215  # visibility_m = exp(calib_a + calib_b * level),
-    # clipped to 10..20000 m; fitted on highway_fog_cam select days (benchmarks/results/visibility_fit.json);
-    # negative: more haze must mean less visibility
+    # clipped to 10..20000 m; fitted for contrast on highway_fog_cam select days
+    # (benchmarks/results/visibility_fit.json); negative: more haze must mean less visibility
     calib_b: Annotated[float, Range(-1000, 0, hi_open=True)] = -3.5265
 
 

@@ -182,7 +182,8 @@ class BatchResult:
     arms: Mapping[str, list] = field(default_factory=dict)  # arm (dehazed, raw, raw_b, dehazed_b, fused, fused_b)
     i420_frames: object = None      # -> list[Detections]; (N, H*3/2, W) uint8 I420: numpy, DeviceFrames or None
     raw_frames: object = None       # host RGB of the raw frames when they were on the device
-    haze_values: object = None      # (3, N) haze level, visibility_m, gate strength (engine/haze.py), or None
+    haze_values: object = None      # (4, N) haze level, visibility_m, gate strength, visibility uncertainty
+    #                                 factor (NaN: the measure gives none) (engine/haze.py), or None
 
     def __post_init__(self):
         object.__setattr__(self, "arms", MappingProxyType(dict(self.arms)))
@@ -214,16 +215,21 @@ class BatchResult:
 
     @property
     def haze(self) -> np.ndarray | None:
-        """(3, N) host floats: haze level, visibility in metres, gate strength per frame (None: not measured)."""
+        """(4, N) host floats: haze level, visibility in metres, gate strength, visibility uncertainty factor
+        per frame (None: not measured)."""
         return None if self.haze_values is None else np.asarray(_host(self.haze_values), dtype=np.float64)
 
     def haze_record(self, i: int) -> dict:
-        """{"haze", "visibility_m", "gate"} of frame ``i`` for the outputs ({} when not measured)."""
+        """{"haze", "visibility_m", "visibility_factor", "gate"} of frame ``i`` for the outputs ({} when not
+        measured). visibility_factor: the visibility is within /factor..*factor about two times in three
+        (the learned meter's own uncertainty; absent for the training-free measures)."""
         h = self.haze
         if h is None:
             return {}
-        return {"haze": round(float(h[0, i]), 4), "visibility_m": round(float(h[1, i]), 1),
-                "gate": round(float(h[2, i]), 3)}
+        record = {"haze": round(float(h[0, i]), 4), "visibility_m": round(float(h[1, i]), 1)}
+        if h.shape[0] > 3 and np.isfinite(h[3, i]):
+            record["visibility_factor"] = round(float(h[3, i]), 3)
+        return {**record, "gate": round(float(h[2, i]), 3)}
 
     @property
     def raw(self) -> np.ndarray:

@@ -104,6 +104,8 @@ def print_bench(console, r) -> None:
     table.add_column("stage")
     table.add_column("fps", justify="right")
     rows = [("decode", r.decode_fps), ("upload (part of model)", r.upload_fps), ("model", r.model_fps)]
+    if r.gate_fps:
+        rows.insert(2, ("haze measure (part of model)", r.gate_fps))
     if r.detect_fps is not None:
         rows.append(("detect", r.detect_fps))
     if r.download_fps:
@@ -119,6 +121,8 @@ def print_bench(console, r) -> None:
     console.print(f"model {r.model} on {r.device} ({r.precision}, batch {r.batch}), {r.machine}{notes}")
     gpu = f", GPU memory peak {r.gpu_memory_mb} MB" if r.gpu_memory_mb is not None else ""
     console.print(f"decode: {r.decode_path}; encode: {r.encode_path}{gpu}")
+    if r.gate_fps:
+        console.print(f"haze measure ({r.gate_measure}): {r.gate_share:.1%} of the dehazing stage's time")
     if r.detector_share is not None:
         console.print(f"detector {r.detector}: {r.detector_share:.0%} of the end-to-end time")
     streams = f"; {r.streams} inputs at once (end-to-end fps summed)" if r.streams > 1 else ""

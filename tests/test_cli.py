@@ -142,3 +142,7 @@ def test_bench_reports_every_stage_as_json(tmp_path):
     assert r["serial_fps"] == pytest.approx(1 / sum(1 / v for v in stages.values()))
     assert r["frames"] == 4 and r["width"] == 640 and "random weights" in " ".join(r["notes"])
     assert "end to end / slowest stage" in proc.stderr
+    # the haze measure alone, and its share of the dehazing stage it runs inside
+    assert r["gate_measure"] == "learned" and r["gate_fps"] > 0
+    assert r["gate_share"] == pytest.approx(r["model_fps"] / r["gate_fps"], rel=1e-3)
+    assert "haze measure (learned)" in proc.stderr

@@ -51,11 +51,12 @@ def test_measure_is_resolution_independent(clean):
 def test_skip_returns_raw_frames_bit_exact_when_clear(clean):
     raw = torch.from_numpy(np.stack([fogged(clean, 1.0)] * 2))
     dehazed = torch.zeros_like(raw)
-    gate = HazeGate("skip", clear_m=5000, dense_m=1000, calib_a=20.0, calib_b=-1e-3)  # every frame ~20 km: clear
+    gate = HazeGate("skip", clear_m=5000, dense_m=1000, calib_a=20.0, calib_b=-1e-3,
+                    measure="contrast")  # every frame ~20 km: clear
     out, haze = gate(raw, dehazed)
     assert torch.equal(out, raw)
-    assert haze.shape == (3, 2) and haze[2].eq(0).all()
-    gate = HazeGate("skip", clear_m=5000, dense_m=1000, calib_a=5.0, calib_b=-1e-3)   # ~150 m: foggy
+    assert haze.shape == (4, 2) and haze[2].eq(0).all()
+    gate = HazeGate("skip", clear_m=5000, dense_m=1000, calib_a=5.0, calib_b=-1e-3, measure="contrast")  # ~150 m
     out, haze = gate(raw, dehazed)
     assert torch.equal(out, dehazed) and haze[2].eq(1).all()
 
@@ -80,7 +81,7 @@ def test_off_returns_dehazed_unchanged_and_still_measures(clean):
     d.device = torch.device("cpu")
     out, haze = d.process_measured(torch.from_numpy(frames))
     assert np.array_equal(out.numpy(), expected)
-    assert haze.shape == (3, 2) and haze[2].eq(1).all()
+    assert haze.shape == (4, 2) and haze[2].eq(1).all()
     assert haze[0, 1] > haze[0, 0]
 
 
@@ -89,7 +90,7 @@ def test_off_returns_dehazed_unchanged_and_still_measures(clean):
     ({"clear_m": 5}, "gate.clear_m must be within 10..20000"),
     ({"dense_m": 8000, "clear_m": 4000}, "gate.dense_m must be at most gate.clear_m"),
     ({"calib_b": 1.0}, "gate.calib_b must be"),
-    ({"measure": "entropy"}, "gate.measure must be contrast, transmission or dark"),
+    ({"measure": "entropy"}, "gate.measure must be learned, contrast, transmission or dark"),
 ])
 def test_config_errors_are_readable(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -117,7 +118,8 @@ def test_detections_jsonl_and_report_carry_haze(cli, tmp_path, yolo_weights):
     lines = [json.loads(s) for s in (out / "detections.jsonl").read_text().splitlines()]
     assert len(lines) == 6
     for line in lines:
-        assert line["haze"] > 0 and 10 <= line["visibility_m"] <= 20000 and line["gate"] in (0.0, 1.0)
+        assert line["haze"] >= 0 and 10 <= line["visibility_m"] <= 20000 and line["gate"] in (0.0, 1.0)
+        assert line["visibility_factor"] > 1   # the fog meter's own uncertainty (the default measure)
     report = json.loads((out / "report.json").read_text())
     vis = sorted(line["visibility_m"] for line in lines)
     assert report["haze"]["visibility_m_min"] == vis[0]
@@ -140,7 +142,7 @@ def test_measure_ranks_real_visibility_on_report_days(shared_data):
         pytest.fail(f"{data}/visibility.tsv missing from the shared data")
     rows = [r for r in read_table(data) if split_of(r[0].split("/")[0]) == "report"]
     rows = rows[::2]  # every other frame of the report days keeps the test short on two cores
-    level = compute_measures(data, rows)[GateConfig().measure]
+    level = compute_measures(data, rows)["contrast"]   # the calibration in the config is contrast's
     vis = np.array([v for _, v in rows])
     assert -spearman(level, vis) > REPORT_SPEARMAN_FLOOR
     pred = visibility_m(torch.from_numpy(level), GateConfig().calib_a, GateConfig().calib_b).numpy()

@@ -127,8 +127,8 @@ class Dehazer:
 
     @torch.inference_mode()
     def process_measured(self, frames: torch.Tensor, stream=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``process``, and each frame's haze measure: (dehazed frames, (3, N) level, visibility_m and gate
-        strength on the device). Clear frames are kept raw or blended by their visibility (engine/haze.py),
+        """``process``, and each frame's haze measure: (dehazed frames, (4, N) level, visibility_m, gate
+        strength and uncertainty factor on the device). Clear frames are kept raw or blended by their visibility (engine/haze.py),
         since dehazing a clear frame can cost detections; the measure runs under every policy (it is cheap)."""
         if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
             raise ValueError(f"expected uint8 frames shaped (N, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")

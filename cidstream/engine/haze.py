@@ -2,9 +2,11 @@
 
 A traffic camera is clear most of the day and dehazing a clear frame can cost detections, so the
 dehazer measures how hazy each frame is (cheaply, on a ~90 px copy) and the gate decides how much of
-the dehazed frame to keep. Three candidate measures share the dark channel / transmission code of
-the DCP model; benchmarks/visibility_fit.py picked the one that ranks visibility best on the select
-days of highway_fog_cam (local contrast) and fitted log(visibility) = a + b * level there.
+the dehazed frame to keep. The default measure is the learned fog meter (engine/fog_meter.py): it gives
+visibility and its uncertainty directly, and holds across scenes (benchmarks/fog_measures.py). Three
+training-free measures share the dark channel / transmission code of the DCP model; their level becomes
+metres through log(visibility) = a + b * level, fitted by benchmarks/visibility_fit.py on the select days
+of highway_fog_cam.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch.nn.functional as F
 
 from ..config import GateConfig, OneOf, rules
 from ..ops.filters import box_filter, dark_channel, estimate_airlight
+from .fog_meter import load_meter, measure_visibility
 
 SHORT_SIDE = 90          # pixels: the measure runs on a copy this small (cost is flat in frame size)
 PATCH = 5                # dark-channel window on that copy (15 px at 270 px, scaled)
@@ -24,10 +27,11 @@ VIS_MIN_M, VIS_MAX_M = 10.0, 20000.0
 # The words of gate.policy and gate.measure are their types' OneOf in cidstream/config.py, listed once there.
 _WORDS: dict[str, OneOf] = {key: rule for key, rule in rules(GateConfig()) if isinstance(rule, OneOf)}
 POLICIES = _WORDS["policy"].values     # off, skip, blend
-MEASURES = _WORDS["measure"].values    # contrast, transmission, dark
+MEASURES = _WORDS["measure"].values    # learned, contrast, transmission, dark
+LEVEL_MEASURES = tuple(m for m in MEASURES if m != "learned")   # the training-free ones (haze_measures)
 
 
-def _small(frames: torch.Tensor, short_side: int = SHORT_SIDE) -> torch.Tensor:
+def small_copy(frames: torch.Tensor, short_side: int = SHORT_SIDE) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> float (N, 3, h, w) in [0, 1] with short side ``short_side`` (area average)."""
     x = frames.permute(0, 3, 1, 2).float().div_(255.0)
     h, w = x.shape[-2:]
@@ -39,13 +43,13 @@ def _small(frames: torch.Tensor, short_side: int = SHORT_SIDE) -> torch.Tensor:
 
 
 def haze_measures(frames: torch.Tensor, short_side: int = SHORT_SIDE,
-                  which: tuple[str, ...] = MEASURES) -> dict[str, torch.Tensor]:
+                  which: tuple[str, ...] = LEVEL_MEASURES) -> dict[str, torch.Tensor]:
     """Candidate haze measures (``which``), each (N,) on the frames' device, higher = hazier.
 
     transmission: 1 - mean DCP transmission; dark: mean dark channel; contrast: -ln of the mean
     relative local standard deviation (3x3) of the grey image (fog flattens local contrast and
     lifts the mean; about 3 on a clear highway frame, 4.5 in dense fog, unbounded above)."""
-    x = _small(frames, short_side)
+    x = small_copy(frames, short_side)
     out = {}
     if "transmission" in which or "dark" in which:
         dark = dark_channel(x, PATCH)
@@ -67,6 +71,23 @@ def haze_level(frames: torch.Tensor, measure: str = "transmission") -> torch.Ten
     if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected uint8 frames shaped (N, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
     return haze_measures(frames, which=(measure,))[measure]
+
+
+def measured_visibility(frames: torch.Tensor, measure: str, calib_a: float, calib_b: float,
+                        meter: str = "") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(level, visibility in metres, uncertainty factor), each (N,), of uint8 (N, H, W, 3) frames.
+
+    learned: the fog meter's visibility; its level is log10(20 km / visibility) (decades below the meter's
+    limit) and its factor 10**sigma (the visibility is within /factor..*factor about two times in three).
+    The training-free measures: their level, the calibrated visibility and NaN (no uncertainty)."""
+    if measure == "learned":
+        if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"expected uint8 frames shaped (N, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
+        vis, factor = measure_visibility(small_copy(frames), meter)
+        vis = vis.clamp(VIS_MIN_M, VIS_MAX_M)
+        return torch.log10(VIS_MAX_M / vis), vis, factor
+    level = haze_level(frames, measure)
+    return level, visibility_m(level, calib_a, calib_b), torch.full_like(level, float("nan"))
 
 
 def visibility_m(level, a: float, b: float):
@@ -109,47 +130,42 @@ _DEFAULT = GateConfig()  # the one set of defaults: the config's (HazeGate() is 
 
 
 class HazeGate:
-    """The gate as the dehazer runs it: measure, calibrate, decide, mix. ``last`` holds the latest
-    batch's (3, N) tensor of level, visibility and strength, on the device until someone reads it.
-    Defaults are GateConfig's (cidstream/config.py), calibration included."""
+    """The gate as the dehazer runs it: measure, decide, mix. Defaults are GateConfig's
+    (cidstream/config.py), calibration included."""
 
     def __init__(self, policy: str = _DEFAULT.policy, clear_m: float = _DEFAULT.clear_m,
                  dense_m: float = _DEFAULT.dense_m, calib_a: float = _DEFAULT.calib_a,
-                 calib_b: float = _DEFAULT.calib_b, measure: str = _DEFAULT.measure):
+                 calib_b: float = _DEFAULT.calib_b, measure: str = _DEFAULT.measure, meter: str = _DEFAULT.meter):
         policy = _WORDS["policy"].normal(policy)  # the config's alias: YAML reads an unquoted off as false
         if policy not in POLICIES:
             raise ValueError(f"unknown gate policy {policy!r}: use {', '.join(POLICIES)}")
         if measure not in MEASURES:
             raise ValueError(f"unknown haze measure {measure!r}: use {', '.join(MEASURES)}")
         self.policy, self.clear_m, self.dense_m = policy, clear_m, dense_m
-        self.calib_a, self.calib_b, self.measure = calib_a, calib_b, measure
+        self.calib_a, self.calib_b, self.measure, self.meter = calib_a, calib_b, measure, meter
+        if measure == "learned":
+            load_meter(meter)   # a missing or wrong weights file stops here, before any frame is read
 
     @classmethod
     def from_config(cls, g) -> "HazeGate":
-        return cls(g.policy, g.clear_m, g.dense_m, g.calib_a, g.calib_b, g.measure)
+        return cls(g.policy, g.clear_m, g.dense_m, g.calib_a, g.calib_b, g.measure, g.meter)
+
+    def measure_frames(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(level, visibility_m, uncertainty factor) of uint8 (N, H, W, 3) frames, as configured."""
+        return measured_visibility(raw, self.measure, self.calib_a, self.calib_b, self.meter)
 
     def __call__(self, raw: torch.Tensor, dehazed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(gated uint8 frames, (3, N) float tensor: level, visibility_m, strength)."""
-        level = haze_level(raw, self.measure)
-        vis = visibility_m(level, self.calib_a, self.calib_b)
+        """(gated uint8 frames, (4, N) float tensor: level, visibility_m, strength, uncertainty factor)."""
+        level, vis, factor = self.measure_frames(raw)
         s = gate_strength(vis, self.policy, self.clear_m, self.dense_m)
         out = dehazed if self.policy == "off" else apply_gate(raw, dehazed, s)
-        return out, torch.stack([level.float(), vis, s])
-
-
-def haze_rows(haze) -> list[dict]:
-    """Host dicts {haze, visibility_m, gate} per frame from a (3, N) gate tensor (None -> [])."""
-    if haze is None:
-        return []
-    values = haze.detach().float().cpu().tolist()
-    return [{"haze": round(lv, 4), "visibility_m": round(v, 1), "gate": round(s, 3)}
-            for lv, v, s in zip(*values)]
+        return out, torch.stack([level.float(), vis.float(), s, factor.float()])
 
 
 def gate_counts(strength) -> tuple[int, int]:
     """(frames left raw, frames blended) from gate strengths (a tensor, array or list, per frame): raw where
     the strength is exactly 0, blended where 0 < s < 1; "gated" (not fully dehazed) is their sum. Counted on
-    the unrounded strengths (haze_rows rounds to 3 decimals: 0.9996 would pass for fully dehazed). RunStats
+    the unrounded strengths (the outputs round to 3 decimals: 0.9996 would pass for fully dehazed). RunStats
     (pipeline/loop.py), live stats (live/hub.py) and the detection report all count with it."""
     s = (strength.detach().cpu().double() if isinstance(strength, torch.Tensor)
          else torch.as_tensor(strength, dtype=torch.float64))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config, merge, parse_assignment, validate
+from ..engine.fog_meter import meter_file
 from ..errors import ConfigError, InputError
 from ..io.images import natural_path_key
 from ..sinks.media import VIDEO_SUFFIXES as WRITABLE_VIDEO_SUFFIXES
@@ -78,7 +79,8 @@ def fingerprint(job: Job) -> str:
     built_from = {k: v for k, v in dehazer.as_dict().items() if k not in RUNTIME_ONLY["engine"]}  # ... not where
     payload = {**job.settings(), "dehazer": built_from, "detector": detector and vars(detector),
                "input": _file_stamp(job.input),
-               "weights": _file_stamp(weights) if weights.suffix else None}
+               "weights": _file_stamp(weights) if weights.suffix else None,
+               "fog_meter": _file_stamp(meter_file(job.cfg.gate.meter)) if job.cfg.gate.measure == "learned" else None}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

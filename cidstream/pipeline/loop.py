@@ -182,7 +182,7 @@ class Pipeline:
                 if uses_i420(self.needs, self.device.type, h, w) else None
             out = DeviceFrames(d.frames, prefetch="dehazed" in self.needs)
             raw = DeviceFrames(d.raw, prefetch="raw" in self.needs) if fb.images is None or self.cuda else None
-            haze = None if d.haze is None else DeviceFrames(d.haze, prefetch=True)  # 3 x N floats
+            haze = None if d.haze is None else DeviceFrames(d.haze, prefetch=True)  # 4 x N floats
         return BatchResult(fb, out, arms, i420, raw, haze)
 
     def process(self, fb: FrameBatch) -> BatchResult:

@@ -1,0 +1,150 @@
+"""The learned fog meter: each frame's visibility in metres, with an uncertainty, from the gate's small copy.
+
+Training-free measures (engine/haze.py) read the scene as much as the air: a textured close-up reads
+clear and a dark, flat road reads foggy. This small network is trained by ``cidstream train haze``
+(training/haze_train.py) on synthetic fog of known visibility over many clear scenes, the generator's
+nuisances without fog labelled clear, and real fog, so it learns which loss of contrast is fog. It sees
+the RGB copy plus three maps the classical measures use (local contrast, dark channel, saturation) and
+their frame statistics, and returns log10 visibility and its standard deviation (in decades). Cost: a few
+million multiply-adds per frame on a ~90 px copy, batched on the frames' device.
+"""
+from __future__ import annotations
+
+import io
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import WeightsError
+from ..io.atomic import write_atomic
+from ..ops.filters import box_filter, dark_channel, estimate_airlight
+
+FORMAT = "cidstream-fog-meter"
+FORMAT_VERSION = 1
+BUNDLED = Path(__file__).resolve().parents[1] / "weights" / "fog_meter.pt"
+LOG_VIS_MIN, LOG_VIS_MAX = 1.0, 4.5     # the head's output range: 10 m .. 31.6 km (reported clipped to 20 km)
+STAT_COUNT = 8
+
+
+def frame_maps(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 3, h, w) in [0, 1] -> ((N, 6, h, w) input maps, (N, STAT_COUNT) frame statistics).
+
+    Maps: RGB, relative local contrast (3x3 std / mean), dark channel (5x5), saturation. Statistics: the
+    classical measures (-ln mean contrast, mean dark channel, 1 - mean DCP transmission) and the mean and
+    spread of brightness, saturation and contrast."""
+    grey = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+    mean = box_filter(grey, 1)
+    contrast = (box_filter(grey * grey, 1) - mean * mean).clamp(min=0).sqrt() / (mean + 0.05)
+    dark = dark_channel(x, 5)
+    mx, mn = x.amax(dim=1, keepdim=True), x.amin(dim=1, keepdim=True)
+    saturation = (mx - mn) / (mx + 0.05)
+    airlight = estimate_airlight(x, dark, 0.01)
+    transmission = 1.0 - 0.95 * dark_channel(x / airlight, 5)
+    ddof = 1 if grey[0].numel() > 1 else 0   # a one-pixel frame has no spread (0, not NaN)
+    dims = (1, 2, 3)
+    stats = torch.stack([
+        -contrast.mean(dim=dims).clamp(min=1e-4).log(), dark.mean(dim=dims),
+        1.0 - transmission.clamp(0, 1).mean(dim=dims), grey.mean(dim=dims), grey.std(dim=dims, correction=ddof),
+        saturation.mean(dim=dims), contrast.std(dim=dims, correction=ddof), airlight.mean(dim=dims)], dim=1)
+    return torch.cat([x, contrast.clamp(max=2.0), dark, saturation], dim=1), stats
+
+
+class FogMeter(nn.Module):
+    """Small CNN: stride-2 convolutions (``widths``; none: the frame statistics alone), mean and max pooling,
+    the frame statistics, a two-layer head."""
+
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 48), hidden: int = 48):
+        super().__init__()
+        self.widths, self.hidden = tuple(widths), hidden
+        layers, c = [], 6
+        for w in self.widths:
+            layers += [nn.Conv2d(c, w, 3, stride=2, padding=1), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            c = w
+        self.features = nn.Sequential(*layers) if layers else None
+        self.stats_norm = nn.BatchNorm1d(STAT_COUNT)
+        pooled = 2 * c if layers else 0
+        self.head = nn.Sequential(nn.Linear(pooled + STAT_COUNT, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 2))
+
+    def config(self) -> dict:
+        return {"widths": list(self.widths), "hidden": self.hidden}
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, h, w) in [0, 1] -> (N, 2 * widths[-1] + STAT_COUNT) features (the adaptation aligns these)."""
+        maps, stats = frame_maps(x)
+        if self.features is None:
+            return self.stats_norm(stats)
+        f = self.features(maps)
+        return torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3)), self.stats_norm(stats)], dim=1)
+
+    def predict(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (log10 visibility in metres, its standard deviation in decades), each (N,)."""
+        out = self.head(features)
+        mu = LOG_VIS_MIN + (LOG_VIS_MAX - LOG_VIS_MIN) * torch.sigmoid(out[:, 0])
+        sigma = 0.02 + F.softplus(out[:, 1])
+        return mu, sigma
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.predict(self.embed(x))
+
+
+def save_meter(model: FogMeter, path: str | Path, **metadata) -> Path:
+    """Weights with the architecture's sizes and what it was trained on (plain data: loads with weights_only)."""
+    from .. import __version__
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config(),
+                "cidstream_version": __version__, "metadata": metadata,
+                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, buffer)
+    write_atomic(path, buffer.getvalue())   # a stop mid-write leaves the old file, never half a new one
+    return path
+
+
+def read_meter(path: str | Path) -> tuple[FogMeter, dict]:
+    """(model in eval mode on the CPU, metadata); a clear WeightsError for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"fog meter weights not found: {path} (train them: cidstream train haze)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"cannot read fog meter weights {path}: {type(exc).__name__}") from exc
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise WeightsError(f"{path} is not a fog meter weights file (made by cidstream train haze)")
+    if obj.get("format_version") != FORMAT_VERSION:
+        raise WeightsError(f"{path}: fog meter format version {obj.get('format_version')} is not supported "
+                           f"(expects {FORMAT_VERSION})")
+    cfg = obj.get("config") or {}
+    try:
+        model = FogMeter(tuple(cfg.get("widths", ())), int(cfg.get("hidden", 48)))
+        model.load_state_dict(obj["state_dict"])
+    except (RuntimeError, TypeError, ValueError, KeyError) as exc:
+        raise WeightsError(f"{path}: fog meter weights do not fit the network: {str(exc).splitlines()[0]}") from exc
+    return model.eval(), dict(obj.get("metadata") or {})
+
+
+@lru_cache(maxsize=8)
+def _loaded(path: str, device: str) -> FogMeter:
+    return read_meter(path)[0].to(device)
+
+
+def meter_file(weights: str = "") -> Path:
+    """The weights file gate.meter names; empty: the bundled one."""
+    return Path(weights) if weights else BUNDLED
+
+
+def load_meter(weights: str = "", device: str = "cpu") -> FogMeter:
+    """The meter of a weights file (empty: the bundled one) on a device, loaded once per process."""
+    return _loaded(str(meter_file(weights)), str(device))
+
+
+@torch.no_grad()
+def measure_visibility(x: torch.Tensor, weights: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 3, h, w) small copies in [0, 1] -> (visibility in metres, uncertainty factor 10**sigma), on x's device."""
+    meter = load_meter(weights, x.device)
+    mu, sigma = meter(x.float())
+    return torch.pow(10.0, mu), torch.pow(10.0, sigma)
