@@ -283,7 +283,7 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
     res.decode_fps, res.upload_fps, res.model_fps = med["decode"], med["upload"], med["model"]
     res.encode_fps, res.end_to_end_fps = med["encode"], med["end_to_end"]
     res.gate_fps, res.gate_measure = med["gate"], dehazer.gate.measure
-    res.gate_share = round(med["model"] / med["gate"], 4)
+    res.gate_share = med["model"] / med["gate"]
     res.download_fps = med.get("download", 0.0)
     if cuda:
         res.gpu_memory_mb = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
