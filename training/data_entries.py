@@ -27,7 +27,7 @@ def resolve(p: str) -> str:
     return str(q if q.is_absolute() else (REPO / q))
 
 
-def _visibility(path: str) -> dict[str, float]:
+def visibility_table(path: str) -> dict[str, float]:
     """frame (path relative to the visibility file's folder) -> metres, from a two-column TSV."""
     try:
         with open(path, newline="", encoding="utf-8") as fh:
@@ -52,7 +52,7 @@ def _entry_images(entry: dict) -> list[str]:
     if split != "all":
         images = [p for p in images if split_of(p.parent.name if split_by == "folder" else p.name) == split]
     if "visibility" in entry:  # keys are paths below the set's root (DAY/frame.jpg)
-        table = _visibility(resolve(entry["visibility"]))
+        table = visibility_table(resolve(entry["visibility"]))
         limit = float(entry.get("max_visibility_m", float("inf")))
         images = [p for p in images if table.get(p.relative_to(root).as_posix(), float("inf")) < limit]
     if not images:

@@ -32,7 +32,7 @@ from cidstream.io.images import read_image
 from cidstream.io.sources import list_images
 
 from . import degradations as D
-from .data_entries import _visibility, resolve, source_specs
+from .data_entries import resolve, source_specs, visibility_table
 from .depth import road_prior
 from .generate import pick_domains
 from .recipe import TINTS, Recipe, apply_step, draw
@@ -200,9 +200,9 @@ def real_set(entries: list[dict], progress: Callable[[int, int], None] | None = 
     out = LabelledSet()
     items = []
     for entry in entries:
-        spec = {k: v for k, v in entry.items() if k in ("path", "split", "split_by", "visibility") and v}
+        spec = {k: v for k, v in entry.items() if k in ("path", "split", "split_by") and v}   # the images
         root = Path(resolve(entry["path"]))
-        table = _visibility(resolve(entry["visibility"])) if entry.get("visibility") else None
+        table = visibility_table(resolve(entry["visibility"])) if entry.get("visibility") else None
         for p in source_specs([spec]):
             items.append((Path(p), root, table, entry))
     for k, (p, root, table, entry) in enumerate(items):

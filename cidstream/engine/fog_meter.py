@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..errors import WeightsError
 from ..io.atomic import write_atomic
-from ..ops.filters import box_filter, dark_channel, estimate_airlight
+from ..ops.filters import dark_channel, dcp_transmission, grey, relative_contrast
 
 FORMAT = "cidstream-fog-meter"
 FORMAT_VERSION = 1
@@ -35,19 +35,17 @@ def frame_maps(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     Maps: RGB, relative local contrast (3x3 std / mean), dark channel (5x5), saturation. Statistics: the
     classical measures (-ln mean contrast, mean dark channel, 1 - mean DCP transmission) and the mean and
     spread of brightness, saturation and contrast."""
-    grey = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
-    mean = box_filter(grey, 1)
-    contrast = (box_filter(grey * grey, 1) - mean * mean).clamp(min=0).sqrt() / (mean + 0.05)
+    luma = grey(x)
+    contrast = relative_contrast(luma)
     dark = dark_channel(x, 5)
     mx, mn = x.amax(dim=1, keepdim=True), x.amin(dim=1, keepdim=True)
     saturation = (mx - mn) / (mx + 0.05)
-    airlight = estimate_airlight(x, dark, 0.01)
-    transmission = 1.0 - 0.95 * dark_channel(x / airlight, 5)
-    ddof = 1 if grey[0].numel() > 1 else 0   # a one-pixel frame has no spread (0, not NaN)
+    airlight, transmission = dcp_transmission(x, dark, 5, 0.95, 0.01)
+    ddof = 1 if luma[0].numel() > 1 else 0   # a one-pixel frame has no spread (0, not NaN)
     dims = (1, 2, 3)
     stats = torch.stack([
         -contrast.mean(dim=dims).clamp(min=1e-4).log(), dark.mean(dim=dims),
-        1.0 - transmission.clamp(0, 1).mean(dim=dims), grey.mean(dim=dims), grey.std(dim=dims, correction=ddof),
+        1.0 - transmission.clamp(0, 1).mean(dim=dims), luma.mean(dim=dims), luma.std(dim=dims, correction=ddof),
         saturation.mean(dim=dims), contrast.std(dim=dims, correction=ddof), airlight.mean(dim=dims)], dim=1)
     return torch.cat([x, contrast.clamp(max=2.0), dark, saturation], dim=1), stats
 

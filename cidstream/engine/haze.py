@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import GateConfig, OneOf, rules
-from ..ops.filters import box_filter, dark_channel, estimate_airlight
+from ..ops.filters import dark_channel, dcp_transmission, grey, relative_contrast
 from .fog_meter import load_meter, measure_visibility
 
 SHORT_SIDE = 90          # pixels: the measure runs on a copy this small (cost is flat in frame size)
@@ -55,14 +55,10 @@ def haze_measures(frames: torch.Tensor, short_side: int = SHORT_SIDE,
         dark = dark_channel(x, PATCH)
         out["dark"] = dark.mean(dim=(1, 2, 3))
         if "transmission" in which:
-            airlight = estimate_airlight(x, dark, TOP_FRACTION)
-            t = 1.0 - OMEGA * dark_channel(x / airlight, PATCH)
+            t = dcp_transmission(x, dark, PATCH, OMEGA, TOP_FRACTION)[1]
             out["transmission"] = 1.0 - t.clamp(0, 1).mean(dim=(1, 2, 3))
     if "contrast" in which:
-        grey = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
-        mean = box_filter(grey, 1)
-        std = (box_filter(grey * grey, 1) - mean * mean).clamp(min=0).sqrt()
-        out["contrast"] = -(std / (mean + 0.05)).mean(dim=(1, 2, 3)).clamp(min=1e-4).log()
+        out["contrast"] = -relative_contrast(grey(x)).mean(dim=(1, 2, 3)).clamp(min=1e-4).log()
     return {k: out[k] for k in which}
 
 

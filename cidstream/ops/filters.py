@@ -91,3 +91,22 @@ def estimate_airlight(x: torch.Tensor, dark: torch.Tensor, top_fraction: float) 
     idx = flat_dark.topk(k, dim=1).indices                        # (N, k)
     pixels = x.reshape(n, 3, -1).gather(2, idx.unsqueeze(1).expand(n, 3, k))
     return pixels.mean(dim=2).clamp(min=0.05).view(n, 3, 1, 1)
+
+
+def grey(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) RGB -> (N, 1, H, W) BT.601 luma."""
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+
+
+def relative_contrast(luma: torch.Tensor) -> torch.Tensor:
+    """3x3 local standard deviation over local mean (+0.05), per pixel: what fog flattens."""
+    mean = box_filter(luma, 1)
+    std = (box_filter(luma * luma, 1) - mean * mean).clamp(min=0).sqrt()
+    return std / (mean + 0.05)
+
+
+def dcp_transmission(x: torch.Tensor, dark: torch.Tensor, patch: int, omega: float,
+                     top_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(airlight (N, 3, 1, 1), transmission t = 1 - omega * dark channel of x / airlight, (N, 1, H, W))."""
+    airlight = estimate_airlight(x, dark, top_fraction)
+    return airlight, 1.0 - omega * dark_channel(x / airlight, patch)
