@@ -63,6 +63,12 @@ class BenchResult:
     detector: str | None = None     # with --detect: the detector, its fps alone (dehazed frames on the
     detect_fps: float | None = None  # device), and its share of the end-to-end time
     detector_share: float | None = None
+    # with --fog-detector: the fog path alone (every frame to the fog detector on its view) and its cost as
+    # a ratio to the base path (the base detector alone, detect_fps), measured in the same rounds
+    fog_detector: str | None = None
+    fog_view: str | None = None
+    fog_path_fps: float | None = None
+    fog_path_cost: float | None = None
     streams: int = 1                 # files processed at once (--streams); fps figures are their sum
     flicker_ratio: float | None = None  # stability of the model output over the benchmark's frames vs the
     warp_ratio: float | None = None     # input's (cidstream/evaluation/stability.py); temporal smoothing as configured
@@ -173,11 +179,12 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
     dehazer = Dehazer.from_config(cfg, random_init=True)
     device = dehazer.device
     cuda = device.type == "cuda"
-    detector = None
+    detector = detectors = None
     if detect:
-        from .detect import Detector
+        from .detect.detectors import Detectors
 
-        detector = Detector.from_config(cfg.detect, device)
+        detectors = Detectors.from_config(cfg.detect, device)
+        detector = detectors.base
 
     def source(limit: int = frames):
         return source_from_config(input_spec, cfg.input, limit, device)
@@ -200,7 +207,9 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
         torch.cuda.reset_peak_memory_stats(device)
     # The stage objects the loop runs, timed alone below; the end-to-end runs build the same ones.
     dehaze_stage = DehazeStage(dehazer)
-    detect_stage = DetectStage(detector) if detector is not None else None
+    detect_stage = DetectStage(detector) if detector is not None else None  # the base path: every frame to it
+    # The fog path alone: every frame to the fog detector on its view (no gate record: all taken as hazy)
+    fog_stage = DetectStage(detectors) if detectors is not None and detectors.fog is not None else None
     for _ in range(warmup):
         out = dehaze_stage(batches[0]).frames
         if detect_stage is not None:
@@ -224,8 +233,8 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
             (rgb_to_yuv420(b) if i420 else b).cpu()
 
     on_device = [torch.from_numpy(np.ascontiguousarray(fb.host_rgb())).to(device) for fb in batches]
-    runs = {k: [] for k in ("decode", "upload", "model", "gate", "detect", "download", "encode", "end_to_end",
-                            "no_video", "short")}
+    runs = {k: [] for k in ("decode", "upload", "model", "gate", "detect", "detect_fog", "download", "encode",
+                            "end_to_end", "no_video", "short")}
     shares, ratios, nv_ratios = [], [], []
     short_n = max(1, n // 3)
     with tempfile.TemporaryDirectory(prefix="cidstream-bench-") as tmp:
@@ -243,6 +252,9 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
             runs["gate"].append(_timed(device, lambda: [dehazer.gate.measure_frames(u) for u in on_device], n))
             if detect_stage is not None:  # detector only, on dehazed frames already on the device
                 runs["detect"].append(_timed(device, lambda: [detect_stage(None, b) for b in dehazed], n))
+            if fog_stage is not None:
+                runs["detect_fog"].append(_timed(device, lambda: [fog_stage(u, b) for u, b in zip(on_device, dehazed)],
+                                                 n))
             if cuda:
                 runs["download"].append(_timed(device, download, n))
 
@@ -260,8 +272,8 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
                 return ThreadedSink(VideoSink(Path(tmp) / f"e2e{r}_{i}.mp4", src.info, encoder, copy_audio=False),
                                     o.queue_size)
 
-            def stage_for():
-                return DetectStage(detector) if detector is not None else None
+            def stage_for():  # what a run detects with: the per-frame choice when a fog detector is set
+                return DetectStage(detectors) if detectors is not None else None
 
             srcs = [source() for _ in range(streams)]
             fps, stats = _pipelines(srcs, dehazer, video_sinks, cfg, stage_for, lock)
@@ -291,6 +303,9 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
     res.fixed_cost_s = fixed_cost(n * streams, med["end_to_end"], short_n * streams, med["short"])
     if detector is not None:
         res.detector, res.detect_fps = detector.label, med["detect"]
+        if fog_stage is not None:
+            res.fog_detector, res.fog_view, res.fog_path_fps = detectors.fog.label, detectors.fog_view, med["detect_fog"]
+            res.fog_path_cost = med["detect"] / med["detect_fog"]
         res.detector_share = _median(shares)
         res.no_video_fps, res.no_video_ratio = med["no_video"], _median(nv_ratios)
     res.slowest_stage = min(stages, key=stages.get)

@@ -54,15 +54,26 @@ def _detector_args(p, conf_default: str | None = None) -> None:
     p.add_argument("--conf", type=float, help=f"detection confidence threshold (default: {conf}) [detect.conf]")
 
 
-def _arm_args(p, prefix: str, b_arms: str, fused_arms: str) -> None:
-    """--detector-b and --fuse: the extra arms of a comparison (run --compare, eval)."""
+def _fog_detector_args(p, arms: bool = True) -> None:
+    """--fog-detector and --fog-view (the per-frame detector choice), and with ``arms`` --detector-b and
+    --fuse, the extra arms of a comparison."""
+    d = _defaults().detect
+    p.add_argument("--fog-detector", metavar="MODEL",
+                   help="fog-adapted detector for the frames the haze gate dehazes (clear frames go to --detector on "
+                        "the raw frame): a .pt file, or the short name given to `cidstream train detector` ('fog', "
+                        "its default, finds the last one made) [detect.fog_detector]")
+    p.add_argument("--fog-view", choices=["fused", "dehazed", "raw"],
+                   help=f"what the fog detector sees: its boxes on the raw and the dehazed frame merged (fused), or "
+                        f"one of them (default: {d.fog_view}) [detect.fog_view]")
+    if not arms:
+        return
     p.add_argument("--detector-b", metavar="MODEL",
-                   help=f"{prefix}a second detector with the same classes (e.g. one made by `cidstream train "
-                        f"detector`): the raw and dehazed frames go through it too, as {b_arms}, with the same "
-                        "settings")
+                   help="a second detector with the same classes (a file or a short name, as --fog-detector): the "
+                        "dehazed frames (and raw ones with --compare) go through it too, as the arms dehazed_b "
+                        "(raw_b), with the same settings [detect.detector_b]")
     p.add_argument("--fuse", choices=["wbf", "nms"],
-                   help=f"{prefix}one more arm per detector: its detections on the raw and the dehazed frame merged "
-                        f"by weighted box fusion or NMS {fused_arms}")
+                   help="one more arm per detector: its detections on the raw and the dehazed frame merged by "
+                        "weighted box fusion or NMS (fused, fused_b) [detect.fuse]")
 
 
 def _common(p: argparse.ArgumentParser, repeat_model: bool = False) -> None:
@@ -130,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="detect on raw and dehazed frames and report the difference (implies --detect; "
                           "adds side_by_side video)")
     _detector_args(det)
-    _arm_args(det, "with --compare: ", "the arms raw_b and dehazed_b", "(fused, fused_b)")
+    _fog_detector_args(det)
     det.add_argument("--track", action="store_true", help="ByteTrack ids and unique-vehicle counts [detect.track]")
     det.add_argument("--no-video", action="store_true",
                      help="write detections and the report only, no dehazed video (analytics runs; encoding is "
@@ -157,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--streams", type=int, default=1,
                        help="process this many copies of INPUT at once, sharing the model (default %(default)s)")
     _detector_args(bench)
+    _fog_detector_args(bench, arms=False)
     _common(bench)
 
     ev = sub.add_parser("eval", help="detection AP50 on labelled images, raw vs dehazed",
@@ -183,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "between arms (0: none; default %(default)s)")
     ev.add_argument("--max-images", type=int, help="evaluate only the first N images")
     ev.add_argument("--examples", type=int, default=4, help="example images in eval.html (default %(default)s)")
-    _arm_args(ev, "", "arms tagged [B]", "(arms 'raw+MODEL wbf')")
+    _fog_detector_args(ev)
     _detector_args(ev, conf_default=f"{EVAL_CONF:g} here, as AP needs the whole ranking")
     _common(ev, repeat_model=True)
 
@@ -204,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "each file gets a folder with detections and a report")
     batch.add_argument("--compare", action="store_true", help="detect on raw and dehazed frames (implies --detect)")
     _detector_args(batch)
+    _fog_detector_args(batch)
     batch.add_argument("--workers", "-w", type=int,
                        help=f"files processed at once (default: {defaults.batch.workers}) [batch.workers]")
     batch.add_argument("--engine", choices=["local", "ray"], help="local worker processes/threads, or Ray tasks "
@@ -236,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--max-frames", type=int, help="stop each camera after this many frames")
     live.add_argument("--detect", action="store_true", help="run the vehicle detector on the dehazed frames")
     _detector_args(live)
+    _fog_detector_args(live)
     live.add_argument("--track", action="store_true", help="ByteTrack ids per camera [detect.track]")
     live.add_argument("--no-video", action="store_true",
                       help="with --detect: detections and stats only, no video segments [output.video]")
@@ -342,8 +356,6 @@ def cmd_run(args, console) -> int:
     if args.duration is not None and not args.duration > 0:
         raise ConfigError("--duration must be positive")
     detecting = args.detect or args.compare
-    if (args.detector_b or args.fuse) and not args.compare:
-        raise ConfigError("--detector-b and --fuse add comparison arms: they need --compare")
     if args.track and not detecting:
         raise ConfigError("--track counts the detector's vehicles: it needs --detect or --compare")
     if not cfg.output.video and not detecting:
@@ -357,13 +369,13 @@ def cmd_run(args, console) -> int:
     # Before any model is loaded: nothing the user has is overwritten, one image path gets one frame.
     check_output(args.input, output, detect=detecting, compare=args.compare, video=cfg.output.video,
                  max_frames=args.max_frames)
+    _check_detect_flags(args, detecting)
     dehazer = Dehazer.from_config(cfg)
-    detector = None
+    detectors = None
     if detecting:
-        from .detect import Detector
+        from .detect.detectors import Detectors
 
-        detector = Detector.from_config(cfg.detect, dehazer.device)
-    detector_b = _detector_b(args.detector_b, cfg.detect, detector) if args.detector_b else None
+        detectors = Detectors.from_config(cfg.detect, dehazer.device)
     if not args.no_progress and not console.is_terminal:
         lines = _ProgressLines(console)
         view, on_start, on_batch = contextlib.nullcontext(), lines.start, lines.batch
@@ -373,9 +385,9 @@ def cmd_run(args, console) -> int:
         on_start = lambda info: view.update(task, total=info.frame_count)  # noqa: E731
         on_batch = lambda s: view.update(task, completed=s.frames, fps=s.fps)  # noqa: E731
     with view:
-        result = process_input(args.input, output, cfg, dehazer, detector, compare=args.compare,
+        result = process_input(args.input, output, cfg, dehazer, detectors, compare=args.compare,
                                max_frames=args.max_frames, on_start=on_start, on_batch=on_batch,
-                               duration=args.duration, detector_b=detector_b, fuse=args.fuse)
+                               duration=args.duration)
     print_run_summary(console, args.input, result.sink, dehazer, result.stats, result.total, result.error,
                       result.report, result.folder, skipped=result.skipped, duration=args.duration)
     if result.error is not None:
@@ -437,24 +449,21 @@ def cmd_models(args, console) -> int:
     return 0
 
 
-def _detector_b(spec: str, d, detector):
-    """The second detector of a comparison: the first one's classes and settings, and the same class
-    names under the same ids, so its boxes mean the same thing."""
-    from .detect import Detector
-
-    second = Detector(spec, classes=d.classes, conf=d.conf, iou=d.iou, imgsz=detector.imgsz, device=detector.device)
-    if second.names != detector.names:
-        raise ConfigError(f"--detector-b {second.label} names its classes differently from {detector.label} "
-                          f"({len(second.names)} vs {len(detector.names)} classes, or other names under the same "
-                          "ids): compare detectors trained on the same classes")
-    return second
+def _check_detect_flags(args, detecting: bool) -> None:
+    """Detector flags that would do nothing without detection are refused, not ignored (a config file's
+    detect section applies whenever a run detects)."""
+    given = [f"--{k.replace('_', '-')}" for k in ("fog_detector", "fog_view", "detector_b", "fuse")
+             if getattr(args, k, None)]
+    if given and not detecting:
+        raise ConfigError(f"{' and '.join(given)} choose{'s' if len(given) == 1 else ''} detectors: "
+                          "add --detect (or --compare)")
 
 
 def cmd_eval(args, console) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from .detect import Detector
+    from .detect.detectors import Detectors
     from .evaluation.evaluate import VEHICLE, difference_rows, fmt_interval, run_eval, write_eval
     from .engine import Dehazer
     from .engine.memory import check_memory
@@ -463,23 +472,23 @@ def cmd_eval(args, console) -> int:
     if args.conf is None:
         cfg.detect.conf = EVAL_CONF  # AP needs the whole ranking, not just confident boxes
     dehazers = {name: Dehazer.from_config(cfg, model=name) for name in dict.fromkeys(args.model or [cfg.model.name])}
-    detector = Detector.from_config(cfg.detect, next(iter(dehazers.values())).device)
-    check_memory(cfg, detector.device, detect=True, batch=cfg.engine.batch)  # images of one size batched
-    detector_b = _detector_b(args.detector_b, cfg.detect, detector) if args.detector_b else None
+    detectors = Detectors.from_config(cfg.detect, next(iter(dehazers.values())).device)
+    check_memory(cfg, detectors.device, detect=True, batch=cfg.engine.batch)  # images of one size batched
     with Progress(TextColumn("[bold]evaluating[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as progress:
         task = progress.add_task("eval", total=None)
-        report = run_eval(args.images, args.labels, dehazers, detector, args.label_format, args.yolo_id_offset,
+        report = run_eval(args.images, args.labels, dehazers, detectors, args.label_format, args.yolo_id_offset,
                           args.max_images, args.examples,
                           progress=lambda k, n: progress.update(task, completed=k, total=n), output_dir=args.output,
-                          split=args.split, resamples=args.bootstrap, detector_b=detector_b, fuse=args.fuse,
-                          batch=cfg.engine.batch)
+                          split=args.split, resamples=args.bootstrap, batch=cfg.engine.batch)
     json_path, html_path = write_eval(Path(args.output), report)
     variants = list(report["results"])
     table = Table(title=f"AP50 on {report['images']} images"
                         + ("" if report["split"] == "all" else f" ({report['split']} half)"),
                   caption=f"{report['detector']}"
                           + (f" ([B]: {report['detector_b']})" if report.get("detector_b") else "")
+                          + (f" (per-frame: {report['fog_detector']} on {report['fog_view']})"
+                             if report.get("fog_detector") else "")
                           + f", imgsz {report['imgsz']}, conf {report['conf']}, "
                           f"NMS IoU {report['iou']}; VOC all-point AP")
     table.add_column("class")
@@ -517,6 +526,7 @@ def cmd_batch(args, console) -> int:
         raise ConfigError("--max-frames must be at least 1")
     if not cfg.output.video:
         raise ConfigError("output.video false is for run and live; a batch always writes the dehazed videos")
+    _check_detect_flags(args, args.detect or args.compare)
     return run_batch(args.inputs, Path(args.output), cfg, console, detect=args.detect or args.compare,
                      compare=args.compare, max_frames=args.max_frames, retry_failed=args.retry_failed,
                      verify=args.verify, dry_run=args.dry_run, show_progress=not args.no_progress)
@@ -539,16 +549,17 @@ def cmd_live(args, console) -> int:
         raise ConfigError("--duration must be positive")
     if not cfg.output.video and not (args.detect or args.track):
         raise ConfigError("--no-video (output.video false) needs --detect: there would be nothing to write")
+    _check_detect_flags(args, args.detect or args.track)
     root = Path(args.output or cameras.output)
     dehazer = Dehazer.from_config(cfg)
-    detector = None
+    detectors = None
     if args.detect or args.track:
-        from .detect import Detector
+        from .detect.detectors import Detectors
 
-        detector = Detector.from_config(cfg.detect, dehazer.device)
-    check_memory(cfg, dehazer.device, detect=detector is not None)  # cameras' frame sizes come with their frames
+        detectors = Detectors.from_config(cfg.detect, dehazer.device)
+    check_memory(cfg, dehazer.device, detect=detectors is not None)  # cameras' frame sizes come with their frames
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    hub = LiveHub(cameras, cfg, root, dehazer, detector, args.max_frames)
+    hub = LiveHub(cameras, cfg, root, dehazer, detectors, args.max_frames)
     console.print(f"{len(hub.cameras)} camera(s) -> {root}/ (model {dehazer.name} on {dehazer.device}); "
                   "Ctrl-C stops", highlight=False)
     signal.signal(signal.SIGTERM, lambda *_: hub.stop_requested.set())

@@ -28,6 +28,9 @@ def make_config(args, settings: dict | None = None):
         detect["conf"] = args.conf
     if getattr(args, "track", False):
         detect["track"] = True
+    for key in ("fog_detector", "fog_view", "detector_b", "fuse"):
+        if getattr(args, key, None):
+            detect[key] = getattr(args, key)
     if detect:
         flags["detect"] = detect
     if getattr(args, "no_video", False):

@@ -152,6 +152,14 @@ class DetectConfig:
     iou: Annotated[float, Range(0, 1, lo_open=True)] = 0.7  # NMS IoU
     imgsz: Annotated[int, Range(32, 4096)] = 640  # detector input size; 4096: a 4K frame at full size
     track: bool = False         # ByteTrack ids and unique-vehicle counts
+    # Per-frame detector choice: frames the haze gate dehazes (strength > 0) go to this fog-adapted detector
+    # (a file, or the short name of one `cidstream train detector` made: "fog" = the last one), clear frames
+    # to ``detector`` on the raw frame. "" = every frame to ``detector``.
+    fog_detector: str = ""
+    # What the fog detector sees: fused (its boxes on the raw and the dehazed frame merged by WBF), dehazed, raw
+    fog_view: Annotated[str, OneOf("fused", "dehazed", "raw")] = "fused"
+    detector_b: str = ""        # a second detector as extra arms (raw_b/dehazed_b): comparisons
+    fuse: Annotated[str, OneOf("", "wbf", "nms")] = ""  # an extra arm: raw and dehazed detections merged
 
 
 @dataclass

@@ -133,34 +133,35 @@ def check_output(spec: str, output: str | Path, detect: bool = False, compare: b
         raise OutputError(f"output {out} would overwrite the input {source}{same}: choose another output path")
 
 
-def process_input(spec: str, output: str | Path, cfg, dehazer: Dehazer, detector=None, compare: bool = False,
+def process_input(spec: str, output: str | Path, cfg, dehazer: Dehazer, detectors=None, compare: bool = False,
                   max_frames: int | None = None, on_start: Callable[[StreamInfo], None] | None = None,
                   on_batch: Callable[[RunStats], None] | None = None, model_lock=None,
-                  duration: float | None = None, detector_b=None, fuse: str | None = None) -> InputRun:
-    """Dehaze ``spec`` into ``output``; with a ``detector``, ``output`` is a folder of detection outputs.
+                  duration: float | None = None) -> InputRun:
+    """Dehaze ``spec`` into ``output``; with ``detectors`` (detect/detectors.py: the base detector, and the
+    fog and comparison detectors the config names), ``output`` is a folder of detection outputs.
 
     Errors opening the input or output raise; errors while streaming are returned in ``InputRun.error``
     after every output is closed. ``model_lock`` serializes model calls when threads share one model;
     ``duration`` (seconds) stops the run after that long, finalized as a complete one. Images that
-    cannot be read are skipped and listed in ``InputRun.skipped``. With ``compare``, ``detector_b`` and
-    ``fuse`` add comparison arms (detect/stage.py)."""
+    cannot be read are skipped and listed in ``InputRun.skipped``. ``compare`` adds the raw arm
+    (detect/stage.py)."""
     device_type = dehazer.device.type
     with contextlib.ExitStack() as claims:
         source = claims.enter_context(source_from_config(str(spec), cfg.input, max_frames, dehazer.device, cfg.live))
         paths = getattr(source, "paths", None)
-        check_output(str(spec), output, detect=detector is not None, compare=compare, video=cfg.output.video,
+        check_output(str(spec), output, detect=detectors is not None, compare=compare, video=cfg.output.video,
                      max_frames=max_frames, frames=source.info.frame_count if source.info.kind != "live" else None,
                      inputs=(list(paths), True) if paths is not None else None)
         # settings beyond this machine's memory: refused before any output
         check_memory(cfg, dehazer.device, (source.info.height, source.info.width), dehazer.net.arch,
-                     detector is not None, compare)
-        if detector is not None or output_kind(str(output)) != "null":  # held until every output is final
+                     detectors is not None, compare)
+        if detectors is not None or output_kind(str(output)) != "null":  # held until every output is final
             claims.enter_context(OutputLock(output))
         outputs = None
-        if detector is not None:
+        if detectors is not None:
             from .sinks.detections import DetectionOutputs
 
-            outputs = DetectionOutputs(Path(output), source, cfg, dehazer, detector, compare, detector_b, fuse)
+            outputs = DetectionOutputs(Path(output), source, cfg, dehazer, detectors, compare)
             sinks, stage = outputs.sinks, outputs.stage
         else:
             sinks, stage = [sink_from_config(str(output), source.info, cfg.output, device_type=device_type)], None

@@ -75,14 +75,19 @@ def print_run_summary(console, input_spec, sink, dehazer, stats, total, error, r
             rel = f" ({c['relative_change']:+.1%})" if c["relative_change"] is not None else ""
             table.add_row("vehicles", f"raw {t['raw']['vehicles']}, dehazed {t['dehazed']['vehicles']}{rel}; "
                                       f"frames with more {c['frames_more']}, fewer {c['frames_fewer']}")
-            extra = [s for s in t if s not in ("raw", "dehazed")]
-            if extra:
-                from .sinks.report import ARM_LABELS
-
-                table.add_row("other arms", ", ".join(f"{ARM_LABELS.get(s, s)} {t[s]['vehicles']}" for s in extra)
-                              + (f" ([B]: {report['arms']['detector_b']})" if report["arms"].get("detector_b") else ""))
         else:
             table.add_row("vehicles", f"{t['dehazed']['vehicles']} detections in {report['frames']} frames")
+        extra = [s for s in t if s not in ("raw", "dehazed")]
+        if extra:
+            from .sinks.report import ARM_LABELS
+
+            table.add_row("other arms", ", ".join(f"{ARM_LABELS.get(s, s)} {t[s]['vehicles']}" for s in extra)
+                          + (f" ([B]: {report['arms']['detector_b']})" if report["arms"].get("detector_b") else ""))
+        if report.get("fog_detector"):
+            fog, hz = report["fog_detector"], report.get("haze") or {}
+            table.add_row("fog detector", f"{fog['detector']} on the {fog['view']} view of the "
+                                          f"{hz.get('frames_gated', report['frames'])} frames the gate dehazed; "
+                                          f"{report['detector']} on the raw frame of the others")
         if report.get("haze"):
             hz = report["haze"]
             table.add_row("visibility", f"median {hz['visibility_m_median']:.0f} m, min {hz['visibility_m_min']:.0f} m; "
@@ -108,6 +113,8 @@ def print_bench(console, r) -> None:
         rows.insert(2, ("haze measure (part of model)", r.gate_fps))
     if r.detect_fps is not None:
         rows.append(("detect", r.detect_fps))
+    if r.fog_path_fps is not None:
+        rows.append((f"detect, fog path ({r.fog_view})", r.fog_path_fps))
     if r.download_fps:
         rows.append(("download", r.download_fps))
     rows += [("encode", r.encode_fps), ("end to end", r.end_to_end_fps)]
@@ -125,6 +132,10 @@ def print_bench(console, r) -> None:
         console.print(f"haze measure ({r.gate_measure}): {r.gate_share:.1%} of the dehazing stage's time")
     if r.detector_share is not None:
         console.print(f"detector {r.detector}: {r.detector_share:.0%} of the end-to-end time")
+    if r.fog_path_cost is not None:
+        console.print(f"fog path ({r.fog_detector} on {r.fog_view} frames) / base path ({r.detector} on each frame): "
+                      f"[bold]{r.fog_path_cost:.2f}[/]x the time per frame; frames the gate leaves raw take the "
+                      "base path")
     streams = f"; {r.streams} inputs at once (end-to-end fps summed)" if r.streams > 1 else ""
     console.print(f"end to end / slowest stage = [bold]{r.ratio:.2f}[/] (median of {r.repeats} rounds); "
                   f"end to end / stages run one after another = {r.overlap:.2f}{streams}")

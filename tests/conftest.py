@@ -26,6 +26,12 @@ def shared_data() -> Path:
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache(tmp_path_factory):
+    """Detectors the tests train are kept in a cache of the test session's, never in the user's."""
+    os.environ["CIDSTREAM_CACHE"] = str(tmp_path_factory.mktemp("cidstream-cache"))
+
+
 @pytest.fixture(autouse=True)
 def _wide_console(monkeypatch, tmp_path):
     # Rich wraps at the terminal width; keep messages on one line so tests can match them.

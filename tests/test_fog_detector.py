@@ -117,9 +117,12 @@ def test_run_compare_four_arms(cli, shared_data, yolo_weights, copy_of_base, tmp
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--detector-b", "{w}"], "need --compare"),
-    (["--detect", "--fuse", "wbf"], "need --compare"),
+    (["--detector-b", "{w}"], "--detector-b chooses detectors: add --detect"),
+    (["--fog-detector", "{w}", "--fuse", "wbf"], "--fog-detector and --fuse choose detectors: add --detect"),
     (["--compare", "--detector-b", "{t}/renamed.pt"], "names its classes differently"),
+    (["--detect", "--fog-detector", "{t}/renamed.pt"], "names its classes differently"),
+    (["--detect", "--fog-detector", "nosuchname"], "no detector of that name"),
+    (["--detect", "--fog-detector", "{t}/missing.pt"], "detector file not found"),
 ])
 def test_arm_errors(cli, tmp_path, yolo_weights, args, message):
     from .conftest import SAMPLE
@@ -160,7 +163,7 @@ def trained(shared_data, tmp_path_factory):
     cfg = root / "detector.yaml"
     cfg.write_text(SMOKE.format(base=shared_data / "weights" / "yolo11n_coco_from_int8_unfused.pt", data=shared_data))
     code = main(["train", "detector", "--config", str(cfg), "--out", str(root / "fog.pt"), "--run-dir",
-                 str(root / "run")])
+                 str(root / "run"), "--name", "smoke"])
     assert code == 0
     return root, cfg
 
@@ -259,3 +262,137 @@ def test_train_detector_config_errors(cli, shared_data, tmp_path, text, message)
     assert code == 2, out
     assert message in out and "Traceback" not in out
     assert not (tmp_path / "x.pt").exists()
+
+
+# --- the per-frame detector choice (detect.fog_detector) -------------------------------------------------
+
+
+def _mixed_frames(shared_data):
+    """clear, fog, clear, fog at 640x360: highway_720p frames of the clear check's report half, and
+    foggy_road_real (thick night fog, never trained or selected on)."""
+    import cv2
+
+    from cidstream.evaluation.clear_check import read_every
+
+    clear = read_every(shared_data / "videos" / "highway_720p.mp4", 20)[21:23]      # frames 420 and 440
+    fog = read_every(shared_data / "videos" / "foggy_road_real.mp4", 75)[:2]        # frames 0 and 75
+    frames = [clear[0], fog[0], clear[1], fog[1]]
+    return [cv2.resize(f, (640, 360), interpolation=cv2.INTER_AREA) for f in frames]
+
+
+def _same(a, b, tol=1e-3):
+    """The same boxes: count, classes, and coordinates and confidences to float rounding (a CPU
+    convolution's sums are not bit-stable across calls and batch sizes, ~5e-5 px)."""
+    assert len(a) == len(b) and np.array_equal(a.class_id, b.class_id)
+    np.testing.assert_allclose(a.xyxy, b.xyxy, atol=tol)
+    np.testing.assert_allclose(a.confidence, b.confidence, atol=tol)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("view", ["fused", "dehazed", "raw"])
+def test_per_frame_choice_splits_one_batch_by_the_gate(trained, shared_data, yolo_weights, view):
+    """In one batch, the frames the gate left raw get the base detector's boxes on the raw frame, the
+    frames it dehazed the fog detector's on its view; merged back in frame order."""
+    from cidstream.config import load_config
+    from cidstream.detect import Detector
+    from cidstream.detect.detectors import Detectors
+    from cidstream.detect.stage import DetectStage, hazy_frames
+    from cidstream.engine import Dehazer
+
+    root, _ = trained
+    raw = torch.from_numpy(np.stack(_mixed_frames(shared_data)))
+    out, haze = Dehazer.from_config(load_config(), model="dcp").process_measured(raw)
+    assert hazy_frames(haze, 4).tolist() == [False, True, False, True]
+    assert torch.equal(out[[0, 2]], raw[[0, 2]])  # the gate left the clear frames untouched
+    base, fog = Detector(str(yolo_weights)), Detector(str(root / "fog.pt"))
+    arms = DetectStage(Detectors(base, fog, view))(raw, out, haze=haze)
+    found = arms["dehazed"]
+    assert list(arms) == ["dehazed"] and len(found) == 4
+    clear_ref = base(raw[[0, 2]])   # the base detector, as the stage calls it: on the clear frames of the batch
+    _same(found[0], clear_ref[0])
+    _same(found[2], clear_ref[1])
+    for i in (0, 2):                # and what it finds on that frame alone
+        _same(found[i], base(raw[i:i + 1])[0])
+    views = {"raw": [raw[[1, 3]]], "dehazed": [out[[1, 3]]], "fused": [raw[[1, 3]], out[[1, 3]]]}[view]
+    per_view = [fog(torch.cat(views))] if len(views) == 1 else [fog(torch.cat(views))[:2], fog(torch.cat(views))[2:]]
+    fog_ref = per_view[0] if len(per_view) == 1 else [fuse([a, b], "wbf") for a, b in zip(*per_view)]
+    _same(found[1], fog_ref[0])
+    _same(found[3], fog_ref[1])
+    not_base = base(out[[1, 3]])   # the fog path is another detector's output, not the base's on the frame
+    assert any(len(f) != len(b) or not np.allclose(f.xyxy, b.xyxy) for f, b in zip((found[1], found[3]), not_base))
+
+
+@pytest.mark.slow
+def test_run_detect_with_a_fog_detector_by_its_short_name(trained, shared_data, yolo_weights, cli, tmp_path):
+    """`--fog-detector smoke` finds the detector `train detector --name smoke` made; each line of
+    detections.jsonl says which detector gave it, and a clear frame carries the base detector's boxes."""
+    import cv2
+
+    from cidstream.detect import Detector
+
+    frames = _mixed_frames(shared_data)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"f{i}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    code, text = cli("run", folder, "--detect", "--fog-detector", "smoke", "--fog-view", "raw", "--model", "dcp",
+                     "--detector", yolo_weights, "--batch", "4", "-o", tmp_path / "o", "--no-progress")
+    assert code == 0, text
+    lines = {x["name"]: x for x in map(json.loads, (tmp_path / "o" / "detections.jsonl").read_text().splitlines())}
+    assert [lines[f"f{i}.png"]["detector"] for i in range(4)] == ["base", "fog", "base", "fog"]
+    base, fog = Detector(str(yolo_weights)), Detector(str(trained[0] / "fog.pt"))
+    for i, det in ((0, base), (1, fog), (2, base), (3, fog)):
+        ref = det(frames[i][None])[0]
+        boxes = lines[f"f{i}.png"]["dehazed"]
+        assert len(boxes) == len(ref) and len(boxes) > 0
+        np.testing.assert_allclose([b["box"] for b in boxes], ref.xyxy, atol=0.02)
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["fog_detector"]["view"] == "raw" and report["fog_detector"]["detector"].endswith(".pt")
+    # the short name resolves to the newest file kept under it
+    from cidstream.detect.cache import latest
+
+    assert report["fog_detector"]["detector"] == latest("smoke").name
+
+
+@pytest.mark.slow
+def test_eval_per_frame_arm(trained, shared_data, yolo_weights, cli, tmp_path):
+    """With the gate off every image takes the fog path: 'dcp per-frame' with the fog detector on the
+    dehazed view is detector B on dcp's output, to the last digit."""
+    fog = trained[0] / "fog.pt"
+    code, text = cli("eval", shared_data / "dawn_fog" / "JPEGImages", "--labels", shared_data / "dawn_fog" /
+                     "Annotations", "--model", "dcp", "--detector", yolo_weights, "--detector-b", fog, "--fog-detector",
+                     fog, "--fog-view", "dehazed", "--gate", "off", "--split", "report", "--max-images", "6",
+                     "--bootstrap", "20", "-o", tmp_path / "ev")
+    assert code == 0, text
+    report = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    res = report["results"]
+    assert list(res) == ["raw", "dcp", "raw [B]", "dcp [B]", "dcp per-frame"]
+    assert res["dcp per-frame"]["per_class"] == res["dcp [B]"]["per_class"]
+    assert report["fog_detector"] == "fog.pt" and report["fog_view"] == "dehazed"
+    assert "per-frame: fog.pt on dehazed" in text
+
+
+@pytest.mark.slow
+def test_batch_detects_with_fog_detector_and_fusion(trained, shared_data, yolo_weights, cli, tmp_path):
+    from .conftest import cut_clip
+
+    clip = tmp_path / "in" / "fog.mp4"
+    cut_clip(shared_data / "videos" / "foggy_road_real.mp4", clip, 4, width=320)
+    code, text = cli("batch", clip, "-o", tmp_path / "out", "--detect", "--detector", yolo_weights, "--model", "dcp",
+                     "--fog-detector", "smoke", "--fuse", "wbf", "--no-progress")
+    assert code == 0, text
+    logs = list((tmp_path / "out").rglob("detections.jsonl"))
+    assert len(logs) == 1
+    lines = [json.loads(x) for x in logs[0].read_text().splitlines()]
+    assert len(lines) == 4 and all(x["detector"] == "fog" and "fused" in x for x in lines)
+
+
+@pytest.mark.slow
+def test_train_detector_keeps_it_in_the_cache(trained):
+    from cidstream.detect.cache import cache_root, latest
+
+    made = latest("smoke")
+    assert made is not None and made.parent == cache_root() / "detectors" / "smoke"
+    assert made.read_bytes() == (trained[0] / "fog.pt").read_bytes()
+    log = (trained[0] / "run" / "train.log").read_text()
+    assert "device cpu" in log

@@ -202,8 +202,10 @@ def test_two_cameras_one_dead_and_sigterm_finalizes(rtsp_server, tmp_path, yolo_
                                   {"name": "dead", "url": f"rtsp://127.0.0.1:{free_port()}/cam"}],
                        live={"status_every_s": 0.5, "backoff_initial_s": 0.2, "backoff_max_s": 1.0})
     root = tmp_path / "live"
-    proc = start_live([cfg, "--detect", "--detector", yolo_weights, "--set", "detect.imgsz=320"],
-                      tmp_path / "log.txt")
+    second = tmp_path / "second.pt"  # the base weights under another name: wiring of the extra arms only
+    second.write_bytes(Path(yolo_weights).read_bytes())
+    proc = start_live([cfg, "--detect", "--detector", yolo_weights, "--set", "detect.imgsz=320", "--fog-detector",
+                       second, "--detector-b", second, "--fuse", "wbf"], tmp_path / "log.txt")
     try:
         wait_for(lambda: stats(root)["alive"]["processed"] >= 25 and stats(root)["dead"]["reconnects"] >= 2,
                  what="frames from one camera while the other is down")
@@ -219,7 +221,10 @@ def test_two_cameras_one_dead_and_sigterm_finalizes(rtsp_server, tmp_path, yolo_
     assert segments_frames(root / "alive") == alive["processed"]
     lines = (root / "alive" / "detections.jsonl").read_text().splitlines()
     assert len(lines) == alive["processed"]
-    assert json.loads(lines[0])["source"] == "alive"
+    first = json.loads(lines[0])
+    assert first["source"] == "alive"
+    # the per-frame choice names the detector of each frame; the comparison arms are logged beside it
+    assert first["detector"] in ("fog", "base") and "dehazed_b" in first and "fused" in first
     assert alive["latency_ms_p50"] is not None and alive["latency_ms_p95"] >= alive["latency_ms_p50"]
     assert json.loads((root / "stats.json").read_text())["stopped"] == "interrupted"
 

@@ -75,17 +75,24 @@ def register(sub) -> None:
                                      "frames and their multi-domain degraded copies (labels: the frozen base "
                                      "detector's confident boxes on the clean frame, every class, its class ids) "
                                      "plus real fog frames with pseudo-labels, then check it on clear frames it "
-                                     "never saw. OUT is a normal Ultralytics .pt (YOLO(OUT), or cidstream "
-                                     "--detector OUT) with our metadata under the key 'cidstream'. The training "
-                                     "set, Ultralytics' run (weights/last.pt, results.csv) and train.log go to "
-                                     "RUN_DIR.",
-                         epilog="example:\n  cidstream train detector --detector "
+                                     "never saw. The result is a normal Ultralytics .pt (YOLO(path), or cidstream "
+                                     "--fog-detector / --detector path) with our metadata under the key "
+                                     "'cidstream', kept in the user cache under NAME (and written to --out). The "
+                                     "training set, Ultralytics' run (weights/last.pt, results.csv) and train.log "
+                                     "go to RUN_DIR. The base detector, the pseudo-labels and the training run on "
+                                     "the GPU when there is one.",
+                         epilog="examples:\n  cidstream train detector                   # kept as 'fog': "
+                                "cidstream run VIDEO --detect --fog-detector fog\n"
+                                "  cidstream train detector --detector "
                                 "$CIDSTREAM_DATA/weights/yolo11n_coco_from_int8_unfused.pt --out fog_yolo11n.pt",
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     fog.add_argument("--detector", help="base Ultralytics detection model, unfused (default: the config's detector)")
     fog.add_argument("--config", default=str(REPO / "configs" / "train" / "detector.yaml"),
                     help="detector training YAML (default configs/train/detector.yaml)")
-    fog.add_argument("--out", required=True, help="adapted detector to write, e.g. fog_yolo11n.pt")
+    fog.add_argument("--name", default="fog",
+                     help="short name to keep it under in the user cache ($CIDSTREAM_CACHE, else ~/.cache/cidstream): "
+                          "--fog-detector NAME finds the last one made (default %(default)s)")
+    fog.add_argument("--out", help="also write the adapted detector here, e.g. fog_yolo11n.pt")
     fog.add_argument("--run-dir", default="runs/detector", help="training set, checkpoints, logs (default %(default)s)")
     fog.add_argument("--resume", action="store_true", help="continue from RUN_DIR/yolo/weights/last.pt")
     fog.add_argument("--epochs", type=int, help="override the config's train.epochs")
@@ -192,11 +199,47 @@ def cmd_train(args, console) -> int:
     return 0
 
 
+def _step_progress(console):
+    """A Rich progress view with one bar (done of total, time left) per named step, and the callback
+    ``step(name, done, total)`` that drives it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    view = Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console)
+    tasks: dict = {}
+
+    def step(name: str, done: int, total: int) -> None:
+        if name not in tasks:
+            tasks[name] = view.add_task(name, total=total)
+        view.update(tasks[name], completed=done, total=total)
+
+    return view, step
+
+
+def train_device(spec: str) -> tuple[str, str]:
+    """(torch device, Ultralytics device) for --device: auto takes the GPU when there is one."""
+    import torch
+
+    from cidstream.errors import ConfigError
+
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cpu":
+        return "cpu", "cpu"
+    index = spec.partition(":")[2] if spec.startswith("cuda") else spec
+    if not (index or "0").isdigit():
+        raise ConfigError(f"--device {spec}: use auto, cpu, cuda, cuda:N or a GPU index")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--device {spec}: no CUDA GPU is available here (use --device cpu or auto)")
+    return f"cuda:{index or 0}", index or "0"
+
+
 def cmd_detector(args, console) -> int:
     import datetime as dt
+    import shutil
 
-    from rich.progress import Progress, TextColumn, TimeElapsedColumn
-
+    from cidstream.detect.cache import detectors_dir, new_entry
     from cidstream.io.atomic import check_writable_folder
     from cidstream.errors import ConfigError
 
@@ -211,16 +254,13 @@ def cmd_detector(args, console) -> int:
         if args.epochs < 1:
             raise ConfigError("--epochs must be at least 1")
         cfg["train"] = {**(cfg.get("train") or {}), "epochs": args.epochs}
-    device = args.device
-    if device == "auto":
-        import torch
-
-        device = "0" if torch.cuda.is_available() else "cpu"
-    elif device.startswith("cuda"):  # Ultralytics names GPUs by index
-        device = device.partition(":")[2] or "0"
-    out, run_dir = Path(args.out), Path(args.run_dir)
+    device, yolo_device = train_device(args.device)
+    detectors_dir(args.name)  # a bad name is refused before any work
+    run_dir = Path(args.run_dir)
     check_writable_folder(run_dir, "run folder (--run-dir)")
-    check_writable_folder(out.parent if str(out.parent) else Path("."), "output folder (--out)")
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        check_writable_folder(out.parent if str(out.parent) else Path("."), "output folder (--out)")
     run_dir.mkdir(parents=True, exist_ok=True)
     log_file = (run_dir / "train.log").open("a", encoding="utf-8")
 
@@ -229,24 +269,32 @@ def cmd_detector(args, console) -> int:
         log_file.write(f"{dt.datetime.now().isoformat(timespec='seconds')} {msg}\n")
         log_file.flush()
 
+    made = run_dir / "detector.pt"
     try:
-        log(f"base detector {base}, config {args.config}, run folder {run_dir}")
-        with Progress(TextColumn("[bold]building the training set[/]: {task.fields[what]} {task.completed}"),
-                      TimeElapsedColumn(), console=console, transient=True) as progress:
-            task = progress.add_task("data", total=None, what="")
-            data = prepare(cfg, base, run_dir, log=log,
-                           progress=lambda what, k: progress.update(task, what=what, completed=k))
-        # Ultralytics prints its own progress bar per epoch from here
-        meta = train_detector(cfg, base, data, out, run_dir, device=device, resume=args.resume, log=log)
+        log(f"base detector {base}, config {args.config}, run folder {run_dir}, device {device}")
+        view, step = _step_progress(console)
+        with view:
+            data = prepare(cfg, base, run_dir, log=log, progress=step, device=device)
+        # Ultralytics prints its own progress bar (with time left) per epoch from here
+        view, step = _step_progress(console)
+        meta = train_detector(cfg, base, data, made, run_dir, device=yolo_device, resume=args.resume, log=log,
+                              progress=step, view=view, check_device=device)
     except KeyboardInterrupt:
         log(f"interrupted: Ultralytics keeps {run_dir / 'yolo' / 'weights' / 'last.pt'} at each epoch's end; "
             "continue with --resume")
         return 130
     finally:
         log_file.close()
+    cached = new_entry(args.name)
+    shutil.copyfile(made, cached)
+    if out is not None:
+        shutil.copyfile(made, out)
     m = meta["metrics"]
-    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): validation on held-out adaptation frames "
-                  f"{m.get('adaptation_val')}; clear-weather check {m.get('clear_check')}", highlight=False)
+    console.print(f"wrote {out or cached} ({made.stat().st_size / 1e6:.1f} MB)"
+                  + (f", also kept as {cached}" if out is not None else "")
+                  + f": validation on held-out adaptation frames {m.get('adaptation_val')}; clear-weather check "
+                  f"{m.get('clear_check')}. Detect through fog with it: cidstream run VIDEO --detect --fog-detector "
+                  f"{args.name}", highlight=False)
     return 0
 
 

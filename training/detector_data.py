@@ -22,7 +22,7 @@ import torch
 from cidstream.errors import ConfigError
 
 from .generate import degrade_batch, depth_source, to_tensor, to_uint8
-from .inputs import round_robin, expand_sources
+from .inputs import expand_sources, frames_at_most, round_robin
 from .pseudo_labels import merge_detections
 from .recipe import load_recipe
 from .data_entries import resolve, source_specs
@@ -111,8 +111,10 @@ def _rows(det, scale: float) -> np.ndarray:
     return np.concatenate([det.class_id[:, None].astype(np.float32), det.xyxy * scale], axis=1).reshape(-1, 5)
 
 
-def build_dataset(data: dict, detector_path: str, root: Path, log=print, progress=None) -> dict:
-    """Write the set into ``root`` (replaced when its fingerprint differs) and return its summary."""
+def build_dataset(data: dict, detector_path: str, root: Path, log=print, progress=None, device: str = "cpu") -> dict:
+    """Write the set into ``root`` (replaced when its fingerprint differs) and return its summary.
+    ``progress(step, done, total)``: frames done of at most ``total`` per step (clean, then real fog);
+    the base detector and the dehazers of the pseudo-labels run on ``device``."""
     from cidstream.detect.detector import Detector
     from cidstream.engine import Dehazer
 
@@ -141,14 +143,17 @@ def build_dataset(data: dict, detector_path: str, root: Path, log=print, progres
         raise ConfigError("detector training config: copies must be >= 1, clean_share in [0, 1], val_share in (0, 1)")
     recipe = load_recipe(resolve(data["recipe"]))
     depth_of = depth_source(recipe)
-    det = Detector(detector_path, classes=None, conf=float(data.get("label_conf", 0.4)), imgsz=imgsz)
+    det = Detector(detector_path, classes=None, conf=float(data.get("label_conf", 0.4)), imgsz=imgsz, device=device)
     writer = DatasetWriter(root)
     generator = torch.Generator().manual_seed(recipe.seed)
     draw = np.random.default_rng(recipe.seed)
     clean_specs = expand_sources(source_specs(data["clean"]))
     max_clean = data.get("max_clean")
+    clean_stride = int(data.get("clean_stride", 3))
+    total = frames_at_most(clean_specs, clean_stride)
+    total = min(total, int(max_clean)) if max_clean is not None else total
     done = 0
-    for rgb, src, idx in round_robin(clean_specs, int(data.get("clean_stride", 3)), float(data.get("dedup", 2.0))):
+    for rgb, src, idx in round_robin(clean_specs, clean_stride, float(data.get("dedup", 2.0))):
         if max_clean is not None and done >= int(max_clean):
             break
         small = fit_long_side(rgb, imgsz)
@@ -165,19 +170,21 @@ def build_dataset(data: dict, detector_path: str, root: Path, log=print, progres
             writer.write(part, small, rows, "clean", src, idx)
         done += 1
         if progress is not None:
-            progress("clean frames", done)
+            progress("clean frames", done, max(total, done))
     if not done:
         raise ConfigError(f"detector training config: no frames in the clean sources {data['clean']}")
     real_frames = 0
     if data.get("real"):
         names = list(data.get("pseudo_views", ["raw", "dcp"]))
-        dehazers = {v: Dehazer(v, device="cpu") for v in names if v != "raw"}
+        dehazers = {v: Dehazer(v, device=device) for v in names if v != "raw"}
         flip = bool(data.get("pseudo_flip", False))
         conf, iou = float(data.get("pseudo_conf", 0.35)), float(data.get("pseudo_iou", 0.6))
         det.conf = conf
         max_real = data.get("max_real")
-        for rgb, src, idx in round_robin(expand_sources(source_specs(data["real"])), int(data.get("real_stride", 2)),
-                                         0.5):
+        real_specs, real_stride = expand_sources(source_specs(data["real"])), int(data.get("real_stride", 2))
+        total = frames_at_most(real_specs, real_stride)
+        total = min(total, int(max_real)) if max_real is not None else total
+        for rgb, src, idx in round_robin(real_specs, real_stride, 0.5):
             if max_real is not None and real_frames >= int(max_real):
                 break
             views = []
@@ -191,7 +198,7 @@ def build_dataset(data: dict, detector_path: str, root: Path, log=print, progres
                          small, merged, "real_fog", src, idx)
             real_frames += 1
             if progress is not None:
-                progress("real fog frames", real_frames)
+                progress("real fog frames", real_frames, max(total, real_frames))
     writer.manifest.close()
     names = {int(k): v for k, v in det.names.items()}
     (root / "data.yaml").write_text(json.dumps({"path": str(root.resolve()), "train": "images/train",

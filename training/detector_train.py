@@ -17,7 +17,7 @@ from cidstream.errors import ConfigError, InputError
 from .detector_data import build_dataset
 from .data_entries import resolve
 
-CONFIG_KEYS = {"detector", "data", "train", "output", "clear_check"}
+CONFIG_KEYS = {"detector", "data", "train", "output", "clear_check", "consistency"}
 # Ultralytics train() arguments a config may set (the rest are fixed by us: data, project, name, device).
 TRAIN_KEYS = {"epochs", "imgsz", "batch", "workers", "optimizer", "lr0", "lrf", "cos_lr", "warmup_epochs", "momentum",
               "weight_decay", "mosaic", "close_mosaic", "mixup", "hsv_h", "hsv_s", "hsv_v", "degrees", "translate",
@@ -36,6 +36,8 @@ def load_detector_config(path: str) -> dict:
     if check is not None and not (isinstance(check, dict) and isinstance(check.get("sources"), list)
                                   and all(isinstance(x, dict) and "path" in x for x in check["sources"])):
         raise ConfigError(f"{path}: clear_check needs 'sources', a list of {{path, step}} entries")
+    if cfg.get("consistency") is not None and not isinstance(cfg["consistency"], dict):
+        raise ConfigError(f"{path}: consistency needs a mapping (weight, taps, share)")
     if set(cfg.get("output") or {}) - {"base_share"}:
         raise ConfigError(f"{path}: output: the only key is base_share")
     share = (cfg.get("output") or {}).get("base_share", 0.0)
@@ -93,13 +95,18 @@ def _resumable(last: Path) -> bool:
     return ckpt.get("optimizer") is not None and ckpt.get("epoch", -1) >= 0
 
 
-def ultralytics_train(base: str, data_yaml: Path, run_dir: Path, args: dict, resume: bool, log) -> Path:
-    """Train (or resume) under RUN_DIR/yolo; returns the best checkpoint (last if no best was saved)."""
+def ultralytics_train(base: str, data_yaml: Path, run_dir: Path, args: dict, resume: bool, log,
+                      consistency=None) -> Path:
+    """Train (or resume) under RUN_DIR/yolo, with the feature-consistency term when ``consistency`` is
+    given (training/detector_consistency.py); returns the best checkpoint (last if no best was saved)."""
     from ultralytics import YOLO
+
+    from . import detector_consistency
 
     weights = run_dir / "yolo" / "weights"
     last = weights / "last.pt"
     threads = torch.get_num_threads()
+    extra = {"trainer": detector_consistency.trainer_class(consistency)} if consistency is not None else {}
     try:
         with ultralytics_verbose():
             if resume and last.is_file() and not _resumable(last):
@@ -107,13 +114,14 @@ def ultralytics_train(base: str, data_yaml: Path, run_dir: Path, args: dict, res
                     "going on to the checks")
             elif resume and last.is_file():
                 log(f"resuming Ultralytics training from {last}")
-                YOLO(str(last)).train(resume=True)
+                YOLO(str(last)).train(resume=True, **extra)
             else:
                 if resume:
                     log(f"no {last} to resume from: starting a new training")
                 # absolute: Ultralytics puts a relative project under its own runs/ folder
-                YOLO(base).train(data=str(data_yaml), project=str(run_dir.resolve()), name="yolo", **args)
+                YOLO(base).train(data=str(data_yaml), project=str(run_dir.resolve()), name="yolo", **args, **extra)
     finally:
+        detector_consistency._ACTIVE = None
         torch.set_num_threads(threads)  # Ultralytics' CPU device selection changes it for the process
     best = weights / "best.pt"
     if best.is_file():
@@ -168,24 +176,36 @@ def save_checkpoint(ckpt: dict, out: Path) -> Path:
     return out
 
 
-def prepare(cfg: dict, base: str, run_dir: Path, log=print, progress=None) -> dict:
-    """Check the base model and build (or reuse) the training set; returns the set's summary."""
+def prepare(cfg: dict, base: str, run_dir: Path, log=print, progress=None, device: str = "cpu") -> dict:
+    """Check the base model and build (or reuse) the training set on ``device``; returns the set's summary."""
     check_trainable(base)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return build_dataset(cfg["data"], base, run_dir / "dataset", log=log, progress=progress)
+    return build_dataset(cfg["data"], base, run_dir / "dataset", log=log, progress=progress, device=device)
 
 
 def train_detector(cfg: dict, base: str, data: dict, out: Path, run_dir: Path, device: str = "cpu",
-                   resume: bool = False, log=print) -> dict:
-    """Ultralytics training on the set ``prepare`` built, the clear-weather check, the output file."""
+                   resume: bool = False, log=print, progress=None, view=None, check_device: str = "cpu") -> dict:
+    """Ultralytics training on the set ``prepare`` built (``device`` as Ultralytics names it), the
+    clear-weather check on ``check_device`` (``progress(step, done, total)`` inside the context ``view``),
+    the output file."""
     from cidstream.evaluation.clear_check import clear_check
 
+    from .detector_consistency import Consistency, plain
+    from .recipe import load_recipe
+
     args = _train_args(cfg, device)
-    best = ultralytics_train(base, run_dir / "dataset" / "data.yaml", run_dir, args, resume, log)
+    section = cfg.get("consistency")
+    consistency = Consistency.from_config(section, load_recipe(resolve(cfg["data"]["recipe"]))) \
+        if section is not None else None
+    if consistency is not None:
+        log(f"feature consistency: weight {consistency.weight}, layers {list(consistency.taps)}, "
+            f"{consistency.share:.0%} of each batch degraded again")
+    best = ultralytics_train(base, run_dir / "dataset" / "data.yaml", run_dir, args, resume, log, consistency)
     # Ultralytics' validation is of the trained weights, before any blending with the base
     metrics = {"adaptation_val": ultralytics_metrics(run_dir)}
     base_share = float((cfg.get("output") or {}).get("base_share", 0.0))
     ckpt = torch.load(best, map_location="cpu", weights_only=False)
+    plain(ckpt)  # the output is Ultralytics' own model class
     blend_with_base(ckpt, base, base_share)
     final = best
     if base_share:
@@ -195,15 +215,17 @@ def train_detector(cfg: dict, base: str, data: dict, out: Path, run_dir: Path, d
     if check:
         log("clear-weather check: the adapted detector against the base detector's boxes on clean frames it never "
             "saw")
-        metrics["clear_check"] = clear_check({"base": base, "adapted": str(final)},
-                                             [dict(s, path=resolve(s["path"])) for s in check["sources"]],
-                                             reference=base, ref_conf=float(check.get("ref_conf", 0.25)),
-                                             imgsz=int(args["imgsz"]), log=log)
+        with view if view is not None else contextlib.nullcontext():
+            metrics["clear_check"] = clear_check({"base": base, "adapted": str(final)},
+                                                 [dict(s, path=resolve(s["path"])) for s in check["sources"]],
+                                                 reference=base, ref_conf=float(check.get("ref_conf", 0.25)),
+                                                 imgsz=int(args["imgsz"]), log=log, device=check_device,
+                                                 progress=progress)
     meta = {"base_model": str(base), "created": dt.datetime.now().isoformat(timespec="seconds"),
             "recipe": cfg["data"]["recipe"], "dataset_fingerprint": data["fingerprint"],
             "data": {k: v for k, v in data.items() if k != "fingerprint"},
             "train_args": {k: v for k, v in args.items() if k not in ("plots", "exist_ok", "verbose")},
-            "base_share": base_share, "metrics": metrics, "device": device}
+            "base_share": base_share, "consistency": section, "metrics": metrics, "device": device}
     ckpt["cidstream"] = meta
     save_checkpoint(ckpt, out)
     (run_dir / "metadata.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")

@@ -40,6 +40,20 @@ def iter_frames(spec: str, stride: int = 1, dedup: float = 0.0) -> Iterator[tupl
             yield frame.image, spec, frame.index
 
 
+def frames_at_most(specs: list[str], stride: int) -> int:
+    """How many frames ``round_robin`` can yield at most (video headers' counts over the stride; near
+    duplicates it skips make the true number smaller): the total of a progress bar."""
+    total = 0
+    for spec in specs:
+        try:
+            with open_source(spec) as src:
+                n = src.info.frame_count or 0
+                total += -(-n // stride) if isinstance(src, VideoSource) else n
+        except Exception:  # unreadable sources fail properly when their frames are read
+            continue
+    return total
+
+
 def round_robin(specs: list[str], stride: int, dedup: float) -> Iterator[tuple[np.ndarray, str, int]]:
     """Interleave sources so a long video does not crowd out the others."""
     iters = [iter_frames(s, stride, dedup) for s in specs]

@@ -1,5 +1,6 @@
-"""The detection stage of the pipeline: the dehazed frames, the raw ones too in compare mode, a second
-detector and fused views as extra arms; tracking per stream inside."""
+"""The detection stage of the pipeline: each frame to the base or the fog-adapted detector by the haze
+gate, the raw frames too in compare mode, a second detector and fused views as extra arms; tracking per
+stream inside."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,6 +8,7 @@ import torch
 
 from .detections import Detections
 from .detector import Detector
+from .detectors import Detectors
 from .fusion import fuse as fuse_views
 from .tracking import Tracker
 
@@ -15,50 +17,113 @@ def arm_names(detector_b: bool, fuse: str | None, compare: bool = True) -> tuple
     """The arms beyond dehazed (and raw in compare mode): raw_b and dehazed_b through the second
     detector, fused (raw and dehazed detections merged) per detector."""
     b = (("raw_b",) if compare else ()) + ("dehazed_b",) if detector_b else ()
-    fused = (("fused",) + (("fused_b",) if detector_b else ())) if fuse and compare else ()
+    fused = (("fused",) + (("fused_b",) if detector_b else ())) if fuse else ()
     return b + fused
 
 
+def hazy_frames(haze, n: int) -> np.ndarray:
+    """Which frames the gate dehazed (strength > 0): they take the fog path. Without a gate record (no
+    dehazer) every frame does."""
+    if haze is None:
+        return np.ones(n, bool)
+    strength = haze[2]
+    strength = strength.cpu().numpy() if isinstance(strength, torch.Tensor) else np.asarray(strength)
+    return strength > 0
+
+
+def _take(frames, idx: np.ndarray):
+    if isinstance(frames, torch.Tensor):
+        return frames[torch.as_tensor(idx, device=frames.device, dtype=torch.long)]
+    return frames[idx]
+
+
+def _detect_parts(detector: Detector, parts: list[tuple[object, np.ndarray]]) -> list[list[Detections]]:
+    """One detector call over several (frames, indices) selections; detections per selection."""
+    chosen = [_take(f, i) for f, i in parts if len(i)]
+    if not chosen:
+        return [[] for _ in parts]
+    cat = torch.cat if isinstance(chosen[0], torch.Tensor) else np.concatenate
+    found = detector(cat(chosen) if len(chosen) > 1 else chosen[0])
+    out, k = [], 0
+    for _, i in parts:
+        out.append(found[k:k + len(i)])
+        k += len(i)
+    return out
+
+
 class DetectStage:
-    """One detector call per batch (raw and dehazed frames together in compare mode), then tracking
-    frame by frame when asked, with one tracker per stream and arm (a live batch holds several cameras).
-    Frames may be numpy arrays or device tensors.
+    """The detector calls of a batch (raw and dehazed frames together in one call per detector), then
+    tracking frame by frame when asked, with one tracker per stream and arm (a live batch holds several
+    cameras). Frames may be numpy arrays or device tensors.
 
-    ``detector_b`` adds the arm dehazed_b (and raw_b in compare mode) from one call of the second detector
-    on the same frames; ``fuse`` ('wbf' or 'nms'), in compare mode, the arms fused (and fused_b)."""
+    Arms: ``dehazed``, the output; ``raw`` (the base detector on the raw frames) in compare mode; with
+    a second detector ``dehazed_b`` (and ``raw_b`` in compare mode); with ``fuse`` ('wbf' or 'nms')
+    ``fused`` (and ``fused_b``): raw and dehazed detections merged.
 
-    def __init__(self, detector: Detector, compare: bool = False, track: bool = False, frame_rate: float = 30.0,
-                 detector_b: Detector | None = None, fuse: str | None = None):
-        self.detector, self.compare, self.track, self.frame_rate = detector, compare, track, frame_rate
-        self.detector_b = detector_b
-        self.fuse = fuse if compare else None
-        self.extra = arm_names(detector_b is not None, self.fuse, compare)
+    With a fog detector the output is chosen per frame: a frame the gate dehazed (strength > 0) goes to the
+    fog detector on its ``fog_view`` (dehazed, raw, or both fused by WBF), a clear one to the base detector
+    on the raw frame, which the gate left untouched. ``keep_base`` adds ``dehazed_base``, the base detector
+    on every dehazed frame (eval's per-model arm)."""
+
+    def __init__(self, detectors: Detectors | Detector, compare: bool = False, track: bool = False,
+                 frame_rate: float = 30.0, keep_base: bool = False):
+        self.detectors = detectors if isinstance(detectors, Detectors) else Detectors(detectors)
+        self.detector = self.detectors.base
+        self.compare, self.track, self.frame_rate = compare, track, frame_rate
+        self.keep_base = keep_base and self.detectors.fog is not None
+        self.extra = arm_names(self.detectors.second is not None, self.detectors.fuse, compare)
         self.arms = (("raw", "dehazed") if compare else ("dehazed",)) + self.extra
         self.trackers: dict[tuple, Tracker] = {}
         self.frame_rates: dict[str, float] = {}   # per stream, where it differs from frame_rate (live cameras)
 
-    def __call__(self, raw, dehazed, streams: list | None = None) -> dict[str, list[Detections]]:
-        """arm -> detections per frame; ``streams``: the stream of each frame, for tracking (None: one)."""
+    def __call__(self, raw, dehazed, streams: list | None = None, haze=None) -> dict[str, list[Detections]]:
+        """arm -> detections per frame; ``streams``: the stream of each frame, for tracking (None: one);
+        ``haze``: the gate record (4, N), whose strength row picks each frame's detector."""
         n = len(dehazed)
+        d = self.detectors
+        every = np.arange(n)
+        with_raw = raw is not None and (self.compare or bool(d.fuse))
+        raw = dehazed if raw is None else raw
         arms: dict[str, list[Detections]] = {}
-        views = raw is not None and self.compare
-        frames = (torch.cat([raw, dehazed]) if isinstance(dehazed, torch.Tensor) else np.concatenate([raw, dehazed])) \
-            if views else dehazed
-        for detector, sfx in ((self.detector, ""), (self.detector_b, "_b")):
-            if detector is None:
-                continue
-            found = detector(frames)
-            if views:
-                arms["raw" + sfx], arms["dehazed" + sfx] = found[:n], found[n:]
-            else:
-                arms["dehazed" + sfx] = found
-        if self.fuse:
-            for sfx in ("", "_b") if self.detector_b is not None else ("",):
-                arms["fused" + sfx] = [fuse_views([r, d], self.fuse) for r, d in zip(arms["raw" + sfx],
-                                                                                    arms["dehazed" + sfx])]
+        if d.fog is None:
+            hazy, clear = every[:0], every
+        else:
+            mask = hazy_frames(haze, n)
+            hazy, clear = every[mask], every[~mask]
+        # The base detector: the raw frames where an arm needs them (clear frames' output is among them),
+        # the dehazed frames where they are its output or an arm's.
+        base_raw = every if with_raw else (clear if d.fog is not None else every[:0])
+        base_dehazed = every if d.fog is None or self.keep_base or d.fuse else every[:0]
+        on_raw, on_dehazed = _detect_parts(d.base, [(raw, base_raw), (dehazed, base_dehazed)])
+        by_raw = dict(zip(base_raw.tolist(), on_raw))
+        if self.compare:
+            arms["raw"] = on_raw
+        if d.fog is None:
+            arms["dehazed"] = on_dehazed
+        else:
+            if self.keep_base or d.fuse:
+                arms["dehazed_base"] = on_dehazed
+            views = {"dehazed": [(dehazed, hazy)], "raw": [(raw, hazy)],
+                     "fused": [(raw, hazy), (dehazed, hazy)]}[d.fog_view]
+            found = _detect_parts(d.fog, views)
+            fog = found[0] if len(found) == 1 else [fuse_views([a, b], "wbf") for a, b in zip(*found)]
+            chosen = dict(zip(hazy.tolist(), fog))
+            arms["dehazed"] = [chosen[i] if i in chosen else by_raw[i] for i in range(n)]
+        if d.second is not None:
+            raw_b, arms["dehazed_b"] = _detect_parts(d.second, [(raw, every if with_raw else every[:0]),
+                                                                (dehazed, every)])
+            if self.compare:
+                arms["raw_b"] = raw_b
+        if d.fuse:
+            base_dehazed_arm = arms.get("dehazed_base", arms["dehazed"])
+            arms["fused"] = [fuse_views([r, x], d.fuse) for r, x in zip(on_raw, base_dehazed_arm)]
+            if d.second is not None:
+                arms["fused_b"] = [fuse_views([r, x], d.fuse) for r, x in zip(raw_b, arms["dehazed_b"])]
+        if not self.keep_base:
+            arms.pop("dehazed_base", None)
         if self.track:
             keys = streams or [None] * n
-            arms = {arm: [self._tracker(keys[i], arm).update(d) for i, d in enumerate(dets)]
+            arms = {arm: [self._tracker(keys[i], arm).update(det) for i, det in enumerate(dets)]
                     for arm, dets in arms.items()}
         return arms
 

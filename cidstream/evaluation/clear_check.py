@@ -37,23 +37,32 @@ def reference_ap(reference: list[Detections], found: list[Detections], ref_conf:
 
 
 def clear_check(detectors: dict[str, str], sources: list[dict], reference: str, ref_conf: float = REF_CONF,
-                imgsz: int = 640, classes=VEHICLE_CLASSES, log=print) -> dict:
+                imgsz: int = 640, classes=VEHICLE_CLASSES, log=print, device: str = "cpu", progress=None) -> dict:
     """Per source ({path, step}): AP50 of each named detector file on the raw frames against
     ``reference``'s confident boxes, vehicle classes only. The reference runs once, at the ranking
     confidence: its boxes above ``ref_conf`` are the truth, and its whole ranking is its own arm when
-    it is among ``detectors``."""
-    ref_det = Detector(reference, classes=classes, conf=0.001, imgsz=imgsz)
+    it is among ``detectors``. ``progress(step, done, total)``: frames detected per source."""
+    ref_det = Detector(reference, classes=classes, conf=0.001, imgsz=imgsz, device=device)
     same = Path(reference).resolve()
-    dets = {name: None if Path(path).resolve() == same else Detector(path, classes=classes, conf=0.001, imgsz=imgsz)
-            for name, path in detectors.items()}
+    dets = {name: None if Path(path).resolve() == same else
+            Detector(path, classes=classes, conf=0.001, imgsz=imgsz, device=device) for name, path in detectors.items()}
     out = {}
     for src in sources:
         path = Path(src["path"])
         frames = read_every(path, int(src.get("step", 6)))
-        ref = [ref_det(f[None])[0] for f in frames]
+        runs = [ref_det] + [d for d in dets.values() if d is not None]
+        found: dict = {}
+        for k, d in enumerate(runs):
+            found[id(d)] = []
+            for f in frames:
+                found[id(d)].append(d(f[None])[0])
+                if progress is not None:
+                    progress(f"clear-weather check: {path.stem}", len(found[id(d)]) + k * len(frames),
+                             len(runs) * len(frames))
+        ref = found[id(ref_det)]
         row = {"frames": len(frames), "reference_boxes": int(sum((r.confidence >= ref_conf).sum() for r in ref))}
         for name, d in dets.items():
-            row[name] = reference_ap(ref, ref if d is None else [d(f[None])[0] for f in frames], ref_conf)
+            row[name] = reference_ap(ref, ref if d is None else found[id(d)], ref_conf)
         out[path.stem] = row
         log(f"  {path.stem}: {row}")
     return out

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from .. import __version__
+from ..detect.detectors import Detectors
 from ..detect.stage import DetectStage
 from ..frames import BatchResult, Frame, FrameBatch
 from ..pipeline import DehazeStage, Pipeline
@@ -36,6 +37,7 @@ VEHICLE = "vehicle"  # the class-agnostic pseudo-class over all evaluated classe
 # SHIFT_MIN_SHARE agree on one offset other than --yolo-id-offset, that offset is used and a warning says so.
 SHIFT_MIN_VOTES, SHIFT_MIN_SHARE, SHIFT_CONF = 5, 0.7, 0.25
 B_SUFFIX = " [B]"  # arms of the second detector (--detector-b)
+PER_FRAME = " per-frame"  # arms of the per-frame detector choice (--fog-detector)
 
 
 def _truth_for(boxes, classes) -> dict[str, GroundTruth]:
@@ -94,15 +96,18 @@ def _warn(warnings: list[str], text: str) -> None:
     print(f"warning: {text}", file=sys.stderr)
 
 
-def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_format: str = "auto",
+def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detectors, label_format: str = "auto",
              yolo_id_offset: int | None = 0, max_images: int | None = None, examples: int = 4, progress=None,
              output_dir: str | Path | None = None, split: str | None = None, resamples: int = 1000,
-             detector_b=None, fuse: str | None = None, batch: int = 1) -> dict:
-    """``dehazers``: name -> Dehazer. Returns the JSON-ready result (example images base64 under 'examples').
+             batch: int = 1) -> dict:
+    """``dehazers``: name -> Dehazer; ``detectors``: a Detector, or Detectors (detect/detectors.py). Returns
+    the JSON-ready result (example images base64 under 'examples').
 
-    Arms: the raw images and each model's output, through ``detector``; with ``detector_b`` the same
-    views through it too (arm names end in " [B]"); with ``fuse`` ('wbf' or 'nms') also, per model and
-    detector, the raw and dehazed detections merged (arm "raw+MODEL wbf").
+    Arms: the raw images and each model's output, through the base detector; with a second detector the
+    same views through it too (arm names end in " [B]"); with ``fuse`` ('wbf' or 'nms') also, per model and
+    detector, the raw and dehazed detections merged (arm "raw+MODEL wbf"); with a fog detector, per model,
+    the detection ``run`` gives (arm "MODEL per-frame"): the fog detector on its view of the images that
+    model's gate dehazed, the base detector on the raw image elsewhere.
 
     ``output_dir``: where write_eval will write; checked for writability before any detection work.
     ``yolo_id_offset``: YOLO label id = detector class id + this; when the labels clearly say otherwise
@@ -137,12 +142,14 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_
         raise InputError(f"labels folder not found: {labels_dir}")
     fmt = detect_format(labels) if label_format == "auto" else label_format
     pairs = match_labels(images, labels, fmt)
+    detectors = detectors if isinstance(detectors, Detectors) else Detectors(detectors)
+    detector, detector_b, fuse = detectors.base, detectors.second, detectors.fuse
     classes = [detector.names[i] for i in (detector.class_ids or sorted(detector.names))]
     if fuse is not None and fuse not in METHODS:
         raise ConfigError(f"--fuse must be one of {', '.join(METHODS)}, got {fuse!r}")
     if fuse and not dehazers:
         raise ConfigError("--fuse merges raw and dehazed detections: it needs at least one --model")
-    detectors = {"": detector, **({B_SUFFIX: detector_b} if detector_b is not None else {})}
+    detectors_by = {"": detector, **({B_SUFFIX: detector_b} if detector_b is not None else {})}
     if detector_b is not None:
         missing = set(classes) - set(detector_b.names.values())
         if missing:
@@ -150,13 +157,18 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_
                               "detectors must know the evaluated classes")
     views = ["raw"] + list(dehazers)
     fused = [f"raw+{m} {fuse}" for m in dehazers] if fuse else []
-    variants = [v + sfx for sfx in detectors for v in views + fused]
+    per_frame = [f"{m}{PER_FRAME}" for m in dehazers] if detectors.fog is not None else []
+    if per_frame:
+        missing = set(classes) - set(detectors.fog.names.values())
+        if missing:
+            raise ConfigError(f"--fog-detector {detectors.fog.label} has no class {', '.join(sorted(missing))}")
+    variants = [v + sfx for sfx in detectors_by for v in views + fused] + per_frame
     gt: dict[str, list[Box]] = {}
     votes: Counter = Counter()
     found = {v: {c: [] for c in classes + [VEHICLE]} for v in variants}
     shown = {v: {} for v in variants}  # image -> confident detections count, to pick examples
     sizes: dict[Path, tuple[int, int]] = {}
-    detected = _detect_views(images, batch, sizes, dehazers, detector, detector_b, progress)
+    detected = _detect_views(images, batch, sizes, dehazers, detectors, progress)
     for k, img_path in enumerate(images):  # in image order, as one image at a time would have recorded them
         h, w = sizes[img_path]
         boxes = read_voc(pairs[img_path]) if fmt == "voc" else read_yolo(pairs[img_path], w, h, detector.names,
@@ -164,7 +176,7 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_
         image_id = img_path.name
         gt[image_id] = boxes
         per_detector = detected.pop(k)
-        for sfx, dt_model in detectors.items():
+        for sfx, dt_model in detectors_by.items():
             dets = per_detector[sfx]
             if sfx == "" and fmt == "yolo":
                 _offset_votes(votes, boxes, dets["raw"])
@@ -229,13 +241,15 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detector, label_
               "images": len(images), "images_source": images_spec, "split": split or "all",
               "bootstrap": bootstrap_info, "labels": str(labels), "label_format": fmt,
               "detector": detector.label, "detector_b": detector_b.label if detector_b is not None else None,
-              "fuse": fuse, "classes": classes, "conf": detector.conf, "iou": detector.iou,
+              "fuse": fuse, "fog_detector": detectors.fog.label if detectors.fog is not None else None,
+              "fog_view": detectors.fog_view if detectors.fog is not None else None, "classes": classes,
+              "conf": detector.conf, "iou": detector.iou,
               "imgsz": detector.imgsz, "batch": batch, "iou_threshold": 0.5, "ap": "VOC all-point", "results": results,
               "models": {name: d.name for name, d in dehazers.items()}, "warnings": warnings}
     if fmt == "yolo":
         report["yolo_id_offset"] = {"given": yolo_id_offset, "used": offset,
                                     "votes": {str(d): n for d, n in votes.most_common(5)}}
-    report["examples"] = _examples(images, dehazers, detectors, shown, pairs, fmt, offset, examples)
+    report["examples"] = _examples(images, dehazers, detectors_by, shown, pairs, fmt, offset, examples)
     return report
 
 
@@ -279,9 +293,13 @@ class _ViewDetections(Sink):
         self.view, self.detected, self.done, self.total, self.progress = view, detected, done, total, progress
 
     def write_result(self, result: BatchResult) -> None:
+        arms = result.arms
         for i, frame in enumerate(result.batch.frames):
             per_detector = self.detected.setdefault(frame.index, {})
-            per_detector.setdefault("", {})[self.view] = result.arms["dehazed"][i]
+            base = per_detector.setdefault("", {})
+            base[self.view] = arms["dehazed_base"][i] if "dehazed_base" in arms else arms["dehazed"][i]
+            if "dehazed_base" in arms:  # a fog detector: the per-frame choice is the stage's output
+                base[f"{self.view}{PER_FRAME}"] = arms["dehazed"][i]
             if "dehazed_b" in result.arms:
                 per_detector.setdefault(B_SUFFIX, {})[self.view] = result.arms["dehazed_b"][i]
         self.done[0] += len(result)
@@ -297,17 +315,20 @@ def _image_batches(images: list[Path], batch: int, sizes: dict):
             yield FrameBatch(stack, [Frame(stack[j], k, name=images[k].name) for j, k in enumerate(idx)], "eval")
 
 
-def _detect_views(images: list[Path], batch: int, sizes: dict, dehazers: dict, detector, detector_b,
+def _detect_views(images: list[Path], batch: int, sizes: dict, dehazers: dict, detectors: Detectors,
                   progress) -> dict[int, dict[str, dict[str, Detections]]]:
     """image index -> detector suffix -> view -> detections. One pipeline per view (raw, then each model),
     the path ``run`` takes: uint8 batches dehazed on the dehazer's device and detected there. Each batch of
-    images is read once and fed to every view's pipeline in turn."""
+    images is read once and fed to every view's pipeline in turn. Fusion is eval's own (per view pair)."""
     first = next(iter(dehazers.values()), None)
     device = first.device if first is not None else "cpu"
     detected: dict = {}
     done = [0]
     total = len(images) * (1 + len(dehazers))
-    pipelines = [Pipeline(DehazeStage(dehazer, device), DetectStage(detector, detector_b=detector_b),
+    plain = Detectors(detectors.base, second=detectors.second)
+    per_frame = Detectors(detectors.base, detectors.fog, detectors.fog_view, detectors.second)
+    pipelines = [Pipeline(DehazeStage(dehazer, device),
+                          DetectStage(plain if dehazer is None else per_frame, keep_base=True),
                           [_ViewDetections(view, detected, done, total, progress)])
                  for view, dehazer in [("raw", None), *dehazers.items()]]
     try:

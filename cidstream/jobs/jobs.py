@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -58,10 +59,10 @@ class Job:
 def model_settings(cfg: Config, detect: bool) -> tuple:
     """What decides which models a file needs (a worker loads them once per distinct value): the specs
     the dehazer and the detector are built from, all of them."""
-    from ..detect.detector import DetectorSpec
+    from ..detect.detectors import DetectorsSpec
     from ..engine.dehazer import DehazerSpec
 
-    return DehazerSpec.from_config(cfg), DetectorSpec.from_config(cfg.detect) if detect else None
+    return DehazerSpec.from_config(cfg), DetectorsSpec.from_config(cfg.detect) if detect else None
 
 
 def _file_stamp(path: str | Path) -> dict | None:
@@ -75,9 +76,10 @@ def _file_stamp(path: str | Path) -> dict | None:
 def fingerprint(job: Job) -> str:
     """Same settings, same input file and same model weights -> same fingerprint."""
     weights = bundled_weights(job.cfg.model.name) or Path(job.cfg.model.name)
-    dehazer, detector = model_settings(job.cfg, job.detect)  # the specs the models are built from ...
+    dehazer, detectors = model_settings(job.cfg, job.detect)  # the specs the models are built from ...
     built_from = {k: v for k, v in dehazer.as_dict().items() if k not in RUNTIME_ONLY["engine"]}  # ... not where
-    payload = {**job.settings(), "dehazer": built_from, "detector": detector and vars(detector),
+    payload = {**job.settings(), "dehazer": built_from, "detector": detectors and dataclasses.asdict(detectors),
+               "detector_files": detectors and [_file_stamp(p) for p in (detectors.fog, detectors.second) if p],
                "input": _file_stamp(job.input),
                "weights": _file_stamp(weights) if weights.suffix else None,
                "fog_meter": _file_stamp(meter_file(job.cfg.gate.meter)) if job.cfg.gate.measure == "learned" else None}

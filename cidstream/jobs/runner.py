@@ -187,7 +187,13 @@ def probe_frames(path: str) -> int | None:
 
 def resolve_paths(cfg, out_dir: Path) -> None:
     """Absolute model and detector paths: Ray workers do not share the driver's working folder."""
-    for section, key in ((cfg.model, "name"), (cfg.detect, "detector")):
+    from ..detect.cache import resolve_cached
+
+    for key in ("fog_detector", "detector_b"):  # a short name means the cache on this machine, not a worker's
+        if getattr(cfg.detect, key):
+            setattr(cfg.detect, key, resolve_cached(getattr(cfg.detect, key), f"--{key.replace('_', '-')}"))
+    for section, key in ((cfg.model, "name"), (cfg.detect, "detector"), (cfg.detect, "fog_detector"),
+                         (cfg.detect, "detector_b")):
         value = getattr(section, key)
         if value and Path(value).exists():
             setattr(section, key, str(Path(value).resolve()))

@@ -42,8 +42,8 @@ class FileWorker:
         self._loading = threading.Lock()
 
     def models(self, job: Job):
-        """(dehazer, detector or None), loaded once per distinct model setting."""
-        from ..detect import Detector
+        """(dehazer, detectors or None), loaded once per distinct model setting."""
+        from ..detect.detectors import Detectors
         from ..engine import Dehazer
 
         key = model_settings(job.cfg, job.detect)  # the specs the models are built from, gate and temporal too
@@ -51,8 +51,8 @@ class FileWorker:
             if key not in self._models:
                 dehazer_spec, detector_spec = key
                 dehazer = Dehazer.from_spec(dehazer_spec)
-                detector = Detector.from_spec(detector_spec, dehazer.device) if detector_spec else None
-                self._models[key] = (dehazer, detector)
+                detectors = Detectors.from_spec(detector_spec, dehazer.device) if detector_spec else None
+                self._models[key] = (dehazer, detectors)
             return self._models[key]
 
     def run(self, job: Job, out_dir: str, control: WorkerControl | None = None) -> dict:
@@ -67,11 +67,11 @@ class FileWorker:
             stage = staging_dir(out_dir, job.output)
             item = stage / Path(job.output).name
             try:
-                dehazer, detector = self.models(job)
+                dehazer, detectors = self.models(job)
             except CidstreamError as exc:  # the settings' fault, not the file's: the driver stops the batch
                 return {**base, "state": "settings_error", "error": str(exc)}
             reporter = _Reporter(job.key, control)
-            run = process_input(job.input, item, job.cfg, dehazer, detector, job.compare, job.max_frames,
+            run = process_input(job.input, item, job.cfg, dehazer, detectors, job.compare, job.max_frames,
                                 on_start=reporter.start, on_batch=reporter.batch, model_lock=control.model_lock)
             if run.error is not None:
                 return {**base, "state": "failed", "error": str(run.error), "frames": run.sink.written,

@@ -43,7 +43,7 @@ def percentile(values, q: float) -> float | None:
 class CameraRun:
     """One camera: its live source, its outputs and its counters."""
 
-    def __init__(self, spec, cfg, root: Path, device_type: str, notify: threading.Event, detector=None,
+    def __init__(self, spec, cfg, root: Path, device_type: str, notify: threading.Event, detect=None,
                  max_frames: int | None = None):
         self.spec, self.name = spec, spec.name
         self.folder = Path(root) / spec.output
@@ -55,9 +55,10 @@ class CameraRun:
                                         encoder=EncoderSettings.from_config(o, device_type)) \
             if o.video else None
         self.sinks: list[Sink] = [ThreadedSink(self.video, o.queue_size)] if o.video else []
-        if detector is not None:
-            self.sinks.append(ThreadedSink(DetectionLog(self.folder, detector.names, self.source.info, compare=False,
-                                                        exports=False), o.queue_size))
+        if detect is not None:  # the hub's DetectStage: its arms are what the log records
+            self.sinks.append(ThreadedSink(DetectionLog(self.folder, detect.detectors.names, self.source.info,
+                                                        compare=False, exports=False, extra=detect.extra,
+                                                        fog=detect.detectors.fog is not None), o.queue_size))
         self.processed = 0
         self.latencies_ms: deque = deque(maxlen=LATENCY_WINDOW)
         self.visibility_m: deque = deque(maxlen=LATENCY_WINDOW)   # per frame, from the haze gate
@@ -182,13 +183,14 @@ class CameraRouter(Sink):
 
 
 class LiveHub:
-    def __init__(self, cameras_file, cfg, root: Path, dehazer, detector=None, max_frames: int | None = None):
-        self.cfg, self.root, self.dehazer, self.detector = cfg, Path(root), dehazer, detector
+    def __init__(self, cameras_file, cfg, root: Path, dehazer, detectors=None, max_frames: int | None = None):
+        """``detectors``: a Detector or Detectors (detect/detectors.py), or None: no detection."""
+        self.cfg, self.root, self.dehazer = cfg, Path(root), dehazer
         self.notify = threading.Event()
         self.stop_requested = threading.Event()
-        self.cameras = [CameraRun(spec, cfg, self.root, dehazer.device.type, self.notify, detector, max_frames)
+        detect = DetectStage(detectors, track=cfg.detect.track) if detectors is not None else None
+        self.cameras = [CameraRun(spec, cfg, self.root, dehazer.device.type, self.notify, detect, max_frames)
                         for spec in cameras_file.cameras]
-        detect = DetectStage(detector, track=cfg.detect.track) if detector is not None else None
         if detect is not None:
             detect.frame_rates = {c.name: float(c.source.info.fps or 25) for c in self.cameras}
         self.pipeline = Pipeline(DehazeStage(dehazer), detect, [CameraRouter(self.cameras)], live=True)

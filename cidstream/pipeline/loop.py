@@ -174,7 +174,7 @@ class Pipeline:
             arms = {}
             if self.detect is not None:
                 with self.lock:
-                    arms = self.detect(d.raw, d.frames, fb.streams or [fb.source_id] * len(fb))
+                    arms = self.detect(d.raw, d.frames, fb.streams or [fb.source_id] * len(fb), d.haze)
             self._time("detect", t0)
             # 4:2:0 for the encoder is made on the GPU: half the bytes of RGB come back.
             h, w = fb.shape

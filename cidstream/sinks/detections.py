@@ -14,7 +14,7 @@ from .media import EncoderSettings, ImageFolderSink, Sink, ThreadedSink, VideoSi
 from ..detect.detections import Detections
 from ..detect.draw import side_by_side
 from .report import ReportCollector, build_report, write_report
-from ..detect.stage import DetectStage
+from ..detect.stage import DetectStage, hazy_frames
 
 STREAMS = ("dehazed", "raw")
 
@@ -34,11 +34,12 @@ class DetectionLog(Sink):
     needs = frozenset()
 
     def __init__(self, folder: Path, names: dict[int, str], info: StreamInfo, compare: bool, exports: bool = True,
-                 extra: tuple[str, ...] = ()):
+                 extra: tuple[str, ...] = (), fog: bool = False):
         self.folder = Path(folder)
         self.path = self.folder / "detections.jsonl"
         self.names, self.info, self.compare = names, info, compare
-        self.streams = STREAMS + tuple(extra) if compare else STREAMS[:1]
+        self.streams = (STREAMS if compare else STREAMS[:1]) + tuple(extra)
+        self.fog = fog  # a fog detector takes the hazy frames: each line says which detector gave "dehazed"
         self.exports = exports  # COCO and MOT files; off for live streams (COCO is kept in memory until close)
         self._partials: dict[Path, Path] = {}   # temporary name -> final name
         self._failed = False
@@ -71,11 +72,14 @@ class DetectionLog(Sink):
 
     def _write(self, result: BatchResult) -> None:
         per_stream = {s: result.stream(s) for s in self.streams}
+        hazy = hazy_frames(result.haze, len(result)) if self.fog else None
         for i, frame in enumerate(result.batch.frames):
             h, w = frame.shape
             line = {"frame": frame.index, "time": None if frame.time is None else round(frame.time, 4),
                     "pts": frame.pts, "name": frame.name, "source": result.batch.source_id}
             line.update(result.haze_record(i))
+            if hazy is not None:
+                line["detector"] = "fog" if hazy[i] else "base"
             for stream in self.streams:
                 det: Detections = per_stream[stream][i]
                 line[stream] = det.to_records(self.names)
@@ -169,36 +173,35 @@ class DetectionOutputs:
     """The sinks of a detection run (dehazed frames, log and exports, report collector, side by side)
     and the report written at the end."""
 
-    def __init__(self, folder: Path, source, cfg, dehazer, detector, compare: bool, detector_b=None,
-                 fuse: str | None = None):
+    def __init__(self, folder: Path, source, cfg, dehazer, detectors, compare: bool):
         info = source.info
-        self.folder, self.detector, self.dehazer, self.cfg = folder, detector, dehazer, cfg
-        self.detector_b, self.fuse = detector_b, fuse
+        self.folder, self.detectors, self.dehazer, self.cfg = folder, detectors, dehazer, cfg
         self.input = info.source
         dehazed = folder / ("dehazed" if info.kind == "images" else "dehazed.mp4")
-        self.stage = DetectStage(detector, compare=compare, track=cfg.detect.track,
-                                 frame_rate=float(info.fps or 25), detector_b=detector_b, fuse=fuse)
-        names = detector.names  # a second detector has the same class ids and names (cli._detector_b checks)
+        self.stage = DetectStage(detectors, compare=compare, track=cfg.detect.track, frame_rate=float(info.fps or 25))
+        names = detectors.names  # the other detectors have the same class ids and names (detect/detectors.py)
         self.collector = ReportCollector(names, compare, self.stage.extra)
         device_type = dehazer.device.type
-        self.sinks = [ThreadedSink(DetectionLog(folder, names, info, compare, extra=self.stage.extra),
-                                   cfg.output.queue_size),
+        self.sinks = [ThreadedSink(DetectionLog(folder, names, info, compare, extra=self.stage.extra,
+                                                fog=detectors.fog is not None), cfg.output.queue_size),
                       ThreadedSink(self.collector, cfg.output.queue_size)]
         if cfg.output.video:  # off (--no-video): detections and the report only, nothing to encode
             self.sinks.insert(0, sink_from_config(str(dehazed), info, cfg.output, device_type=device_type))
         if compare:
             self.sinks.append(ThreadedSink(SideBySideSink.create(folder, info, names, cfg.output, device_type,
-                                                                 detector_b is not None), cfg.output.queue_size))
+                                                                 detectors.second is not None), cfg.output.queue_size))
         self.report = None
 
     def finish(self, stats) -> None:
+        base = self.detectors.base
         meta = {"input": self.input, "model": self.dehazer.name, "device": str(self.dehazer.device),
-                "detector": self.detector.label, "classes": [self.detector.names[i] for i in
-                                                             (self.detector.class_ids or self.detector.names)],
-                "conf": self.cfg.detect.conf, "iou": self.cfg.detect.iou, "imgsz": self.detector.imgsz}
+                "detector": base.label, "classes": [base.names[i] for i in (base.class_ids or base.names)],
+                "conf": self.cfg.detect.conf, "iou": self.cfg.detect.iou, "imgsz": base.imgsz}
+        if self.detectors.fog is not None:
+            meta["fog_detector"] = {"detector": self.detectors.fog.label, "view": self.detectors.fog_view}
         if self.stage.extra:
-            meta["arms"] = {"detector_b": self.detector_b.label if self.detector_b is not None else None,
-                            "fuse": self.fuse, "extra": list(self.stage.extra)}
+            meta["arms"] = {"detector_b": self.detectors.second.label if self.detectors.second is not None else None,
+                            "fuse": self.detectors.fuse, "extra": list(self.stage.extra)}
         self.report = build_report(self.collector, meta, stats, self.stage.unique_counts())
         try:
             write_report(self.folder, self.report)

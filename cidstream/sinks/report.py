@@ -60,7 +60,7 @@ class ReportCollector(Sink):
 
     def __init__(self, names: dict[int, str], compare: bool, extra: tuple[str, ...] = ()):
         self.names, self.compare = names, compare
-        self.streams = ("raw", "dehazed") + tuple(extra) if compare else ("dehazed",)
+        self.streams = (("raw", "dehazed") if compare else ("dehazed",)) + tuple(extra)
         self.frame_index: list[int] = []
         self.times: list[float | None] = []
         self.counts = {s: [] for s in self.streams}
@@ -337,6 +337,10 @@ def render_html(report: dict) -> str:
         arms_note += f" · arms _b: detector <b>{e(arms['detector_b'])}</b>"
     if arms.get("fuse"):
         arms_note += f" · fused: raw and dehazed detections merged by {e(arms['fuse'].upper())}"
+    fog = report.get("fog_detector")
+    if fog:
+        arms_note += (f" · dehazed: per frame, fog detector <b>{e(fog['detector'])}</b> ({e(fog['view'])} view) on "
+                      f"frames the gate dehazed, {e(report['detector'])} on the raw frame of the others")
     highlights = ""
     if cmp_:
         for key, title in (("highlights_more", "Frames where dehazing found more"),
