@@ -253,6 +253,7 @@ def test_train_detector_resume_after_the_end_and_errors(trained, cli, shared_dat
     ("data: {recipe: a, clean: [x]}\nclear_check: {sources: [highway.mp4]}\n", "clear_check needs 'sources'"),
     ("data: {recipe: a, clean: [x]}\noutput: {base_share: 1.5}\n", "base_share must be in [0, 1)"),
     ("data: [\n", "line"),
+    ("data: {recipe: a, clean: [x]}\nconsistency: 3\n", "consistency needs a mapping"),
 ])
 def test_train_detector_config_errors(cli, shared_data, tmp_path, text, message):
     cfg = tmp_path / "bad.yaml"
@@ -396,3 +397,42 @@ def test_train_detector_keeps_it_in_the_cache(trained):
     assert made.read_bytes() == (trained[0] / "fog.pt").read_bytes()
     log = (trained[0] / "run" / "train.log").read_text()
     assert "device cpu" in log
+
+
+@pytest.mark.slow
+def test_train_detector_with_the_feature_consistency_term(shared_data, cli, tmp_path):
+    """The term shows as its own loss column, and the output is Ultralytics' own model class (loadable
+    without this package) with the term's settings in the metadata."""
+    import csv
+
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel
+
+    cfg = tmp_path / "detector.yaml"
+    cfg.write_text(SMOKE.format(base=shared_data / "weights" / "yolo11n_coco_from_int8_unfused.pt", data=shared_data)
+                   .replace("output: {base_share: 0.5}", "consistency: {weight: 1.0, share: 0.5}\noutput: {base_share: 0}"))
+    code, text = cli("train", "detector", "--config", cfg, "--out", tmp_path / "c.pt", "--run-dir", tmp_path / "run",
+                     "--name", "consistency-smoke")
+    assert code == 0, text
+    assert "feature consistency: weight 1.0" in text
+    ckpt = torch.load(tmp_path / "c.pt", map_location="cpu", weights_only=False)
+    assert type(ckpt["model"]) is DetectionModel
+    assert ckpt["cidstream"]["consistency"] == {"weight": 1.0, "share": 0.5}
+    with (tmp_path / "run" / "yolo" / "results.csv").open() as fh:
+        row = {k.strip(): v for k, v in next(csv.DictReader(fh)).items()}
+    assert float(row["train/cons"]) > 0   # the term was computed and logged beside Ultralytics' losses
+    assert YOLO(str(tmp_path / "c.pt")).task == "detect"
+
+
+@pytest.mark.slow
+def test_bench_times_the_fog_path_against_the_base_path(trained, yolo_weights, tmp_path):
+    from .conftest import SAMPLE, run_cli_subprocess
+
+    out = tmp_path / "bench.json"
+    proc = run_cli_subprocess("bench", SAMPLE, "--frames", "4", "--repeats", "1", "--model", "dcp", "--detect",
+                              "--detector", yolo_weights, "--fog-detector", "smoke", "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert r["fog_view"] == "fused" and r["fog_detector"].endswith(".pt") and r["fog_path_fps"] > 0
+    assert r["fog_path_cost"] == pytest.approx(r["detect_fps"] / r["fog_path_fps"])
+    assert "fog path (" in proc.stderr
