@@ -10,7 +10,6 @@ The report half is never touched here.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import tempfile
@@ -31,19 +30,6 @@ from training.data_entries import resolve  # noqa: E402
 from training.detector_train import blend_with_base  # noqa: E402
 
 
-class CachedDehazer:
-    """The dehazer's output per image computed once and reused for every share."""
-
-    def __init__(self, dehazer):
-        self.dehazer, self.name, self.cache = dehazer, dehazer.name, {}
-
-    def __call__(self, rgb):
-        key = hashlib.blake2b(rgb.tobytes(), digest_size=16).digest()
-        if key not in self.cache:
-            self.cache[key] = self.dehazer(rgb)
-        return self.cache[key]
-
-
 def main(argv=None) -> int:
     data = data_root()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -58,7 +44,7 @@ def main(argv=None) -> int:
     check = read_yaml(ROOT / "configs" / "train" / "detector.yaml", "detector training config")["clear_check"]
     sources = [dict(s, path=resolve(s["path"])) for s in check["sources"]]
     cfg = load_config(overrides=[{"gate": {"policy": "off"}}])
-    dehazers = {args.model: CachedDehazer(Dehazer.from_config(cfg, model=args.model))}
+    dehazers = {args.model: Dehazer.from_config(cfg, model=args.model)}
     result = {"trained": args.trained, "model": args.model, "split": "select", "shares": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for share in args.shares:

@@ -8,11 +8,16 @@ With the default dehazer and gate (configs/default.yaml), a base detector and a 
   report  the chosen view on the REPORT half of dawn_fog, 1000 bootstrap resamples: raw/base, the dehazer's
           output/base, the fog detector alone on raw frames (arm "raw [B]"), and the per-frame arm, with
           the intervals of their differences.
+  detectors  (with --candidates NAME=PATH ...) fog detectors compared on the SELECT half with the chosen view:
+          the per-frame arm, the fog detector alone on raw frames, and its clear-frame AP50 alone on the
+          clear-check sources (cidstream.evaluation.clear_check). The rule, fixed before any run: the highest
+          per-frame AP50; within 0.005 of it, the best worst-source clear AP50.
   clear   every clear-check source's second half (the half gate_check reports on; the fog detector never
           trained on any of these videos): AP50 of the per-frame path against the base detector's own boxes
           at conf >= 0.25 on the raw frames, and the share of frames that took the fog path.
 
     python benchmarks/fog_path.py --fog-detector fog [--detector PATH] [--steps select report clear]
+    python benchmarks/fog_path.py --steps detectors --candidates wise=A.pt consistency=B.pt
 """
 from __future__ import annotations
 
@@ -74,7 +79,9 @@ def main(argv=None) -> int:
     ap.add_argument("--fog-detector", default="fog", help="a file or a cache name (default: fog, the last made)")
     ap.add_argument("--detector", default=str(data / "weights" / "yolo11n_coco_from_int8.pt"))
     ap.add_argument("--view", choices=VIEWS, help="skip the selection: report and clear-check this view")
-    ap.add_argument("--steps", nargs="+", default=["select", "report", "clear"], choices=["select", "report", "clear"])
+    ap.add_argument("--steps", nargs="+", default=["select", "report", "clear"],
+                    choices=["select", "detectors", "report", "clear"])
+    ap.add_argument("--candidates", nargs="+", default=[], metavar="NAME=PATH", help="fog detectors to compare")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fog_path.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
@@ -110,6 +117,29 @@ def main(argv=None) -> int:
                             "rule": f"highest per-frame vehicle AP50 on the dawn_fog select half; within {TIE} of "
                                     "it, fewer fog-detector calls per foggy frame"}
     view = view or result.get("select", {}).get("chosen") or cfg.detect.fog_view
+    if "detectors" in args.steps:
+        from cidstream.config import read_yaml
+        from cidstream.evaluation.clear_check import clear_check
+
+        check = read_yaml(ROOT / "configs" / "train" / "detector.yaml", "detector training config")["clear_check"]
+        sources = [dict(s, path=str(s["path"]).replace("$CIDSTREAM_DATA", str(data))) for s in check["sources"]]
+        rows = {}
+        for item in args.candidates:
+            name, _, path = item.partition("=")
+            d = Detectors.from_spec(DetectorsSpec(spec.base, path, view, path), dehazer.device)
+            r = dawn_eval(data, {model: dehazer}, d, "select", 0, cfg.engine.batch)["results"]
+            clear = clear_check({name: path}, sources, reference=str(spec.base.detector), log=lambda m: None)
+            rows[name] = {"path": path, "per_frame": r[f"{model} per-frame"]["vehicle_ap50"],
+                          "alone_raw": r["raw [B]"]["vehicle_ap50"], "alone_dehazed": r[f"{model} [B]"]["vehicle_ap50"],
+                          "clear_alone": {k: v[name] for k, v in clear.items()}}
+            rows[name]["clear_alone_min"] = min(rows[name]["clear_alone"].values())
+            print(f"detector {name}: {rows[name]}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+        best = max(r["per_frame"] for r in rows.values())
+        chosen = max((n for n in rows if rows[n]["per_frame"] >= best - TIE), key=lambda n: rows[n]["clear_alone_min"])
+        result["detectors"] = {"view": view, "dawn_fog_select": rows, "chosen": chosen,
+                               "rule": f"highest per-frame vehicle AP50 on the dawn_fog select half; within {TIE} "
+                                       "of it, the best worst-source clear-frame AP50 of the detector alone"}
+        spec = DetectorsSpec(spec.base, rows[chosen]["path"], view)
     spec = DetectorsSpec(spec.base, spec.fog, view, spec.fog)   # detector B: the fog detector alone on every view
     detectors = Detectors.from_spec(spec, dehazer.device)
     if "report" in args.steps:

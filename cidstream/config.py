@@ -156,8 +156,9 @@ class DetectConfig:
     # (a file, or the short name of one `cidstream train detector` made: "fog" = the last one), clear frames
     # to ``detector`` on the raw frame. "" = every frame to ``detector``.
     fog_detector: str = ""
-    # What the fog detector sees: fused (its boxes on the raw and the dehazed frame merged by WBF), dehazed, raw
-    fog_view: Annotated[str, OneOf("fused", "dehazed", "raw")] = "fused"
+    # What the fog detector sees: dehazed (the gate's output), fused (its boxes on the raw and the dehazed frame
+    # merged by WBF: two calls, no better on select), raw. Chosen on select data by benchmarks/fog_path.py.
+    fog_view: Annotated[str, OneOf("fused", "dehazed", "raw")] = "dehazed"
     detector_b: str = ""        # a second detector as extra arms (raw_b/dehazed_b): comparisons
     fuse: Annotated[str, OneOf("", "wbf", "nms")] = ""  # an extra arm: raw and dehazed detections merged
 

@@ -84,10 +84,10 @@ def print_run_summary(console, input_spec, sink, dehazer, stats, total, error, r
             table.add_row("other arms", ", ".join(f"{ARM_LABELS.get(s, s)} {t[s]['vehicles']}" for s in extra)
                           + (f" ([B]: {report['arms']['detector_b']})" if report["arms"].get("detector_b") else ""))
         if report.get("fog_detector"):
-            fog, hz = report["fog_detector"], report.get("haze") or {}
+            fog, left_raw = report["fog_detector"], (report.get("haze") or {}).get("frames_raw", 0)
             table.add_row("fog detector", f"{fog['detector']} on the {fog['view']} view of the "
-                                          f"{hz.get('frames_gated', report['frames'])} frames the gate dehazed; "
-                                          f"{report['detector']} on the raw frame of the others")
+                                          f"{report['frames'] - left_raw} frames the gate dehazed; "
+                                          f"{report['detector']} on the raw frame of the {left_raw} left raw")
         if report.get("haze"):
             hz = report["haze"]
             table.add_row("visibility", f"median {hz['visibility_m_median']:.0f} m, min {hz['visibility_m_min']:.0f} m; "

@@ -341,6 +341,7 @@ def test_run_detect_with_a_fog_detector_by_its_short_name(trained, shared_data, 
     assert code == 0, text
     lines = {x["name"]: x for x in map(json.loads, (tmp_path / "o" / "detections.jsonl").read_text().splitlines())}
     assert [lines[f"f{i}.png"]["detector"] for i in range(4)] == ["base", "fog", "base", "fog"]
+    assert "on the raw view of the 2 frames the gate dehazed" in text and "of the 2 left raw" in text
     base, fog = Detector(str(yolo_weights)), Detector(str(trained[0] / "fog.pt"))
     for i, det in ((0, base), (1, fog), (2, base), (3, fog)):
         ref = det(frames[i][None])[0]
@@ -433,6 +434,6 @@ def test_bench_times_the_fog_path_against_the_base_path(trained, yolo_weights, t
                               "--detector", yolo_weights, "--fog-detector", "smoke", "--json", out)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
-    assert r["fog_view"] == "fused" and r["fog_detector"].endswith(".pt") and r["fog_path_fps"] > 0
+    assert r["fog_view"] == "dehazed" and r["fog_detector"].endswith(".pt") and r["fog_path_fps"] > 0
     assert r["fog_path_cost"] == pytest.approx(r["detect_fps"] / r["fog_path_fps"])
     assert "fog path (" in proc.stderr

@@ -17,7 +17,7 @@ class DetectorsSpec:
 
     base: DetectorSpec
     fog: str = ""
-    fog_view: str = "fused"
+    fog_view: str = "dehazed"
     second: str = ""
     fuse: str = ""
 
@@ -32,7 +32,7 @@ class DetectorsSpec:
 class Detectors:
     base: Detector
     fog: Detector | None = None
-    fog_view: str = "fused"
+    fog_view: str = "dehazed"
     second: Detector | None = None
     fuse: str | None = None
 
