@@ -82,7 +82,8 @@ class DetectStage:
         n = len(dehazed)
         d = self.detectors
         every = np.arange(n)
-        with_raw = raw is not None and (self.compare or bool(d.fuse))
+        raw_arm = raw is not None and self.compare
+        with_raw = raw_arm or bool(d.fuse)   # fusion merges raw and dehazed detections (raw None: the dehazed)
         raw = dehazed if raw is None else raw
         arms: dict[str, list[Detections]] = {}
         if d.fog is None:
@@ -96,7 +97,7 @@ class DetectStage:
         base_dehazed = every if d.fog is None or self.keep_base or d.fuse else every[:0]
         on_raw, on_dehazed = _detect_parts(d.base, [(raw, base_raw), (dehazed, base_dehazed)])
         by_raw = dict(zip(base_raw.tolist(), on_raw))
-        if self.compare:
+        if raw_arm:
             arms["raw"] = on_raw
         if d.fog is None:
             arms["dehazed"] = on_dehazed
@@ -112,7 +113,7 @@ class DetectStage:
         if d.second is not None:
             raw_b, arms["dehazed_b"] = _detect_parts(d.second, [(raw, every if with_raw else every[:0]),
                                                                 (dehazed, every)])
-            if self.compare:
+            if raw_arm:
                 arms["raw_b"] = raw_b
         if d.fuse:
             base_dehazed_arm = arms.get("dehazed_base", arms["dehazed"])
