@@ -437,3 +437,20 @@ def test_bench_times_the_fog_path_against_the_base_path(trained, yolo_weights, t
     assert r["fog_view"] == "dehazed" and r["fog_detector"].endswith(".pt") and r["fog_path_fps"] > 0
     assert r["fog_path_cost"] == pytest.approx(r["detect_fps"] / r["fog_path_fps"])
     assert "fog path (" in proc.stderr
+
+
+def test_train_device_finds_the_gpu_or_says_there_is_none():
+    """auto takes the GPU when torch sees one (the base detector, pseudo-labels, training and check all run
+    there); asking for a GPU on a machine without one is a clear error, not a silent CPU run."""
+    from cidstream.errors import ConfigError
+    from training.cli import train_device
+
+    assert train_device("cpu") == ("cpu", "cpu")
+    if torch.cuda.is_available():
+        assert train_device("auto") == ("cuda:0", "0") and train_device("cuda:0") == ("cuda:0", "0")
+    else:
+        assert train_device("auto") == ("cpu", "cpu")
+        with pytest.raises(ConfigError, match="no CUDA GPU is available"):
+            train_device("cuda")
+    with pytest.raises(ConfigError, match="use auto, cpu, cuda"):
+        train_device("gpu")
