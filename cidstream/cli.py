@@ -369,7 +369,7 @@ def cmd_run(args, console) -> int:
     # Before any model is loaded: nothing the user has is overwritten, one image path gets one frame.
     check_output(args.input, output, detect=detecting, compare=args.compare, video=cfg.output.video,
                  max_frames=args.max_frames)
-    _check_detect_flags(args, detecting)
+    _check_detect_flags(args, cfg, detecting)
     dehazer = Dehazer.from_config(cfg)
     detectors = None
     if detecting:
@@ -414,6 +414,7 @@ def cmd_bench(args, console) -> int:
     cfg = make_config(args)
     if args.frames < 1 or args.repeats < 1 or args.streams < 1:
         raise ConfigError("--frames, --repeats and --streams must be at least 1")
+    _check_detect_flags(args, cfg, args.detect)
     check_memory(cfg, select_device(cfg.engine.device), detect=args.detect)  # the frame size is known only later
     with console.status("benchmarking") as status:
         result = run_bench(args.input, cfg, frames=args.frames, repeats=args.repeats, detect=args.detect,
@@ -449,14 +450,15 @@ def cmd_models(args, console) -> int:
     return 0
 
 
-def _check_detect_flags(args, detecting: bool) -> None:
-    """Detector flags that would do nothing without detection are refused, not ignored (a config file's
-    detect section applies whenever a run detects)."""
+def _check_detect_flags(args, cfg, detecting: bool = True) -> None:
+    """Detector flags that would do nothing are refused, not ignored (a config file's detect section
+    applies whenever a run detects)."""
     given = [f"--{k.replace('_', '-')}" for k in ("fog_detector", "fog_view", "detector_b", "fuse")
              if getattr(args, k, None)]
     if given and not detecting:
-        raise ConfigError(f"{' and '.join(given)} choose{'s' if len(given) == 1 else ''} detectors: "
-                          "add --detect (or --compare)")
+        raise ConfigError(f"{' and '.join(given)} choose{'s' if len(given) == 1 else ''} detectors: add --detect")
+    if getattr(args, "fog_view", None) and not cfg.detect.fog_detector:
+        raise ConfigError("--fog-view says what the fog detector sees: add --fog-detector (or detect.fog_detector)")
 
 
 def cmd_eval(args, console) -> int:
@@ -471,6 +473,7 @@ def cmd_eval(args, console) -> int:
     cfg = make_config(args)
     if args.conf is None:
         cfg.detect.conf = EVAL_CONF  # AP needs the whole ranking, not just confident boxes
+    _check_detect_flags(args, cfg)
     dehazers = {name: Dehazer.from_config(cfg, model=name) for name in dict.fromkeys(args.model or [cfg.model.name])}
     detectors = Detectors.from_config(cfg.detect, next(iter(dehazers.values())).device)
     check_memory(cfg, detectors.device, detect=True, batch=cfg.engine.batch)  # images of one size batched
@@ -526,7 +529,7 @@ def cmd_batch(args, console) -> int:
         raise ConfigError("--max-frames must be at least 1")
     if not cfg.output.video:
         raise ConfigError("output.video false is for run and live; a batch always writes the dehazed videos")
-    _check_detect_flags(args, args.detect or args.compare)
+    _check_detect_flags(args, cfg, args.detect or args.compare)
     return run_batch(args.inputs, Path(args.output), cfg, console, detect=args.detect or args.compare,
                      compare=args.compare, max_frames=args.max_frames, retry_failed=args.retry_failed,
                      verify=args.verify, dry_run=args.dry_run, show_progress=not args.no_progress)
@@ -549,7 +552,7 @@ def cmd_live(args, console) -> int:
         raise ConfigError("--duration must be positive")
     if not cfg.output.video and not (args.detect or args.track):
         raise ConfigError("--no-video (output.video false) needs --detect: there would be nothing to write")
-    _check_detect_flags(args, args.detect or args.track)
+    _check_detect_flags(args, cfg, args.detect or args.track)
     root = Path(args.output or cameras.output)
     dehazer = Dehazer.from_config(cfg)
     detectors = None

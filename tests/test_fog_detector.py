@@ -118,6 +118,7 @@ def test_run_compare_four_arms(cli, shared_data, yolo_weights, copy_of_base, tmp
 
 @pytest.mark.parametrize("args, message", [
     (["--detector-b", "{w}"], "--detector-b chooses detectors: add --detect"),
+    (["--detect", "--fog-view", "raw"], "--fog-view says what the fog detector sees: add --fog-detector"),
     (["--fog-detector", "{w}", "--fuse", "wbf"], "--fog-detector and --fuse choose detectors: add --detect"),
     (["--compare", "--detector-b", "{t}/renamed.pt"], "names its classes differently"),
     (["--detect", "--fog-detector", "{t}/renamed.pt"], "names its classes differently"),
