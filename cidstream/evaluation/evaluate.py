@@ -157,11 +157,7 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detectors, label
                               "detectors must know the evaluated classes")
     views = ["raw"] + list(dehazers)
     fused = [f"raw+{m} {fuse}" for m in dehazers] if fuse else []
-    per_frame = [f"{m}{PER_FRAME}" for m in dehazers] if detectors.fog is not None else []
-    if per_frame:
-        missing = set(classes) - set(detectors.fog.names.values())
-        if missing:
-            raise ConfigError(f"--fog-detector {detectors.fog.label} has no class {', '.join(sorted(missing))}")
+    per_frame = [f"{m}{PER_FRAME}" for m in dehazers] if detectors.fog is not None else []  # same classes: Detectors
     variants = [v + sfx for sfx in detectors_by for v in views + fused] + per_frame
     gt: dict[str, list[Box]] = {}
     votes: Counter = Counter()
