@@ -61,6 +61,6 @@ def resolve_cached(spec: str, role: str = "--fog-detector") -> str:
     found = latest(spec)
     if found is None:
         raise ConfigError(f"{role} {spec}: no detector of that name in {cache_root() / 'detectors'}. Make one "
-                          f"with `cidstream train detector --name {spec}` (35-41 minutes on a 2-core CPU), or "
+                          f"with `cidstream train detector --name {spec}` (33-41 minutes on a 2-core CPU), or "
                           "pass the path of an Ultralytics .pt file")
     return str(found)

@@ -55,17 +55,6 @@ class Detectors:
     def names(self) -> dict[int, str]:
         return self.base.names
 
-    def describe(self) -> dict:
-        """For reports and logs: which detector did what."""
-        out = {"detector": self.base.label}
-        if self.fog is not None:
-            out.update(fog_detector=self.fog.label, fog_view=self.fog_view)
-        if self.second is not None:
-            out["detector_b"] = self.second.label
-        if self.fuse:
-            out["fuse"] = self.fuse
-        return out
-
 
 def _alike(spec: str, base: Detector, role: str) -> Detector:
     """Another detector with the base's classes and settings, refused unless it names its classes the same

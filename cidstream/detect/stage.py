@@ -68,7 +68,6 @@ class DetectStage:
     def __init__(self, detectors: Detectors | Detector, compare: bool = False, track: bool = False,
                  frame_rate: float = 30.0, keep_base: bool = False):
         self.detectors = detectors if isinstance(detectors, Detectors) else Detectors(detectors)
-        self.detector = self.detectors.base
         self.compare, self.track, self.frame_rate = compare, track, frame_rate
         self.keep_base = keep_base and self.detectors.fog is not None
         self.extra = arm_names(self.detectors.second is not None, self.detectors.fuse, compare)

@@ -50,19 +50,18 @@ def clear_check(detectors: dict[str, str], sources: list[dict], reference: str, 
     for src in sources:
         path = Path(src["path"])
         frames = read_every(path, int(src.get("step", 6)))
-        runs = [ref_det] + [d for d in dets.values() if d is not None]
-        found: dict = {}
-        for k, d in enumerate(runs):
-            found[id(d)] = []
+        runs = {None: ref_det, **{name: d for name, d in dets.items() if d is not None}}
+        found = {key: [] for key in runs}
+        for k, (key, d) in enumerate(runs.items()):
             for f in frames:
-                found[id(d)].append(d(f[None])[0])
+                found[key].append(d(f[None])[0])
                 if progress is not None:
-                    progress(f"clear-weather check: {path.stem}", len(found[id(d)]) + k * len(frames),
+                    progress(f"clear-weather check: {path.stem}", k * len(frames) + len(found[key]),
                              len(runs) * len(frames))
-        ref = found[id(ref_det)]
+        ref = found[None]
         row = {"frames": len(frames), "reference_boxes": int(sum((r.confidence >= ref_conf).sum() for r in ref))}
         for name, d in dets.items():
-            row[name] = reference_ap(ref, ref if d is None else found[id(d)], ref_conf)
+            row[name] = reference_ap(ref, ref if d is None else found[name], ref_conf)
         out[path.stem] = row
         log(f"  {path.stem}: {row}")
     return out

@@ -22,7 +22,8 @@ STREAMS = ("dehazed", "raw")
 class DetectionLog(Sink):
     """One JSON line per frame as results arrive, MOT lines alongside, COCO files on close.
 
-    Line format: {"frame", "time", "pts", "name", "source", "haze", "visibility_m", "gate", "dehazed": [boxes],
+    Line format: {"frame", "time", "pts", "name", "source", "haze", "visibility_m", "gate"[, "detector": "fog" or
+    "base" with a fog detector], "dehazed": [boxes],
     "raw": [boxes], ...} (``raw`` only in compare mode, with the extra arms raw_b, dehazed_b, fused,
     fused_b when asked for; haze level, visibility and gate strength from engine/haze.py); a box is
     {"box": [x1, y1, x2, y2], "class", "class_id", "confidence"[, "track_id"]} in pixels of the
