@@ -150,6 +150,11 @@ def test_training_entries_keep_the_report_half_out(shared_data):
     table = dict(line.split("\t") for line in (cam / "visibility.tsv").read_text().splitlines()[1:])
     assert fog and all(split_of(p.split("/")[-2]) == "select" for p in fog)
     assert all(float(table["/".join(p.split("/")[-2:])]) < 1000 for p in fog)
+    clear = source_specs([{"path": str(cam / "frames"), "split": "select", "split_by": "folder",
+                           "visibility": str(cam / "visibility.tsv"), "min_visibility_m": 10000}])
+    assert clear and all(split_of(p.split("/")[-2]) == "select" for p in clear)
+    assert all(float(table["/".join(p.split("/")[-2:])]) >= 10000 for p in clear)
+    assert not set(clear) & set(fog)
 
 
 def test_training_entry_errors_are_readable(shared_data):
@@ -160,3 +165,5 @@ def test_training_entry_errors_are_readable(shared_data):
         source_specs([{"path": str(shared_data / "real_hazy"), "split": "train"}])
     with pytest.raises(ConfigError, match="unknown: colour"):
         source_specs([{"path": str(shared_data / "real_hazy"), "colour": 1}])
+    with pytest.raises(ConfigError, match="needs a 'visibility' table"):
+        source_specs([{"path": str(shared_data / "real_hazy"), "min_visibility_m": 10000}])

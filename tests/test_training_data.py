@@ -1,5 +1,6 @@
 """Multi-domain haze generation: physical properties of each degradation, depth, recipes, CLI."""
 import json
+import math
 import re
 
 import numpy as np
@@ -72,6 +73,7 @@ STEP_PARAMS = {
     "colour_cast": {"red": [0.9, 1.1], "green": [0.9, 1.1], "blue": [0.6, 0.9]},
     "defocus_blur": {"radius": [1.0, 3.0]},
     "motion_blur": {"length": [3, 9], "angle": [0.0, 3.1]},
+    "rain": {"density": [0.002, 0.01], "length": [5, 15], "angle": [1.3, 1.8], "brightness": [0.2, 0.6]},
     "jpeg": {"quality": [20, 60]},
     "video_codec": {"crf": [30, 45]},
 }
@@ -110,6 +112,15 @@ def test_degradations_do_what_they_say():
     dark[:, :, 30:34, 30:34] = 1.0  # one lamp in the dark
     glowing = D.glow(dark, full(1, 1.0), full(1, 0.5))
     assert glowing[0, 0, 32, 40] > 0.01 and glowing[0, 0, 2, 2] < glowing[0, 0, 32, 40]
+    dark = torch.full((1, 3, 96, 96), 0.2)
+    assert torch.equal(D.rain(dark, full(1, 0.0), full(1, 12), full(1, 1.57), full(1, 0.5),
+                              torch.Generator().manual_seed(0)), dark)  # no drops, no change
+    rained = D.rain(dark, full(1, 0.003), full(1, 12), full(1, math.pi / 2), full(1, 0.5),
+                    torch.Generator().manual_seed(0))
+    streaks = (rained - dark)[0, 0]
+    assert float(streaks.min()) >= 0 and float(streaks.max()) > 0.3  # bright streaks, nothing darkened
+    # falling straight down: streak pixels continue below each other, not beside each other
+    assert float((streaks[1:] * streaks[:-1]).sum()) > 3 * float((streaks[:, 1:] * streaks[:, :-1]).sum())
     err = {q: float((D.jpeg(x, torch.tensor([q] * 3)) - x).abs().mean()) for q in (10, 95)}
     assert err[10] > 2 * err[95]
 
@@ -149,6 +160,35 @@ def test_default_recipe_parses():
 
     recipe = load_recipe(REPO / "configs" / "train" / "generate.yaml")
     assert {d.name for d in recipe.domains} >= {"day_haze", "dense_fog", "sand_dust", "night_haze"}
+    detector = load_recipe(REPO / "configs" / "train" / "detector_generate.yaml")  # extends generate.yaml
+    assert [d.name for d in detector.domains] == [d.name for d in recipe.domains] + ["rain_haze", "dusk_fog"]
+    assert detector.domains[:len(recipe.domains)] == recipe.domains and detector.seed == recipe.seed
+
+
+def test_recipe_extends_another(tmp_path):
+    from training.recipe import load_recipe
+
+    def step(beta):
+        return {"op": "haze", "beta": beta, "airlight": 0.8}
+
+    (tmp_path / "base.yaml").write_text(json.dumps({"seed": 4, "short_side": 200, "domains": {
+        "a": {"weight": 1, "steps": [step(1)]}, "b": {"weight": 1, "steps": [step(2)]}}}))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "child.yaml").write_text(json.dumps({"extends": "../base.yaml", "seed": 9, "domains": {
+        "b": {"weight": 3, "steps": [step(5)]}, "c": {"steps": [step(7)]}}}))
+    recipe = load_recipe(tmp_path / "sub" / "child.yaml")
+    assert [(d.name, d.weight, d.steps[0].params["beta"]) for d in recipe.domains] == [
+        ("a", 1, 1), ("b", 3, 5), ("c", 1.0, 7)]             # the child's domain replaces the base's
+    assert (recipe.seed, recipe.short_side) == (9, 200)     # the child's keys win, the rest is the base's
+    (tmp_path / "base.yaml").write_text(json.dumps({"extends": "sub/child.yaml", "domains": {}}))
+    with pytest.raises(ConfigError, match="goes round in a circle"):
+        load_recipe(tmp_path / "sub" / "child.yaml")
+    (tmp_path / "odd.yaml").write_text(json.dumps({"extends": 3, "domains": {}}))
+    with pytest.raises(ConfigError, match="another recipe"):
+        load_recipe(tmp_path / "odd.yaml")
+    (tmp_path / "gone.yaml").write_text(json.dumps({"extends": "nowhere.yaml"}))
+    with pytest.raises(ConfigError, match="not found"):
+        load_recipe(tmp_path / "gone.yaml")
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from cidstream.errors import ConfigError
 from cidstream.io.sources import list_images
 
 REPO = Path(__file__).resolve().parents[1]
-ENTRY_KEYS = {"path", "split", "split_by", "visibility", "max_visibility_m"}
+ENTRY_KEYS = {"path", "split", "split_by", "visibility", "max_visibility_m", "min_visibility_m"}
 DATA_VAR = re.compile(r"\$(?:\{CIDSTREAM_DATA\}|CIDSTREAM_DATA\b)")  # $CIDSTREAM_DATA or ${CIDSTREAM_DATA}
 
 
@@ -53,15 +53,18 @@ def _entry_images(entry: dict) -> list[str]:
         images = [p for p in images if split_of(p.parent.name if split_by == "folder" else p.name) == split]
     if "visibility" in entry:  # keys are paths below the set's root (DAY/frame.jpg)
         table = visibility_table(resolve(entry["visibility"]))
-        limit = float(entry.get("max_visibility_m", float("inf")))
-        images = [p for p in images if table.get(p.relative_to(root).as_posix(), float("inf")) < limit]
+        low = float(entry.get("min_visibility_m", 0.0))
+        high = float(entry.get("max_visibility_m", float("inf")))
+        images = [p for p in images if low <= table.get(p.relative_to(root).as_posix(), float("inf")) < high]
+    elif {"min_visibility_m", "max_visibility_m"} & set(entry):
+        raise ConfigError(f"training data entry {entry['path']}: a visibility range needs a 'visibility' table")
     if not images:
         raise ConfigError(f"training data entry {entry['path']}: no images left after the split/visibility filters")
     return [str(p) for p in images]
 
 
 def source_specs(entries: list) -> list[str]:
-    """Config entries (strings, or dicts with path/split/split_by/visibility/max_visibility_m) -> the
+    """Config entries (strings, or dicts with path/split/split_by/visibility/min_/max_visibility_m) -> the
     source specs ``load_frames`` reads: whole videos and folders, or the chosen single images."""
     out: list[str] = []
     for entry in entries:

@@ -138,6 +138,19 @@ def motion_blur(x: torch.Tensor, length: torch.Tensor, angle: torch.Tensor) -> t
     return _per_sample_conv(x, line / line.sum(dim=(1, 2), keepdim=True).clamp(min=1e-6))
 
 
+def rain(x: torch.Tensor, density: torch.Tensor, length: torch.Tensor, angle: torch.Tensor,
+         brightness: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Falling rain as bright streaks: drops scattered with per-sample ``density`` (share of pixels),
+    smeared along ``angle`` (radians, pi/2 = straight down) over ``length`` pixels by the exposure, and
+    screened onto the frame at ``brightness``."""
+    n, _, h, w = x.shape
+    drops = torch.rand(n, 1, h, w, generator=generator, device=generator.device).to(x.device, x.dtype)
+    drops = (drops < _col(density, drops)).to(x.dtype)
+    streaks = motion_blur(drops, length, angle) * _col(length, x)  # one drop -> a line of about 1
+    veil = (streaks.clamp(0.0, 1.0) * _col(brightness, x)).expand_as(x)
+    return (x + (1.0 - x) * veil).clamp(0.0, 1.0)  # screen blend: brightens, never darkens
+
+
 def jpeg(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     """Real JPEG round trip per image (OpenCV's libjpeg, on the CPU)."""
     import cv2

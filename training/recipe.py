@@ -31,11 +31,13 @@ OPS = {
     "colour_cast": (("red", "green", "blue"), False, False),
     "defocus_blur": (("radius",), False, False),
     "motion_blur": (("length", "angle"), False, False),
+    "rain": (("density", "length", "angle", "brightness"), False, True),
     "jpeg": (("quality",), False, False),
     "video_codec": (("crf",), False, False),
 }
 DEFAULTS = {"haze": {"patchiness": 0.0, "height_falloff": 0.0, "tint": "grey"},
-            "colour_cast": {"red": 1.0, "green": 1.0, "blue": 1.0}, "motion_blur": {"angle": [0.0, math.pi]}}
+            "colour_cast": {"red": 1.0, "green": 1.0, "blue": 1.0}, "motion_blur": {"angle": [0.0, math.pi]},
+            "rain": {"angle": [1.35, 1.79], "brightness": [0.2, 0.5]}}
 
 
 @dataclass
@@ -148,8 +150,29 @@ def parse_recipe(data: dict, path: str | None = None) -> Recipe:
     return Recipe(domains, settings.seed, settings.short_side, plain(settings.depth), path)
 
 
+def recipe_data(path: str | Path, _seen: tuple = ()) -> dict:
+    """A recipe file's mapping, with ``extends: OTHER.yaml`` (relative to the file) resolved: the other
+    recipe's keys and domains, then this file's (a domain of the same name replaces the other's)."""
+    path = Path(path)
+    data = read_yaml(path, "recipe")
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise _error(f"extends: expected the file name of another recipe, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in _seen or base_path == path.resolve():
+        raise ConfigError(f"recipe {path}: 'extends: {base}' goes round in a circle")
+    parent = recipe_data(base_path, (*_seen, path.resolve()))
+    domains = {**parent.get("domains", {}), **data.get("domains", {})}
+    for key, value in parent.items():
+        data.setdefault(key, value)
+    data["domains"] = domains
+    return data
+
+
 def load_recipe(path: str | Path) -> Recipe:
-    return parse_recipe(read_yaml(path, "recipe"), str(path))
+    return parse_recipe(recipe_data(path), str(path))
 
 
 def draw(value, n: int, generator: torch.Generator):
@@ -191,6 +214,8 @@ def apply_step(x: torch.Tensor, depth: torch.Tensor, step: Step, generator: torc
         y = D.defocus_blur(x, p["radius"])
     elif op == "motion_blur":
         y = D.motion_blur(x, p["length"], p["angle"])
+    elif op == "rain":
+        y = D.rain(x, p["density"], p["length"], p["angle"], p["brightness"], generator)
     elif op == "jpeg":
         y = D.jpeg(x, p["quality"].round().int())
     else:  # video_codec

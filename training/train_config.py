@@ -29,7 +29,8 @@ class DataEntry:
     split: Annotated[str, OneOf(*SPLITS, "all")] = "all"
     split_by: Annotated[str, OneOf("name", "folder")] = "name"  # folder: one split per sub-folder (per day)
     visibility: str = ""        # two-column TSV: frame (below path) and metres
-    max_visibility_m: Annotated[Optional[float], Range(0, lo_open=True)] = None  # keep frames below this
+    min_visibility_m: Annotated[Optional[float], Range(0)] = None  # keep frames at or above this ...
+    max_visibility_m: Annotated[Optional[float], Range(0, lo_open=True)] = None  # ... and below this
 
 
 @dataclass
