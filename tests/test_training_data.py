@@ -186,6 +186,10 @@ def test_recipe_extends_another(tmp_path):
     (tmp_path / "odd.yaml").write_text(json.dumps({"extends": 3, "domains": {}}))
     with pytest.raises(ConfigError, match="another recipe"):
         load_recipe(tmp_path / "odd.yaml")
+    (tmp_path / "listed.yaml").write_text(json.dumps({"extends": "base.yaml", "domains": ["a"]}))
+    (tmp_path / "base.yaml").write_text(json.dumps({"domains": {"a": {"steps": [step(1)]}}}))
+    with pytest.raises(ConfigError, match="domains"):
+        load_recipe(tmp_path / "listed.yaml")
     (tmp_path / "gone.yaml").write_text(json.dumps({"extends": "nowhere.yaml"}))
     with pytest.raises(ConfigError, match="not found"):
         load_recipe(tmp_path / "gone.yaml")

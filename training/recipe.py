@@ -159,15 +159,16 @@ def recipe_data(path: str | Path, _seen: tuple = ()) -> dict:
     if base is None:
         return data
     if not isinstance(base, str) or not base:
-        raise _error(f"extends: expected the file name of another recipe, got {base!r}")
+        raise ConfigError(f"recipe {path}: extends: expected the file name of another recipe, got {base!r}")
     base_path = (path.parent / base).resolve()
     if base_path in _seen or base_path == path.resolve():
         raise ConfigError(f"recipe {path}: 'extends: {base}' goes round in a circle")
     parent = recipe_data(base_path, (*_seen, path.resolve()))
-    domains = {**parent.get("domains", {}), **data.get("domains", {})}
+    mine = data.get("domains", {})
     for key, value in parent.items():
         data.setdefault(key, value)
-    data["domains"] = domains
+    if isinstance(mine, dict) and isinstance(parent.get("domains"), dict):  # else parse_recipe says what is wrong
+        data["domains"] = {**parent["domains"], **mine}
     return data
 
 
