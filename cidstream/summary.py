@@ -96,7 +96,9 @@ def print_run_summary(console, input_spec, sink, dehazer, stats, total, error, r
         if report.get("unique_vehicles"):
             table.add_row("unique", ", ".join(f"{k} {v}" for k, v in report["unique_vehicles"].items()))
         if report.get("speed", {}).get("detector_share") is not None:
-            table.add_row("detector", f"{report['detector']}: {report['speed']['detector_share']:.0%} of the time")
+            both = f" and {report['fog_detector']['detector']}" if report.get("fog_detector") else ""
+            table.add_row("detection", f"{report['detector']}{both}: {report['speed']['detector_share']:.0%} "
+                                       "of the time")
         html = folder / "report.html"
         table.add_row("report", str(html) if html.exists() else "not written")
     console.print(table)

@@ -1,6 +1,7 @@
 """The fog-adapted detector: fusion of raw and dehazed detections, the four arms (and fused ones) of
 eval and run --compare, and `cidstream train detector` end to end on real data with the real detector."""
 import json
+import re
 import shutil
 
 import numpy as np
@@ -114,6 +115,31 @@ def test_run_compare_four_arms(cli, shared_data, yolo_weights, copy_of_base, tmp
 
     w, h = size(out / "dehazed.mp4")
     assert size(out / "side_by_side.mp4") == (2 * w, 2 * h)  # raw | dehazed, base above and B below
+
+
+def test_cache_names_newest_and_labels(monkeypatch, tmp_path):
+    """A short name resolves to the newest file kept under it; a cached file is labelled with its name,
+    any other file with its file name; a path is never looked up."""
+    from cidstream.detect.cache import cached_label, new_entry, resolve_cached
+    from cidstream.detect.detector import Detector
+
+    monkeypatch.setenv("CIDSTREAM_CACHE", str(tmp_path / "cache"))
+    made = new_entry("fog")
+    made.write_bytes(b"0")
+    folder = made.parent
+    for name in ("20200104-101500.pt", "20200104-101500-2.pt", "20200104-101500-10.pt", "20200103-235959-11.pt"):
+        (folder / name).write_bytes(b"1")
+    assert resolve_cached("fog") == str(made)  # made now, years after the others
+    made.unlink()
+    assert resolve_cached("fog") == str(folder / "20200104-101500-10.pt")  # same second: the later suffix
+    again = new_entry("fog")
+    assert not again.exists() and again.parent == folder
+    second = folder / "20200104-101500-10.pt"
+    assert resolve_cached("other/fog.pt") == "other/fog.pt"
+    assert cached_label(str(second)) == f"fog ({second.name})"
+    assert cached_label(str(tmp_path / "fog.pt")) is None
+    assert Detector.label.fget(type("D", (), {"spec": str(second)})()) == f"fog ({second.name})"
+    assert Detector.label.fget(type("D", (), {"spec": str(tmp_path / "w" / "yolo.pt")})()) == "yolo.pt"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -350,11 +376,11 @@ def test_run_detect_with_a_fog_detector_by_its_short_name(trained, shared_data, 
         assert len(boxes) == len(ref) and len(boxes) > 0
         np.testing.assert_allclose([b["box"] for b in boxes], ref.xyxy, atol=0.02)
     report = json.loads((tmp_path / "o" / "report.json").read_text())
-    assert report["fog_detector"]["view"] == "raw" and report["fog_detector"]["detector"].endswith(".pt")
-    # the short name resolves to the newest file kept under it
+    # the short name resolves to the newest file kept under it, and the report names both
     from cidstream.detect.cache import latest
 
-    assert report["fog_detector"]["detector"] == latest("smoke").name
+    assert report["fog_detector"] == {"detector": f"smoke ({latest('smoke').name})", "view": "raw"}
+    assert f"yolo11n_coco_from_int8.pt and smoke ({latest('smoke').name}):" in " ".join(text.split())
 
 
 @pytest.mark.slow
@@ -435,7 +461,8 @@ def test_bench_times_the_fog_path_against_the_base_path(trained, yolo_weights, t
                               "--detector", yolo_weights, "--fog-detector", "smoke", "--json", out)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
-    assert r["fog_view"] == "dehazed" and r["fog_detector"].endswith(".pt") and r["fog_path_fps"] > 0
+    assert r["fog_view"] == "dehazed" and r["fog_path_fps"] > 0
+    assert re.fullmatch(r"smoke \(\d{8}-\d{6}(-\d+)?\.pt\)", r["fog_detector"])  # the cache name and file
     assert r["fog_path_cost"] == pytest.approx(r["detect_fps"] / r["fog_path_fps"])
     assert "fog path (" in proc.stderr
 

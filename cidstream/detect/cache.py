@@ -49,8 +49,24 @@ def new_entry(name: str) -> Path:
 
 def latest(name: str) -> Path | None:
     folder = detectors_dir(name)
-    made = sorted(folder.glob("*.pt")) if folder.is_dir() else []
+    made = sorted(folder.glob("*.pt"), key=_made_order) if folder.is_dir() else []
     return made[-1] if made else None
+
+
+def _made_order(path: Path) -> tuple:
+    """STAMP.pt, then STAMP-1.pt, STAMP-2.pt ... (a plain name sort puts '-1' before '.pt')."""
+    parts = path.stem.split("-")
+    return parts[:2], int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 0
+
+
+def cached_label(path: str) -> str | None:
+    """'NAME (FILE)' for a file of the cache, so reports say which short name a run used; else None."""
+    p = Path(path)
+    try:
+        inside = p.parent.parent.resolve() == (cache_root() / "detectors").resolve()
+    except OSError:
+        return None
+    return f"{p.parent.name} ({p.name})" if inside else None
 
 
 def resolve_cached(spec: str, role: str = "--fog-detector") -> str:

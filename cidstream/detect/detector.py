@@ -12,6 +12,7 @@ import torch
 
 from ..config import DetectConfig
 from ..errors import CidstreamError
+from .cache import cached_label
 from .detections import Detections
 
 _DETECT = DetectConfig()  # the defaults of Detector: the config's detect section (classes is a default_factory)
@@ -223,7 +224,7 @@ class Detector:
 
     @property
     def label(self) -> str:
-        return Path(self.spec).name
+        return cached_label(self.spec) or Path(self.spec).name
 
     def _predict(self, source, **kw):
         # On a CPU, Ultralytics' device selection sets torch's thread count for the whole process to
