@@ -118,10 +118,10 @@ def test_run_compare_four_arms(cli, shared_data, yolo_weights, copy_of_base, tmp
 
 
 def test_cache_names_newest_and_labels(monkeypatch, tmp_path):
-    """A short name resolves to the newest file kept under it; a cached file is labelled with its name,
-    any other file with its file name; a path is never looked up."""
+    """A short name resolves to the newest file kept under it (by stamp, then by the suffix of two
+    trainings in one second); a cached file is labelled with its name, any other file is not; a path is
+    never looked up. (Detector.label on a real cached model: the run and bench tests below.)"""
     from cidstream.detect.cache import cached_label, new_entry, resolve_cached
-    from cidstream.detect.detector import Detector
 
     monkeypatch.setenv("CIDSTREAM_CACHE", str(tmp_path / "cache"))
     made = new_entry("fog")
@@ -131,15 +131,11 @@ def test_cache_names_newest_and_labels(monkeypatch, tmp_path):
         (folder / name).write_bytes(b"1")
     assert resolve_cached("fog") == str(made)  # made now, years after the others
     made.unlink()
-    assert resolve_cached("fog") == str(folder / "20200104-101500-10.pt")  # same second: the later suffix
-    again = new_entry("fog")
-    assert not again.exists() and again.parent == folder
-    second = folder / "20200104-101500-10.pt"
+    newest = folder / "20200104-101500-10.pt"
+    assert resolve_cached("fog") == str(newest)  # same second: the later suffix, -10 after -2
     assert resolve_cached("other/fog.pt") == "other/fog.pt"
-    assert cached_label(str(second)) == f"fog ({second.name})"
+    assert cached_label(str(newest)) == f"fog ({newest.name})"
     assert cached_label(str(tmp_path / "fog.pt")) is None
-    assert Detector.label.fget(type("D", (), {"spec": str(second)})()) == f"fog ({second.name})"
-    assert Detector.label.fget(type("D", (), {"spec": str(tmp_path / "w" / "yolo.pt")})()) == "yolo.pt"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -62,10 +62,7 @@ def _made_order(path: Path) -> tuple:
 def cached_label(path: str) -> str | None:
     """'NAME (FILE)' for a file of the cache, so reports say which short name a run used; else None."""
     p = Path(path)
-    try:
-        inside = p.parent.parent.resolve() == (cache_root() / "detectors").resolve()
-    except OSError:
-        return None
+    inside = p.parent.parent.resolve() == (cache_root() / "detectors").resolve()
     return f"{p.parent.name} ({p.name})" if inside else None
 
 
