@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from cidstream.config import data_root, load_config, read_yaml  # noqa: E402
 from cidstream.detect import Detector  # noqa: E402
+from cidstream.detect.safe_load import load_detector_checkpoint  # noqa: E402
 from cidstream.evaluation.clear_check import clear_check  # noqa: E402
 from cidstream.evaluation.evaluate import run_eval  # noqa: E402
 from cidstream.engine import Dehazer  # noqa: E402
@@ -48,7 +49,7 @@ def main(argv=None) -> int:
     result = {"trained": args.trained, "model": args.model, "split": "select", "shares": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for share in args.shares:
-            ckpt = torch.load(args.trained, map_location="cpu", weights_only=False)
+            ckpt = load_detector_checkpoint(args.trained, "trained detector")
             blend_with_base(ckpt, args.base, share)
             path = Path(tmp) / f"blend_{share:g}.pt"
             torch.save(ckpt, path)

@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from cidstream.config import data_root, load_config  # noqa: E402
 from cidstream.detect.detectors import Detectors, DetectorsSpec  # noqa: E402
+from cidstream.detect.safe_load import load_detector_checkpoint  # noqa: E402
 from cidstream.detect.stage import DetectStage, hazy_frames  # noqa: E402
 from cidstream.engine import Dehazer  # noqa: E402
 from cidstream.evaluation.clear_check import REF_CONF, read_every, reference_ap  # noqa: E402
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
     model = dehazer.name
     out_path = Path(args.out)
     result = json.loads(out_path.read_text()) if out_path.is_file() else {}
-    fog_meta = torch.load(spec.fog, map_location="cpu", weights_only=False).get("cidstream", {})
+    fog_meta = load_detector_checkpoint(spec.fog, "fog detector").get("cidstream", {})
     result.update(detector=Path(args.detector).name, fog_detector=spec.fog, model=model,
                   gate={"policy": cfg.gate.policy, "measure": cfg.gate.measure, "clear_m": cfg.gate.clear_m,
                         "dense_m": cfg.gate.dense_m},

@@ -7,6 +7,7 @@ well the stages overlap (1.0 = perfectly).
 """
 from __future__ import annotations
 
+import contextlib
 import platform
 import tempfile
 import threading
@@ -20,15 +21,20 @@ import torch
 from .config import Config
 from .detect.stage import DetectStage
 from .engine import Dehazer
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .evaluation.stability import StabilityMeter
 from .frames import BatchResult, FrameBatch
 from .io import source_from_config
+from .io.atomic import check_writable_file, write_atomic, write_error
 from .io.reader import BackgroundReader
 from .ops.color import rgb_to_yuv420
 from .pipeline import DehazeStage, Pipeline, source_batches
 from .sinks import ThreadedSink
-from .sinks.media import EncoderSettings, NullSink, VideoSink, uses_i420
+from .sinks.media import EncoderSettings, NullSink, Sink, VideoSink, uses_i420
+
+# Copies of the input run at once (--streams): each holds a decoder, an encoder and their threads and
+# queues, so beyond this the machine's threads and memory, not the model, would be measured.
+MAX_STREAMS = 64
 
 
 @dataclass
@@ -134,29 +140,111 @@ def _short_input_note(src, decoded: list, asked: int) -> str | None:
     return note
 
 
-def _pipelines(sources, dehazer, sinks_for, cfg, stage_for, lock) -> tuple[float, list]:
-    """Run one ``Pipeline`` per source at once (threads sharing the model, as ``batch`` does on CUDA);
-    the summed fps."""
+class _StopLock:
+    """The model lock of bench's pipelines (``shared``: several streams take turns on the model, as batch
+    threads do; one stream keeps its detector overlapping the model). Ctrl-C and SIGTERM reach the main
+    thread only: it sets ``stop``, and no pipeline calls a model after that, so all stop after the batch in hand."""
+
+    def __init__(self, shared: bool):
+        self.lock = threading.Lock() if shared else None
+        self.stop = threading.Event()
+
+    def __enter__(self):
+        if self.lock is not None:
+            self.lock.acquire()
+        if self.stop.is_set():
+            self.__exit__()
+            raise KeyboardInterrupt  # the pipeline stops as on Ctrl-C
+        return self
+
+    def __exit__(self, *exc):
+        if self.lock is not None:
+            self.lock.release()
+
+
+class _UntilStopped(Sink):
+    """A benchmark's video sink that drops what is still queued once a stop is asked (the file is thrown away)."""
+
+    def __init__(self, sink: Sink, stop: threading.Event):
+        self.inner, self.stop, self.path, self.needs = sink, stop, sink.path, sink.needs
+
+    @property
+    def written(self) -> int:
+        return self.inner.written
+
+    def write_result(self, result: BatchResult) -> None:
+        if not self.stop.is_set():
+            self.inner.write_result(result)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _join(threads: list[threading.Thread]) -> None:
+    """Wait for ``threads``, waking every 0.1 s: a SIGTERM or Ctrl-C that another thread received is
+    raised in the main thread only when it runs Python code, not while it sleeps in a plain join."""
+    for t in threads:
+        while t.is_alive():
+            t.join(0.1)
+
+
+def _pipelines(open_source, streams: int, dehazer, sinks_for, cfg, stage_for) -> tuple[float, list]:
+    """Run one ``Pipeline`` per source, ``streams`` sources at once (threads sharing the model, as ``batch``
+    does on CUDA); the summed fps. Ctrl-C or SIGTERM stops them all promptly, then is raised again."""
     e = cfg.engine
     stats, errors = [], []
+    lock = _StopLock(shared=streams > 1)
 
     def one(i, src):
         try:
-            pipeline = Pipeline(DehazeStage(dehazer), stage_for(), [sinks_for(i, src)], model_lock=lock)
+            pipeline = Pipeline(DehazeStage(dehazer), stage_for(), [sinks_for(i, src, lock.stop)], model_lock=lock)
             reader = BackgroundReader(lambda: iter(src), maxsize=cfg.input.queue_size, name="decoder").start()
             stats.append(pipeline.run(source_batches(src, reader, e.batch, e.max_latency_ms, pipeline.stats)))
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=one, args=(i, s)) for i, s in enumerate(sources)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    threads = []
+    with contextlib.ExitStack() as opened:
+        try:
+            sources = [opened.enter_context(open_source()) for _ in range(streams)]
+            t0 = time.perf_counter()
+            for i, src in enumerate(sources):
+                threads.append(threading.Thread(target=one, args=(i, src), name=f"bench-stream-{i}"))
+                threads[-1].start()
+            _join(threads)
+        except KeyboardInterrupt:
+            lock.stop.set()
+            _join(threads)
+            raise
     if errors:
         raise errors[0]
     return sum(st.frames for st in stats) / (time.perf_counter() - t0), stats
+
+
+def bench_reads(input_spec: str, cfg: Config, config_file: str | None = None) -> list[Path]:
+    """Files a bench reads: the input, the model, detector and fog meter weights, the config file."""
+    from .models.registry import bundled_weights
+    from .run_input import input_files
+
+    named = [cfg.detect.detector, cfg.detect.fog_detector, cfg.detect.detector_b, cfg.gate.meter, config_file]
+    return (input_files(input_spec)[0] + [bundled_weights(cfg.model.name) or Path(cfg.model.name)]
+            + [Path(p) for p in named if p])
+
+
+def check_json_output(path: str | None, input_spec: str, cfg: Config, config_file: str | None = None) -> None:
+    """Refuse a --json FILE that cannot be written, or is a file the bench reads, before any work."""
+    if path and path != "-":
+        check_writable_file(path, bench_reads(input_spec, cfg, config_file), "--json file")
+
+
+def save_json(path: str | Path, text: str) -> None:
+    """Write --json FILE whole (write_atomic), its folder created."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, text)
+    except OSError as exc:
+        raise write_error(path, exc) from None
 
 
 def fixed_cost(frames_long: int, fps_long: float, frames_short: int, fps_short: float) -> float | None:
@@ -175,6 +263,8 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
     the video, and with --detect also writing detections only), interleaved so that a noisy machine
     slows all of them alike; per-stage figures and the ratios are medians over rounds. ``streams`` > 1
     runs that many copies of the input at once for the end-to-end figures."""
+    if not 1 <= streams <= MAX_STREAMS:
+        raise ConfigError(f"--streams must be from 1 to {MAX_STREAMS}, got {streams}")
     e, o = cfg.engine, cfg.output
     dehazer = Dehazer.from_config(cfg, random_init=True)
     device = dehazer.device
@@ -195,7 +285,7 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
         short = _short_input_note(src, decoded, frames)
     n = len(decoded)
     h, w = decoded[0].shape
-    res = BenchResult(input=input_spec, width=w, height=h, frames=n, model=dehazer.name, device=str(device),
+    res = BenchResult(input=info.source, width=w, height=h, frames=n, model=dehazer.name, device=str(device),
                       precision=dehazer.precision, batch=e.batch, machine=machine_name(device), repeats=repeats,
                       streams=streams)
     if dehazer.loaded.weights is None and dehazer.net.trainable:
@@ -226,7 +316,6 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
     res.temporal = stream is not None and dehazer.temporal is not None
     encoder = EncoderSettings.from_config(o, device.type)  # every video sink of the benchmark encodes with these
     i420 = uses_i420(encoder.needs, device.type, h, w)
-    lock = threading.Lock() if streams > 1 else None
 
     def download():
         for b in dehazed:
@@ -268,26 +357,24 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
             runs["encode"].append(n / (time.perf_counter() - t0))
             res.encode_path = sink.codec
 
-            def video_sinks(i, src, r=r):
-                return ThreadedSink(VideoSink(Path(tmp) / f"e2e{r}_{i}.mp4", src.info, encoder, copy_audio=False),
-                                    o.queue_size)
+            def video_sinks(i, src, stop, r=r):
+                video = VideoSink(Path(tmp) / f"e2e{r}_{i}.mp4", src.info, encoder, copy_audio=False)
+                return ThreadedSink(_UntilStopped(video, stop), o.queue_size)
 
             def stage_for():  # what a run detects with: the per-frame choice when a fog detector is set
                 return DetectStage(detectors) if detectors is not None else None
 
-            srcs = [source() for _ in range(streams)]
-            fps, stats = _pipelines(srcs, dehazer, video_sinks, cfg, stage_for, lock)
+            fps, stats = _pipelines(source, streams, dehazer, video_sinks, cfg, stage_for)
             runs["end_to_end"].append(fps)
-            srcs = [source(short_n) for _ in range(streams)]  # a third of the frames: the run's fixed cost
-            runs["short"].append(_pipelines(srcs, dehazer, lambda i, src: video_sinks(f"s{i}", src), cfg, stage_for,
-                                            lock)[0])
+            short_source = lambda: source(short_n)  # noqa: E731 - a third of the frames: the run's fixed cost
+            runs["short"].append(_pipelines(short_source, streams, dehazer, lambda i, *a: video_sinks(f"s{i}", *a), cfg,
+                                            stage_for)[0])
             # Upload (to the device, 4:2:0 -> RGB) runs inside the dehazing stage: part of "model".
             stages = ["decode", "model", "encode"] + (["detect"] if detector else []) + (["download"] if cuda else [])
             ratios.append(fps / streams / min(runs[k][-1] for k in stages))
             shares.append(sum(s.stage_seconds["detect"] for s in stats) / sum(s.seconds for s in stats))
             if detector is not None:  # detections only: nothing is downloaded or encoded
-                srcs = [source() for _ in range(streams)]
-                fps, _ = _pipelines(srcs, dehazer, lambda i, src: NullSink(), cfg, stage_for, lock)
+                fps, _ = _pipelines(source, streams, dehazer, lambda *a: NullSink(), cfg, stage_for)
                 runs["no_video"].append(fps)
                 nv_ratios.append(fps / streams / min(runs[k][-1] for k in stages if k not in ("encode", "download")))
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from . import __version__
 from .cli_config import make_config
 from .errors import CidstreamError, ConfigError, OutputError
+from .redact import redact_url  # the last net: no printed error shows a camera's password
 
 EXAMPLES_RUN = """examples:
   cidstream run samples/hazy_traffic.mp4                     # -> hazy_traffic_dehazed.mp4 ({model})
@@ -155,7 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
                                        "detections only, on the first --frames frames of INPUT, and reports "
                                        "end-to-end / slowest stage and the fixed cost of a run beyond its frames. "
                                        "The decode path is input.decode (--set input.decode=...). "
-                                       "Learned models without weights run with random weights (speed is the same).")
+                                       "Learned models without weights run with random weights (speed is the same). "
+                                       "It also prints the output's stability with the configured gate and temporal "
+                                       "smoothing, as a run makes it: flicker = mean change of mean brightness between "
+                                       "consecutive frames, output / input; warping error = mean change after moving "
+                                       "the previous frame along the input's optical flow, output / input; 1 = as "
+                                       "steady as the input, above 1 = unsteadiness the processing added.")
     bench.add_argument("input", help="video file or image folder")
     bench.add_argument("--frames", type=int, default=90, help="frames to use (default %(default)s)")
     bench.add_argument("--repeats", type=int, default=3,
@@ -192,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default %(default)s)")
     ev.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                     help="bootstrap resamples of the images for 95 %% intervals of each AP and of each difference "
-                         "between arms (0: none; default %(default)s)")
+                         "between arms (0: none; at most 10000; default %(default)s)")
     ev.add_argument("--max-images", type=int, help="evaluate only the first N images")
     ev.add_argument("--examples", type=int, default=4, help="example images in eval.html (default %(default)s)")
     _fog_detector_args(ev)
@@ -350,11 +356,7 @@ def cmd_run(args, console) -> int:
     from .run_input import check_output, process_input
     from .summary import print_run_summary
 
-    cfg = make_config(args)
-    if args.max_frames is not None and args.max_frames < 1:
-        raise ConfigError("--max-frames must be at least 1")
-    if args.duration is not None and not args.duration > 0:
-        raise ConfigError("--duration must be positive")
+    cfg = make_config(args)  # also --max-frames and --duration against their ranges
     detecting = args.detect or args.compare
     if args.track and not detecting:
         raise ConfigError("--track counts the detector's vehicles: it needs --detect or --compare")
@@ -406,7 +408,7 @@ class _Reported(Exception):
 
 
 def cmd_bench(args, console) -> int:
-    from .bench import run_bench
+    from .bench import check_json_output, run_bench, save_json
     from .engine.device import select_device
     from .engine.memory import check_memory
     from .summary import print_bench
@@ -416,6 +418,7 @@ def cmd_bench(args, console) -> int:
         raise ConfigError("--frames, --repeats and --streams must be at least 1")
     _check_detect_flags(args, cfg, args.detect)
     check_memory(cfg, select_device(cfg.engine.device), detect=args.detect)  # the frame size is known only later
+    check_json_output(args.json, args.input, cfg, args.config)  # before any work, as run checks its output
     with console.status("benchmarking") as status:
         result = run_bench(args.input, cfg, frames=args.frames, repeats=args.repeats, detect=args.detect,
                            streams=args.streams, progress=lambda label: status.update(f"benchmarking: {label}"))
@@ -425,8 +428,7 @@ def cmd_bench(args, console) -> int:
         if args.json == "-":
             print(text)
         else:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(text + "\n")
+            save_json(args.json, text + "\n")
     return 0
 
 
@@ -525,8 +527,6 @@ def cmd_batch(args, console) -> int:
     from .jobs import run_batch
 
     cfg = make_config(args)
-    if args.max_frames is not None and args.max_frames < 1:
-        raise ConfigError("--max-frames must be at least 1")
     if not cfg.output.video:
         raise ConfigError("output.video false is for run and live; a batch always writes the dehazed videos")
     _check_detect_flags(args, cfg, args.detect or args.compare)
@@ -546,10 +546,6 @@ def cmd_live(args, console) -> int:
 
     cameras = load_cameras(args.cameras)
     cfg = make_config(args, cameras.settings)
-    if args.max_frames is not None and args.max_frames < 1:
-        raise ConfigError("--max-frames must be at least 1")
-    if args.duration is not None and args.duration <= 0:
-        raise ConfigError("--duration must be positive")
     if not cfg.output.video and not (args.detect or args.track):
         raise ConfigError("--no-video (output.video false) needs --detect: there would be nothing to write")
     _check_detect_flags(args, cfg, args.detect or args.track)
@@ -615,7 +611,7 @@ def main(argv=None) -> int:
     except CidstreamError as exc:
         if args.debug:
             raise
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {redact_url(exc)}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
@@ -623,7 +619,7 @@ def main(argv=None) -> int:
     except Exception as exc:  # a bug, not a user error: say so, briefly
         if args.debug:
             raise
-        console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
+        console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {redact_url(exc)}\n"
                       "Run again with --debug for the traceback.", highlight=False, soft_wrap=True)
         return 1
 

@@ -3,11 +3,13 @@
 Its own module so that every command (those of cli.py, export, the training plugin) builds it the same way."""
 from __future__ import annotations
 
-from .config import load_config, parse_assignment
+from .config import check_flags, load_config, parse_assignment
 
 
 def make_config(args, settings: dict | None = None):
-    """Config from --config, then ``settings`` (e.g. a cameras file's), then --set, then the flags."""
+    """Config from --config, then ``settings`` (e.g. a cameras file's), then --set, then the flags; the flags
+    that are no setting are held to their ranges (config.FLAG_RANGES) here, once for every command."""
+    check_flags(args)
     overrides = ([settings] if settings else []) + [parse_assignment(s) for s in args.set]
     flags = {}
     if args.model and isinstance(args.model, str):

@@ -6,13 +6,16 @@ Precedence: dataclass defaults < ``configs/default.yaml`` (when running from a c
 A setting is declared once: its field's type says what it may be (``Annotated[int, Range(1)]``,
 ``Annotated[str, OneOf("tcp", "udp")]``) and ``validate`` enforces that for every field, so no list
 of ranges or allowed words can drift from the dataclasses. ``read_yaml`` keeps where each key was
-written, so an error about a value from a file starts with the file, line and column.
+written, so an error about a value from a file starts with the file, line and column; it is the one YAML
+reader (configs, cameras, training, --set values) and refuses a key written twice and aliases that stand
+for more than ALIAS_BUDGET values (a "billion laughs" file).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import os
+import reprlib
 import typing
 import weakref
 from dataclasses import dataclass, field
@@ -55,15 +58,22 @@ class Range:
         return True
 
     def describe(self) -> str:
-        lo, hi = self.lo, self.hi
+        lo, hi = _num(self.lo), _num(self.hi)
         if lo is not None and hi is not None:
             if not self.lo_open and not self.hi_open:
-                return f"within {lo:g}..{hi:g}"
-            return (f"{'greater than' if self.lo_open else 'at least'} {lo:g} and "
-                    f"{'less than' if self.hi_open else 'at most'} {hi:g}")
+                return f"within {lo}..{hi}"
+            return (f"{'greater than' if self.lo_open else 'at least'} {lo} and "
+                    f"{'less than' if self.hi_open else 'at most'} {hi}")
         if lo is not None:
-            return f"{'greater than' if self.lo_open else 'at least'} {lo:g}"
-        return f"{'less than' if self.hi_open else 'at most'} {hi:g}"
+            return f"{'greater than' if self.lo_open else 'at least'} {lo}"
+        return f"{'less than' if self.hi_open else 'at most'} {hi}"
+
+
+def _num(x) -> str | None:
+    """A bound as people write it: 31536000, not 3.1536e+07."""
+    if x is None:
+        return None
+    return str(int(x)) if float(x).is_integer() else format(x, "g")
 
 
 class OneOf:
@@ -237,6 +247,16 @@ class GateConfig:
     # clipped to 10..20000 m; fitted for contrast on highway_fog_cam select days
     # (benchmarks/results/visibility_fit.json); negative: more haze must mean less visibility
     calib_b: Annotated[float, Range(-1000, 0, hi_open=True)] = -3.5265
+    # video (files, cameras): the strength follows each stream's smoothed visibility (engine/steady_gate.py);
+    # image folders and eval are gated frame by frame whatever this says
+    steady: bool = True
+    # weight of the current frame's reading in the moving average of log visibility (1: per-frame readings)
+    steady_alpha: Annotated[float, Range(0, 1, lo_open=True)] = 0.05
+    max_step: Annotated[float, Range(0, 1, lo_open=True)] = 0.02  # most the strength moves between two frames
+    # a stream left raw starts dehazing only below clear_m / hysteresis (no toggling at the threshold)
+    hysteresis: Annotated[float, Range(1, 10)] = 1.25
+    # the strength is re-aimed only when the smoothed visibility moved by more than this factor (1: always)
+    band: Annotated[float, Range(1, 10)] = 1.25
 
 
 @dataclass
@@ -302,8 +322,104 @@ def plain(value):
     return value
 
 
-class _Loader(yaml.SafeLoader):
+# Values that aliases (*name) may add to one YAML text once written out. Configs repeat a block or two at most
+# (cameras sharing options); a "billion laughs" file of a few hundred bytes nests aliases to stand for
+# billions of values, which any reader that walks them (an error message, JSON, a report) writes out in full.
+ALIAS_BUDGET = 10_000
+MESSAGE_VALUE_CHARS = 200  # a value quoted in an error message is cut to this
+
+
+class _Short(reprlib.Repr):
+    """``repr`` cut short at every level, so quoting a value costs little whatever it holds."""
+
+    def __init__(self):
+        super().__init__()
+        self.maxlevel, self.maxdict, self.maxlist, self.maxstring, self.maxother = 3, 8, 8, 80, 80
+
+    def repr_Located(self, x, level):
+        return self.repr_dict(x, level)
+
+
+_SHORT = _Short()
+
+
+def shown(value) -> str:
+    """``repr(value)`` for an error message, at most MESSAGE_VALUE_CHARS long: a setting given a huge
+    structure must not make a message of gigabytes."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= MESSAGE_VALUE_CHARS else text[:MESSAGE_VALUE_CHARS - 3] + "..."
+
+
+def _expanded(node: yaml.Node, sizes: dict) -> int:
+    """Values ``node`` stands for with its aliases written out; ``sizes`` memoizes by node, which aliases share."""
+    if id(node) not in sizes:
+        children = node.value if isinstance(node, yaml.SequenceNode) else \
+            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else ()
+        sizes[id(node)] = 1 + sum(_expanded(child, sizes) for child in children)
+    return sizes[id(node)]
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing what would silently go wrong: a key written twice in one mapping
+    (the last would win unseen) and aliases that stand for more than ALIAS_BUDGET values. Errors name
+    ``origin``, line and column."""
+
     origin = ""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._sizes: dict[int, int] = {}
+        self._aliased = 0
+
+    def _refuse(self, mark, message: str):
+        raise config_error(message, Mark(self.origin, mark.line + 1, mark.column + 1))
+
+    def compose_node(self, parent, index):
+        if not self.check_event(yaml.AliasEvent):
+            return super().compose_node(parent, index)
+        event = self.peek_event()
+        node = super().compose_node(parent, index)
+        if node.end_mark is None:  # a collection still being read: the alias is inside what it names
+            self._refuse(event.start_mark, f"alias *{event.anchor} is inside the value it names: a structure "
+                                           "without end")
+        self._aliased += _expanded(node, self._sizes)
+        if self._aliased > ALIAS_BUDGET:
+            self._refuse(event.start_mark, f"the aliases up to *{event.anchor} repeat more than {ALIAS_BUDGET:,} "
+                                           "values; configs never need that many: write the values out")
+        return node
+
+    def compose_mapping_node(self, anchor):
+        node = super().compose_mapping_node(anchor)
+        first: dict = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # '<<' merges: later keys override merged ones on purpose
+            try:
+                key = self.construct_object(key_node)
+                mark = first.setdefault(key, key_node.start_mark)
+            except (yaml.YAMLError, TypeError):
+                continue  # construction says what is wrong with this key
+            if mark is not key_node.start_mark:
+                self._refuse(key_node.start_mark, f"key {shown(key)} is written twice in one mapping (first at line "
+                                                  f"{mark.line + 1}, column {mark.column + 1}): only the last would "
+                                                  "count; keep one")
+        return node
+
+
+def _parse(text: str, origin: str, loader: type = _SafeLoader):
+    """The one document of ``text``; YAML errors raise as PyYAML's, refusals as ConfigError."""
+    reader = loader(text)
+    reader.origin = origin
+    try:
+        return reader.get_single_data()
+    except RecursionError:
+        raise ConfigError(f"{origin}: nested too deeply to read") from None
+    finally:
+        reader.dispose()
+
+
+class _Loader(_SafeLoader):
+    """Mappings come out Located."""
 
 
 def _construct_located(loader: _Loader, node: yaml.MappingNode):
@@ -341,12 +457,7 @@ def read_yaml(path: str | Path, what: str = "config file") -> dict:
     if not path.is_file():
         raise ConfigError(f"{what} not found: {path}")
     try:
-        loader = _Loader(path.read_text(encoding="utf-8"))
-        loader.origin = f"{what} {path}"
-        try:
-            data = loader.get_single_data()
-        finally:
-            loader.dispose()
+        data = _parse(path.read_text(encoding="utf-8"), f"{what} {path}", _Loader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {path} is not valid YAML: {yaml_error_text(exc)}") from exc
     except UnicodeDecodeError as exc:
@@ -370,36 +481,36 @@ def _check_type(value, hint, where: str):
                 return _check_type(value, arg, where)
             except ConfigError:
                 pass
-        raise ConfigError(f"{where}: {value!r} has the wrong type")
+        raise ConfigError(f"{where}: {shown(value)} has the wrong type")
     if hint is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        raise ConfigError(f"{where}: expected true or false, got {shown(value)}")
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        raise ConfigError(f"{where}: expected an integer, got {shown(value)}")
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        raise ConfigError(f"{where}: expected a number, got {shown(value)}")
     if hint is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
+        raise ConfigError(f"{where}: expected a string, got {shown(value)}")
     if hint is list or (origin is list and typing.get_args(hint) == (str,)):
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return list(value)
-        raise ConfigError(f"{where}: expected a list of names, got {value!r}")
+        raise ConfigError(f"{where}: expected a list of names, got {shown(value)}")
     if origin is list:  # list[X]: each item an X
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {shown(value)}")
         (item,) = typing.get_args(hint)
         return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if hint is dict or origin is dict:
         if isinstance(value, dict):
             return value if isinstance(value, Located) else dict(value)
-        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        raise ConfigError(f"{where}: expected a mapping, got {shown(value)}")
     return value
 
 
@@ -489,7 +600,7 @@ def check_rules(obj, prefix: str = "") -> None:
             if isinstance(rule, OneOf) and rule.normal(value) is not value:
                 setattr(owner, name, value := rule.normal(value))
             if not rule.holds(value):
-                raise config_error(f"{key} must be {rule.describe()}, got {value!r}",
+                raise config_error(f"{key} must be {rule.describe()}, got {shown(value)}",
                                    _MARKS.get(id(owner), {}).get(name))
 
 
@@ -516,7 +627,7 @@ def validate(cfg: Config) -> Config:
     codec = "libx264" if o.codec == "auto" else o.codec  # auto is libx264 wherever NVENC is not used
     if codec in ("libx264", "libx265") and o.preset not in X264_PRESETS:
         raise config_error(f"output.preset must be one of {', '.join(X264_PRESETS[:-1])} or {X264_PRESETS[-1]} "
-                           f"for {codec}, got {o.preset!r}", at("output.preset"))
+                           f"for {codec}, got {shown(o.preset)}", at("output.preset"))
     lv = cfg.live
     if lv.backoff_max_s < lv.backoff_initial_s:
         raise config_error(f"live.backoff_max_s must be at least live.backoff_initial_s ({lv.backoff_initial_s:g}), "
@@ -535,13 +646,32 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+# Flags that are not settings, with ranges of the same type; check_flags holds every command to them.
+# (rule, what the number is)
+FLAG_RANGES = {
+    "max_frames": (Range(1), ""),
+    # a year at most: anything longer is a typo or 'inf', and leaving the flag out already means no limit
+    "duration": (Range(0, 365 * 86400, lo_open=True), " seconds (leave it out for no limit)"),
+    # (resamples, images) weights in float64: 10,000 resamples of 10,000 images take 0.8 GB; 1000 is plenty
+    "bootstrap": (Range(0, 10_000), ""),
+}
+
+
+def check_flags(args) -> None:
+    """Every flag of FLAG_RANGES that ``args`` (an argparse namespace) has, against its range."""
+    for name, (rule, unit) in FLAG_RANGES.items():
+        value = getattr(args, name, None)
+        if value is not None and not rule.holds(value):
+            raise ConfigError(f"--{name.replace('_', '-')} must be {rule.describe()}{unit}, got {shown(value)}")
+
+
 def parse_assignment(text: str) -> dict:
     """``engine.batch=8`` -> {'engine': {'batch': 8}}; the value is parsed as YAML."""
     if "=" not in text:
-        raise ConfigError(f"--set expects section.key=value, got {text!r}")
+        raise ConfigError(f"--set expects section.key=value, got {shown(text)}")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = _parse(raw, f"--set {key.strip()}") if raw != "" else ""
     except yaml.YAMLError:
         value = raw
     out: dict = {}

@@ -26,8 +26,11 @@ import warnings
 from pathlib import Path
 
 from .errors import ConfigError, OutputError, WeightsError
+from .io.atomic import check_not_input, check_writable_folder, partial_path
 
 DEFAULT_SIZE = (360, 640)    # height, width: the size of most traffic cameras we see
+MAX_SIDE = 8192              # frame sides of a fixed-size graph: 8K and below (larger ones exhaust memory)
+CHECK_FRAMES = 2             # frames the graph is traced and checked with (_check_frames)
 OPSET = 18                   # TensorRT 8.6+/10, OpenVINO 2023+, onnxruntime 1.14+ read it
 FORMATS = ("onnx", "torchscript")
 
@@ -69,19 +72,20 @@ def dynamic_limits(net) -> dict:
 
 
 def _check_frames(h: int, w: int, seed: int = 0):
-    """Two deterministic hazy-looking frames for the post-export check (gradient sky, texture, noise)."""
+    """CHECK_FRAMES deterministic hazy-looking frames for the post-export check (gradient sky, texture, noise)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     base = 0.5 + 0.3 * np.sin(xx / 9.0) * np.cos(yy / 13.0) * (yy / max(h, 1))
     img = np.stack([base, 0.9 * base + 0.05, 0.8 * base + 0.1], axis=-1)
-    img = 0.6 * img + 0.3 + rng.normal(0, 0.02, (2, h, w, 3))
+    img = 0.6 * img + 0.3 + rng.normal(0, 0.02, (CHECK_FRAMES, h, w, 3))
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def _check_output(output: Path, fmt: str) -> Path:
-    """The file to write: not a folder, its folder creatable and writable; the format fits the name."""
+def _check_output(output: Path, fmt: str, reads=()) -> Path:
+    """The file to write: not a folder, not a file the export reads, its folder creatable and writable;
+    the format fits the name."""
     from .models.exported import SUFFIXES
 
     suffix = output.suffix.lower()
@@ -98,13 +102,25 @@ def _check_output(output: Path, fmt: str) -> Path:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create the folder of {output}: {exc.strerror or exc}") from exc
-    if not os.access(output.parent, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
+    check_writable_folder(output.parent)
+    if output.exists() and not os.access(output, os.W_OK):
         raise OutputError(f"cannot write {output}: permission denied")
+    check_not_input(output, reads)
     return output
 
 
-def _tmp_path(output: Path) -> Path:
-    return output.with_name(f".{output.name}.{os.getpid()}.tmp{output.suffix}")
+def _check_memory(net, size: tuple[int, int], device) -> None:
+    """Refuse a frame size whose tracing and check would take more memory than the machine has (the
+    estimate ``cidstream run`` sizes its batches by, for CHECK_FRAMES frames)."""
+    from .config import Config
+    from .engine.memory import GB, SHARE, available_bytes, needs
+
+    total = sum(needs(Config(), size, net.arch, batch=CHECK_FRAMES)["engine.batch"])
+    have = available_bytes(device)
+    if have is not None and total > SHARE * have:
+        raise ConfigError(f"a {size[1]}x{size[0]} {net.arch} graph needs about {total / GB:.1f} GB to export and "
+                          f"check, more than the {SHARE * have / GB:.1f} GB free on {device.type}: export a "
+                          "smaller --height/--width" + (" or --dynamic" if net.arch != "dcp" else ""))
 
 
 def build_metadata(loaded, net, fmt: str, size, dynamic: bool, precision: str, device, limits: dict) -> dict:
@@ -226,14 +242,16 @@ def _verify(path: Path, graph, device, sizes: list) -> dict:
 def export_model(spec: str, output: str | Path, fmt: str = "onnx", height: int | None = None,
                  width: int | None = None, dynamic: bool = False, half: bool = False, device: str = "cpu",
                  dcp: dict | None = None, random_init: bool = False, verify: bool = True,
-                 debug: bool = False) -> dict:
+                 debug: bool = False, config_file: str | None = None) -> dict:
     """Write ``spec`` (model name or weights path) as an ONNX/TorchScript graph; returns its metadata,
-    with ``check`` (max abs difference to PyTorch per checked size) and ``notes`` added."""
+    with ``check`` (max abs difference to PyTorch per checked size) and ``notes`` added. The output is
+    never one of the files it reads (the weights, ``config_file``)."""
     import torch
 
     from .engine.device import select_device
     from .models import DarkChannelPrior, ExportedModel, load_model
     from .models.exported import FramesGraph
+    from .models.registry import bundled_weights
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format '{fmt}' (use {' or '.join(FORMATS)})")
@@ -241,11 +259,12 @@ def export_model(spec: str, output: str | Path, fmt: str = "onnx", height: int |
         raise ConfigError("--dynamic exports one graph for any frame size; it takes no --height/--width")
     if (height is None) != (width is None):
         raise ConfigError("give both --height and --width (or neither, for 640x360)")
-    if height is not None and (height < 1 or width < 1):
-        raise ConfigError(f"--height and --width must be at least 1, got {height}x{width}")
+    if height is not None and not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
+        raise ConfigError(f"--height and --width must be from 1 to {MAX_SIDE}, got {height}x{width}")
     if dynamic and fmt == "torchscript":
         raise ConfigError("TorchScript files are traced at one frame size: --dynamic needs --format onnx")
-    output = _check_output(Path(output), fmt)
+    weights = bundled_weights(spec) or Path(spec)
+    output = _check_output(Path(output), fmt, [weights] + ([config_file] if config_file else []))
     dev = select_device(device)
     loaded = load_model(spec, random_init=random_init, dcp=dcp)
     if isinstance(loaded.model, ExportedModel):
@@ -265,11 +284,12 @@ def export_model(spec: str, output: str | Path, fmt: str = "onnx", height: int |
             notes.append(f"--half ignored: {net.arch} computes in fp32 (as in cidstream run)")
     graph = FramesGraph(net, half=precision == "fp16").eval()
     size = (height, width) if height is not None else DEFAULT_SIZE
+    _check_memory(net, size, dev)
     limits = dynamic_limits(net)
     meta = build_metadata(loaded, net, fmt, size, dynamic, precision, dev, limits)
     # Batch 2 when tracing: torch.export would fix a batch of 1 as a constant.
     example = torch.from_numpy(_check_frames(*size)).to(dev)
-    tmp = _tmp_path(output)
+    tmp = partial_path(output)
     try:
         if fmt == "onnx":
             _export_onnx(graph, example, dynamic, meta, tmp, debug)
@@ -339,7 +359,7 @@ def run_export(args, console) -> int:
     with console.status(f"exporting {cfg.model.name} to {fmt}"):
         result = export_model(cfg.model.name, args.output, fmt, args.height, args.width, args.dynamic, args.half,
                               args.device, dcp=vars(cfg.model.dcp), random_init=args.random_init,
-                              verify=not args.no_verify, debug=args.debug)
+                              verify=not args.no_verify, debug=args.debug, config_file=args.config)
     exp = result["export"]
     size = "any size" if exp["dynamic"] else f"{exp['width']}x{exp['height']}"
     console.print(f"wrote {result['path']} ({result['bytes'] / 1e6:.1f} MB): {result['model']}"

@@ -182,7 +182,7 @@ class BatchResult:
     arms: Mapping[str, list] = field(default_factory=dict)  # arm (dehazed, raw, raw_b, dehazed_b, fused, fused_b)
     i420_frames: object = None      # -> list[Detections]; (N, H*3/2, W) uint8 I420: numpy, DeviceFrames or None
     raw_frames: object = None       # host RGB of the raw frames when they were on the device
-    haze_values: object = None      # (4, N) haze level, visibility_m, gate strength, visibility uncertainty
+    haze_values: object = None      # (5, N) haze level, visibility_m, gate strength, visibility uncertainty, steady visibility
     #                                 factor (NaN: the measure gives none) (engine/haze.py), or None
 
     def __post_init__(self):
@@ -215,20 +215,23 @@ class BatchResult:
 
     @property
     def haze(self) -> np.ndarray | None:
-        """(4, N) host floats: haze level, visibility in metres, gate strength, visibility uncertainty factor
-        per frame (None: not measured)."""
+        """(5, N) host floats: haze level, visibility in metres, gate strength, visibility uncertainty factor
+        and the steady visibility the gate followed, per frame (None: not measured)."""
         return None if self.haze_values is None else np.asarray(_host(self.haze_values), dtype=np.float64)
 
     def haze_record(self, i: int) -> dict:
-        """{"haze", "visibility_m", "visibility_factor", "gate"} of frame ``i`` for the outputs ({} when not
-        measured). visibility_factor: the visibility is within /factor..*factor about two times in three
-        (the learned meter's own uncertainty; absent for the training-free measures)."""
+        """{"haze", "visibility_m", "visibility_factor", "visibility_steady_m", "gate"} of frame ``i`` for the
+        outputs ({} when not measured). visibility_factor: the visibility is within /factor..*factor about two
+        times in three (the learned meter's own uncertainty; absent for the training-free measures);
+        visibility_steady_m: the stream's smoothed visibility the gate followed (the reading itself for images)."""
         h = self.haze
         if h is None:
             return {}
         record = {"haze": round(float(h[0, i]), 4), "visibility_m": round(float(h[1, i]), 1)}
         if h.shape[0] > 3 and np.isfinite(h[3, i]):
             record["visibility_factor"] = round(float(h[3, i]), 3)
+        if h.shape[0] > 4:
+            record["visibility_steady_m"] = round(float(h[4, i]), 1)
         return {**record, "gate": round(float(h[2, i]), 3)}
 
     @property
@@ -266,3 +269,4 @@ class StreamInfo:
     frame_count: int | None = None  # None when unknown (live streams, some containers)
     codec: str | None = None
     has_audio: bool = False
+    location: str | None = field(default=None, repr=False)  # to open it again (a URL with its password): never shown

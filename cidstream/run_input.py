@@ -11,11 +11,11 @@ from .engine import Dehazer
 from .pipeline import run_pipeline
 from .engine.memory import check_memory
 from .pipeline import RunStats
-from .errors import CidstreamError, OutputError
+from .errors import CidstreamError, InputError, OutputError
 from .frames import StreamInfo
 from .io import source_from_config
 from .sinks import sink_from_config
-from .io.atomic import OutputLock
+from .io.atomic import OutputLock, file_ids, same_file
 from .sinks.media import Sink, output_kind
 from .io.sources import image_names
 
@@ -109,21 +109,11 @@ def check_output(spec: str, output: str | Path, detect: bool = False, compare: b
                               "(images) or a video path (.mp4) as output, or --max-frames 1")
     if detect or output_kind(out) != "null":
         OutputLock(out).check()
-    ids = {}
-    for p in paths:
-        try:
-            st = os.stat(p)
-        except OSError:
-            continue
-        ids[(st.st_dev, st.st_ino)] = p
+    ids = file_ids(paths)
     if not ids:
         return
     for target in planned_outputs(out, names, images, detect, compare, video):
-        try:
-            st = os.stat(target)
-        except OSError:
-            continue  # not there yet: it cannot be an input
-        source = ids.get((st.st_dev, st.st_ino))
+        source = same_file(target, ids)
         if source is None:
             continue
         if target == Path(out):
@@ -131,6 +121,16 @@ def check_output(spec: str, output: str | Path, detect: bool = False, compare: b
                               f"{' by another name' if str(source) != out else ''}): choose another output path")
         same = "" if os.path.normpath(target) == os.path.normpath(source) else f" (writing {target}, the same file)"
         raise OutputError(f"output {out} would overwrite the input {source}{same}: choose another output path")
+
+
+def _silent_stream(source, stats: RunStats, duration: float | None) -> InputError | None:
+    """A stream that sent no frame in all of --duration is a failure, not an empty success (a camera
+    that is down or refuses the connection is retried until then, as cameras reboot)."""
+    if not source.live or duration is None or stats.frames or stats.interrupted or source.stats.received:
+        return None
+    why = source.stats.last_error
+    return InputError(f"no frame from {source.info.source} in {duration:g} s"
+                      + (f" (last problem: {why})" if why else ""))
 
 
 def process_input(spec: str, output: str | Path, cfg, dehazer: Dehazer, detectors=None, compare: bool = False,
@@ -153,8 +153,9 @@ def process_input(spec: str, output: str | Path, cfg, dehazer: Dehazer, detector
                      max_frames=max_frames, frames=source.info.frame_count if source.info.kind != "live" else None,
                      inputs=(list(paths), True) if paths is not None else None)
         # settings beyond this machine's memory: refused before any output
-        check_memory(cfg, dehazer.device, (source.info.height, source.info.width), dehazer.net.arch,
-                     detectors is not None, compare)
+        fits = lambda size: check_memory(cfg, dehazer.device, size, dehazer.net.arch,  # noqa: E731
+                                         detectors is not None, compare)
+        fits((source.info.height, source.info.width))  # later, larger frames: run_pipeline's frame_check
         if detectors is not None or output_kind(str(output)) != "null":  # held until every output is final
             claims.enter_context(OutputLock(output))
         outputs = None
@@ -171,7 +172,9 @@ def process_input(spec: str, output: str | Path, cfg, dehazer: Dehazer, detector
         try:
             stats = run_pipeline(source, dehazer, sinks, batch=cfg.engine.batch,
                                  max_latency_ms=cfg.engine.max_latency_ms, queue_size=cfg.input.queue_size,
-                                 detect=stage, on_batch=on_batch, model_lock=model_lock, duration=duration)
+                                 detect=stage, on_batch=on_batch, model_lock=model_lock, duration=duration,
+                                 frame_check=fits)
+            error = _silent_stream(source, stats, duration)
         except CidstreamError as exc:
             error = exc
         finally:

@@ -5,6 +5,8 @@ import statistics
 
 from rich.table import Table
 
+from .redact import redact_url
+
 
 def _pct(values, q: float) -> float:
     values = sorted(values)
@@ -33,7 +35,7 @@ def print_run_summary(console, input_spec, sink, dehazer, stats, total, error, r
     else:
         status = "[green]done[/]"
     table.add_row("status", status)
-    table.add_row("input", str(input_spec))
+    table.add_row("input", redact_url(input_spec))
     if not sink.path:
         table.add_row("output", "none (null sink)")
     elif sink.discarded:  # cut short (a full disk): removed, as it would not play
@@ -103,11 +105,11 @@ def print_run_summary(console, input_spec, sink, dehazer, stats, total, error, r
         table.add_row("report", str(html) if html.exists() else "not written")
     console.print(table)
     if error is not None:  # last, in the one-line form of every error (README), after what was kept
-        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {redact_url(error)}", highlight=False, soft_wrap=True)
 
 
 def print_bench(console, r) -> None:
-    table = Table(title=f"cidstream bench: {r.input} ({r.width}x{r.height}, {r.frames} frames)")
+    table = Table(title=f"cidstream bench: {redact_url(r.input)} ({r.width}x{r.height}, {r.frames} frames)")
     table.add_column("stage")
     table.add_column("fps", justify="right")
     rows = [("decode", r.decode_fps), ("upload (part of model)", r.upload_fps), ("model", r.model_fps)]
@@ -147,5 +149,6 @@ def print_bench(console, r) -> None:
         console.print(f"fixed cost of a run beyond its frames (threads, encoder open and close): {r.fixed_cost_s:.2f} s")
     if getattr(r, "warp_ratio", None) is not None:
         smoothing = "temporal smoothing on" if r.temporal else "no temporal smoothing"
-        console.print(f"stability, output / input ({smoothing}): flicker {r.flicker_ratio:.2f}, "
-                      f"warping error {r.warp_ratio:.2f} (1 = as steady as the input)")
+        console.print(f"stability of the output over the input's ({smoothing}, gate as configured): flicker "
+                      f"(brightness change between frames) {r.flicker_ratio:.2f}, warping error (change along the "
+                      f"motion) {r.warp_ratio:.2f}; 1 = as steady as the input")

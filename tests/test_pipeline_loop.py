@@ -70,7 +70,7 @@ def test_the_result_of_a_batch_is_frozen():
 def test_the_haze_measure_travels_in_the_stage_output_not_on_the_dehazer():
     dehazer = Dehazer("dcp", device="cpu")
     out = DehazeStage(dehazer)(FrameBatch.of(_frames(3), "clip"))
-    assert isinstance(out, Dehazed) and out.frames.shape == (3, 48, 64, 3) and out.haze.shape == (4, 3)
+    assert isinstance(out, Dehazed) and out.frames.shape == (3, 48, 64, 3) and out.haze.shape == (5, 3)
     assert not hasattr(dehazer, "last_haze")
 
 

@@ -138,12 +138,14 @@ def register(sub) -> None:
 def cmd_generate(args, console) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from cidstream.engine.device import select_device
     from cidstream.io.atomic import check_writable_folder
     from cidstream.errors import ConfigError, InputError
 
     from .generate import BUILTIN_SCENE, builtin_available, generate
     from .recipe import load_recipe
 
+    device = str(select_device(args.device))
     recipe = load_recipe(args.recipe)
     if args.seed is not None:
         recipe.seed = args.seed
@@ -169,7 +171,7 @@ def cmd_generate(args, console) -> int:
         task = progress.add_task("gen", total=args.count)
         try:
             summary = generate(recipe, sources, Path(args.out), args.count, stride=args.stride, dedup=args.dedup,
-                               device=args.device, progress=lambda k: progress.update(task, completed=k))
+                               device=device, progress=lambda k: progress.update(task, completed=k))
         except ValueError as exc:  # bad depth settings in the recipe
             raise ConfigError(f"recipe {args.recipe}: {exc}") from exc
     console.print(f"wrote {summary['pairs']} pairs to {summary['out']} "
@@ -184,14 +186,17 @@ def cmd_train(args, console) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
 
+    from cidstream.engine.device import select_device
+
     from .trainer import Trainer, load_train_config
 
+    device = str(select_device(args.device))
     cfg = load_train_config(args.config)
     with Progress(TextColumn("[bold]{task.fields[phase]}[/]"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=console) as progress:
         task = progress.add_task("train", total=None, phase="loading", loss=0.0)
-        trainer = Trainer(cfg, Path(args.run_dir), device=args.device, scale=args.steps_scale,
+        trainer = Trainer(cfg, Path(args.run_dir), device=device, scale=args.steps_scale,
                           log=lambda msg: progress.console.print(msg, highlight=False))
         summary = trainer.run(args.phases, resume=args.resume, progress=lambda phase, step, total, loss:
                               progress.update(task, phase=phase, completed=step, total=total, loss=loss))
@@ -235,11 +240,28 @@ def train_device(spec: str) -> tuple[str, str]:
     return f"cuda:{index or 0}", index or "0"
 
 
+def check_cache_name(name: str) -> None:
+    """Refuse, before any work, a --name that `--fog-detector NAME` would not look up in the cache (it takes
+    a word with a file suffix for a path), and a cache the detector could not be kept in at the end."""
+    from cidstream.detect.cache import CACHE_ENV, detectors_dir, is_short_name
+    from cidstream.errors import ConfigError, OutputError
+    from cidstream.io.atomic import check_writable_folder
+
+    if not is_short_name(name):
+        hint = f"; to also write a file, add --out {name}" if Path(name).suffix else ""
+        raise ConfigError(f"--name {name!r}: use a short name of letters, digits, '_' or '-' with no file suffix "
+                          f"(at most 64; --fog-detector NAME finds it in the cache){hint}")
+    try:
+        check_writable_folder(detectors_dir(name), "detector cache folder")
+    except OutputError as exc:
+        raise OutputError(f"{exc} (set ${CACHE_ENV} to a writable folder)") from None
+
+
 def cmd_detector(args, console) -> int:
     import datetime as dt
     import shutil
 
-    from cidstream.detect.cache import detectors_dir, new_entry
+    from cidstream.detect.cache import new_entry
     from cidstream.io.atomic import check_writable_folder
     from cidstream.errors import ConfigError
 
@@ -255,7 +277,7 @@ def cmd_detector(args, console) -> int:
             raise ConfigError("--epochs must be at least 1")
         cfg["train"] = {**(cfg.get("train") or {}), "epochs": args.epochs}
     device, yolo_device = train_device(args.device)
-    detectors_dir(args.name)  # a bad name is refused before any work
+    check_cache_name(args.name)
     run_dir = Path(args.run_dir)
     check_writable_folder(run_dir, "run folder (--run-dir)")
     out = Path(args.out) if args.out else None
@@ -299,14 +321,15 @@ def cmd_detector(args, console) -> int:
 
 
 def cmd_haze(args, console) -> int:
-    import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
 
+    from cidstream.engine.device import select_device
     from cidstream.engine.fog_meter import save_meter
     from cidstream.errors import ConfigError
     from cidstream.io.atomic import check_writable_folder
 
+    from .haze_data import check_sources
     from .haze_train import build_sets, read_haze_config, train_meter, trained_on
 
     cfg = read_haze_config(args.config)
@@ -314,9 +337,8 @@ def cmd_haze(args, console) -> int:
         if args.steps < 1:
             raise ConfigError("--steps must be at least 1")
         cfg["train"]["steps"] = args.steps
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA GPU is available here (use --device cpu or auto)")
+    device = str(select_device(args.device))
+    check_sources(cfg, args.config)
     out, run_dir = Path(args.out), Path(args.run_dir)
     check_writable_folder(run_dir, "run folder (--run-dir)")
     check_writable_folder(out.parent if str(out.parent) else Path("."), "output folder (--out)")
@@ -342,13 +364,77 @@ def cmd_haze(args, console) -> int:
     return 0
 
 
-def cmd_export(args, console) -> int:
-    from cidstream.errors import InputError
+def saved_kind(path: Path) -> str:
+    """What a file holds: 'weights' (cidstream weights, what export writes), 'checkpoint' (of cidstream train
+    pretrain/adapt/finetune/all) or 'other'. Read as plain data: no pickled code runs."""
+    from cidstream.detect.safe_load import load_plain
+    from cidstream.errors import WeightsError
+    from cidstream.models.weights import FORMAT
 
+    try:
+        state = load_plain(path, "training checkpoint")
+    except WeightsError:
+        return "other"
+    if isinstance(state, dict) and state.get("format") == FORMAT:
+        return "weights"
+    return "checkpoint" if isinstance(state, dict) and {"model", "config", "phase", "done"} <= set(state) else "other"
+
+
+def check_checkpoint(checkpoint: Path) -> None:
+    """Refuse what is no training checkpoint (a shipped weights file, a detector) by what it holds, not by a
+    KeyError from inside export."""
+    from cidstream.errors import InputError, WeightsError
+
+    if not checkpoint.is_file():
+        raise InputError(f"checkpoint not found: {checkpoint}" if not checkpoint.exists() else
+                         f"checkpoint {checkpoint} is a folder: give RUN_DIR/checkpoint.pt or after_<phase>.pt")
+    kind = saved_kind(checkpoint)
+    if kind == "weights":
+        raise WeightsError(f"{checkpoint} is already cidstream weights (what train export writes), not a training "
+                           f"checkpoint: use it as it is, e.g. cidstream run VIDEO --model {checkpoint}")
+    if kind != "checkpoint":
+        raise WeightsError(f"{checkpoint} is not a training checkpoint of cidstream train (pretrain, adapt, finetune, "
+                           "all): give RUN_DIR/checkpoint.pt or after_<phase>.pt")
+
+
+def check_export_output(checkpoint: Path, output: str) -> None:
+    """Refuse, before export writes anything, an output that is not a weights file name, a folder, the
+    checkpoint itself (by file identity, as `cidstream run` refuses writing over its input) or an existing
+    file that is not weights (another checkpoint): export would replace it."""
+    import os
+
+    from cidstream.errors import ConfigError, OutputError
+    from cidstream.io.atomic import check_writable_folder
+    from cidstream.models.exported import SUFFIXES
+    from cidstream.models.registry import WEIGHT_SUFFIXES
+
+    out = Path(output)
+    target = Path(os.path.realpath(out))  # where it lands once export makes its folders (sub/../ck.pt is ck.pt)
+    if output.endswith(("/", os.sep)) or target.is_dir():
+        raise OutputError(f"output {output} is a folder: give a weights file name, e.g. {out / 'cid_lite.pt'}")
+    suffix = out.suffix.lower()
+    if suffix in SUFFIXES:
+        pt = out.with_suffix(".pt")
+        raise ConfigError(f"output {output}: train export writes cidstream weights (.pt); for a {suffix} file export "
+                          f"those: cidstream train export {checkpoint} -o {pt} && cidstream export --model {pt} -o "
+                          f"{output}")
+    if suffix not in WEIGHT_SUFFIXES:
+        raise ConfigError(f"output {output}: a weights file name ends in {', '.join(WEIGHT_SUFFIXES)} (cidstream run "
+                          "--model takes it by that), e.g. cid_lite.pt")
+    if target.exists() and os.path.samefile(checkpoint, target):
+        raise OutputError(f"output {output} is the checkpoint itself ({checkpoint}"
+                          f"{', by another name' if str(checkpoint) != output else ''}): choose another output path")
+    if target.is_file() and saved_kind(target) != "weights":
+        raise OutputError(f"output {output} exists and is not cidstream weights (export would replace it): choose "
+                          "another output path")
+    check_writable_folder(out.parent, "output folder")
+
+
+def cmd_export(args, console) -> int:
     from .trainer import export
 
-    if not Path(args.checkpoint).is_file():
-        raise InputError(f"checkpoint not found: {args.checkpoint}")
+    check_checkpoint(Path(args.checkpoint))
+    check_export_output(Path(args.checkpoint), args.output)
     path = export(args.checkpoint, args.output)
     console.print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     return 0

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from cidstream.errors import ConfigError
+from cidstream.errors import ConfigError, OutputError
 
 from .generate import degrade_batch, depth_source, to_tensor, to_uint8
 from .inputs import expand_sources, frames_at_most, round_robin
@@ -30,6 +32,60 @@ from .data_entries import resolve, source_specs
 DATA_KEYS = {"recipe", "clean", "clean_stride", "dedup", "copies", "clean_share", "label_conf", "real", "real_stride",
              "pseudo_conf", "pseudo_iou", "pseudo_views", "pseudo_flip", "val_share", "val_max", "imgsz", "max_clean",
              "max_real"}
+
+
+MANIFEST = "images.tsv"
+MANIFEST_HEADER = "part\tfile\tview\tsource\tframe\n"
+# Every file a set of ours holds: DatasetWriter's images, labels and lists, and Ultralytics' label caches
+# (labels/PART.cache) and disk image caches (images/PART/NAME.npy).
+OWN_FILES = re.compile(r"(images/(train|val)/\d{6}_[^/]+\.(jpg|npy)|labels/(train|val)/\d{6}_[^/]+\.txt"
+                       r"|labels/(train|val)\.cache(\.npy)?|images\.tsv|dataset\.json|data\.yaml)")
+
+
+def _foreign(root: Path) -> str | None:
+    """The first entry below ``root`` that no training set of ours holds (a link counts: rmtree would
+    remove it), else None; a set with images must also have our manifest (written first, so an
+    interrupted build has it too)."""
+    seen = False
+    for folder, dirs, files in os.walk(root):
+        for name in sorted(dirs) + sorted(files):
+            path = Path(folder) / name
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink() or (name in files and not OWN_FILES.fullmatch(rel)):
+                return f"it holds {rel}"
+            seen = seen or (name in files and rel != MANIFEST)
+    if not seen:
+        return None
+    try:
+        with (root / MANIFEST).open(encoding="utf-8") as fh:
+            ours = fh.readline() == MANIFEST_HEADER
+    except (OSError, UnicodeDecodeError):
+        ours = False
+    return None if ours else f"it has no {MANIFEST} of ours"
+
+
+def check_own_dataset(root: Path) -> None:
+    """Refuse a RUN_DIR/dataset that the training did not build: the set is replaced whole when the
+    config or base detector changes, and that must never take the user's files with it."""
+    root = Path(root)
+    if not os.path.lexists(root):
+        return
+    what = "it is a link" if root.is_symlink() else "it is a file" if not root.is_dir() else _foreign(root)
+    if what is None:
+        return
+    raise OutputError(f"{root} was not built by cidstream train detector ({what}): the training replaces "
+                      f"RUN_DIR/dataset whole, so it must hold nothing but a set it built ({MANIFEST}, dataset.json, "
+                      "data.yaml, images/, labels/). Move your files away or choose another --run-dir")
+
+
+def check_split(counts: dict, root: Path, data: dict) -> None:
+    """Ultralytics needs training and validation images; without either it fails after loading everything."""
+    empty = [part for part in ("train", "val") if not counts.get(part)]
+    if empty:
+        raise ConfigError(f"the training set in {root} has no {' and no '.join(empty)} images "
+                          f"({counts.get('train', 0)} train, {counts.get('val', 0)} val; validation frames are drawn "
+                          f"by a hash of source and frame with data.val_share {data.get('val_share', 0.1)}): add "
+                          "frames (data.clean, data.real, data.max_clean) or change data.val_share")
 
 
 def fingerprint(data: dict, detector: str) -> str:
@@ -79,8 +135,9 @@ class DatasetWriter:
         for part in ("train", "val"):
             (root / "images" / part).mkdir(parents=True, exist_ok=True)
             (root / "labels" / part).mkdir(parents=True, exist_ok=True)
-        self.manifest = (root / "images.tsv").open("w", encoding="utf-8")
-        self.manifest.write("part\tfile\tview\tsource\tframe\n")
+        self.manifest = (root / MANIFEST).open("w", encoding="utf-8")
+        self.manifest.write(MANIFEST_HEADER)
+        self.manifest.flush()  # what marks the folder as ours (check_own_dataset), even if the build is killed
 
     def write(self, part: str, rgb: np.ndarray, rows: np.ndarray, kind: str, source: str, frame: int) -> None:
         name = f"{self.counts[part]:06d}_{kind}"
@@ -125,6 +182,7 @@ def build_dataset(data: dict, detector_path: str, root: Path, log=print, progres
     missing = {"recipe", "clean"} - set(data)
     if missing:
         raise ConfigError(f"detector training config, data: needs {' and '.join(sorted(missing))}")
+    check_own_dataset(root)
     summary_path = root / "dataset.json"
     key = fingerprint(data, detector_path)
     if summary_path.is_file():
@@ -132,6 +190,7 @@ def build_dataset(data: dict, detector_path: str, root: Path, log=print, progres
         if summary.get("fingerprint") == key:
             log(f"training set already built in {root} ({summary['images']['train']} train, "
                 f"{summary['images']['val']} val images)")
+            check_split(summary["images"], root, data)
             return summary
         log(f"the training set in {root} was built from another config or detector: rebuilding")
     if root.exists():
@@ -200,6 +259,7 @@ def build_dataset(data: dict, detector_path: str, root: Path, log=print, progres
             if progress is not None:
                 progress("real fog frames", real_frames, max(total, real_frames))
     writer.manifest.close()
+    check_split(writer.counts, root, data)
     names = {int(k): v for k, v in det.names.items()}
     (root / "data.yaml").write_text(json.dumps({"path": str(root.resolve()), "train": "images/train",
                                                 "val": "images/val", "names": names}, indent=1), encoding="utf-8")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from cidstream.config import data_root
+from cidstream.config import data_root, plain as plain_data
+from cidstream.detect.safe_load import load_detector_checkpoint
 from cidstream.errors import ConfigError, InputError
 
 from .detector_data import build_dataset
@@ -19,6 +20,7 @@ from .data_entries import resolve
 
 CONFIG_KEYS = {"detector", "data", "train", "output", "clear_check", "consistency"}
 # Ultralytics train() arguments a config may set (the rest are fixed by us: data, project, name, device).
+TRAINING_MODULES = ("training.detector_consistency",)  # Ultralytics pickles its model class into last.pt
 TRAIN_KEYS = {"epochs", "imgsz", "batch", "workers", "optimizer", "lr0", "lrf", "cos_lr", "warmup_epochs", "momentum",
               "weight_decay", "mosaic", "close_mosaic", "mixup", "hsv_h", "hsv_s", "hsv_v", "degrees", "translate",
               "scale", "fliplr", "patience", "seed", "freeze", "amp", "cache", "val"}
@@ -90,9 +92,16 @@ def ultralytics_verbose():
 
 def _resumable(last: Path) -> bool:
     """An unfinished run's last.pt keeps the optimizer and the epoch; a finished one has neither (and
-    Ultralytics, asked to resume it, would start a new training on its default dataset instead)."""
-    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    Ultralytics, asked to resume it, would start a new training on its default dataset instead). Read
+    with the checks Ultralytics' own loading lacks: it is the file Ultralytics resumes from."""
+    ckpt = load_detector_checkpoint(last, "resume checkpoint", TRAINING_MODULES)
     return ckpt.get("optimizer") is not None and ckpt.get("epoch", -1) >= 0
+
+
+def resume_args(data_yaml: Path) -> dict:
+    """What Ultralytics would otherwise take from the resumed checkpoint's own arguments: our training set,
+    no teacher model (a file named there would be unpickled unchecked, a data YAML's download script run)."""
+    return {"data": str(data_yaml), "distill_model": None}
 
 
 def ultralytics_train(base: str, data_yaml: Path, run_dir: Path, args: dict, resume: bool, log,
@@ -114,7 +123,7 @@ def ultralytics_train(base: str, data_yaml: Path, run_dir: Path, args: dict, res
                     "going on to the checks")
             elif resume and last.is_file():
                 log(f"resuming Ultralytics training from {last}")
-                YOLO(str(last)).train(resume=True, **extra)
+                YOLO(str(last)).train(resume=True, **resume_args(data_yaml), **extra)
             else:
                 if resume:
                     log(f"no {last} to resume from: starting a new training")
@@ -159,7 +168,7 @@ def blend_with_base(ckpt: dict, base: str, share: float) -> None:
     if share == 0:
         return
     model = ckpt["model"]
-    base_state = torch.load(base, map_location="cpu", weights_only=False)["model"].state_dict()
+    base_state = load_detector_checkpoint(base, "base detector")["model"].state_dict()
     state = model.state_dict()
     for k, v in state.items():
         if v.is_floating_point():
@@ -204,13 +213,15 @@ def train_detector(cfg: dict, base: str, data: dict, out: Path, run_dir: Path, d
     # Ultralytics' validation is of the trained weights, before any blending with the base
     metrics = {"adaptation_val": ultralytics_metrics(run_dir)}
     base_share = float((cfg.get("output") or {}).get("base_share", 0.0))
-    ckpt = torch.load(best, map_location="cpu", weights_only=False)
+    ckpt = load_detector_checkpoint(best, "trained detector", TRAINING_MODULES)
     plain(ckpt)  # the output is Ultralytics' own model class
     blend_with_base(ckpt, base, base_share)
     final = best
     if base_share:
         final = save_checkpoint(ckpt, run_dir / "blended.pt")  # what the clear-weather check loads
         log(f"output weights: {1 - base_share:g} x adapted + {base_share:g} x base (output.base_share)")
+    elif consistency is not None:  # best.pt holds the training's own model class, which the runtime refuses
+        final = save_checkpoint(ckpt, run_dir / "adapted.pt")
     check = cfg.get("clear_check")
     if check:
         log("clear-weather check: the adapted detector against the base detector's boxes on clean frames it never "
@@ -226,7 +237,7 @@ def train_detector(cfg: dict, base: str, data: dict, out: Path, run_dir: Path, d
             "data": {k: v for k, v in data.items() if k != "fingerprint"},
             "train_args": {k: v for k, v in args.items() if k not in ("plots", "exist_ok", "verbose")},
             "base_share": base_share, "consistency": section, "metrics": metrics, "device": device}
-    ckpt["cidstream"] = meta
+    ckpt["cidstream"] = meta = plain_data(meta)  # plain dicts: the file loads without this package's classes
     save_checkpoint(ckpt, out)
     (run_dir / "metadata.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return meta

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -20,6 +21,7 @@ SAMPLE_SCRIPT = REPO / "samples" / "make_sample.py"
 # (samples/hazy_traffic.mp4 itself is foggy, so it cannot be the clean half of a pair).
 BUILTIN_SCENE = "builtin:road_scene"
 BUILTIN_FRAMES = 500   # 20 s at 25 fps: 100 distinct frames at the default stride of 5
+PAIR_FILE = re.compile(r"(clean|hazy)/\d{6}\.png")   # the names generate() gives its images
 
 
 def builtin_available() -> bool:
@@ -83,13 +85,43 @@ def degrade_batch(recipe: Recipe, clean: torch.Tensor, depth: torch.Tensor, gene
     return hazy, [recipe.domains[c].name for c in chosen], params
 
 
+def listed_pairs(out: Path) -> set[str]:
+    """The images an earlier run wrote into ``out``: those its metadata.jsonl lists, under our names only."""
+    try:
+        lines = (Path(out) / "metadata.jsonl").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return set()
+    found = set()
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            found |= {rec[k] for k in ("clean", "hazy") if isinstance(rec.get(k), str) and PAIR_FILE.fullmatch(rec[k])}
+    return found
+
+
 def generate(recipe: Recipe, sources: list[str], out: Path, count: int, stride: int = 15, dedup: float = 2.0,
              batch: int = 8, device: str = "cpu", progress=None) -> dict:
     """Write ``count`` pairs to out/clean, out/hazy (PNG, same names) with out/metadata.jsonl,
-    cycling over the sources' frames as often as needed."""
+    cycling over the sources' frames as often as needed. An earlier run's pairs that this one does not
+    rewrite are removed, however it ends: readers of the folder (image globs, `train stats`) would take
+    them for this run's. Only files the earlier metadata.jsonl lists under our names are touched."""
     out = Path(out)
     (out / "clean").mkdir(parents=True, exist_ok=True)
     (out / "hazy").mkdir(parents=True, exist_ok=True)
+    stale = listed_pairs(out)
+    try:
+        return _write_pairs(recipe, sources, out, count, stride, dedup, batch, device, progress, stale)
+    finally:
+        for rel in stale:
+            (out / rel).unlink(missing_ok=True)
+
+
+def _write_pairs(recipe: Recipe, sources: list[str], out: Path, count: int, stride: int, dedup: float, batch: int,
+                 device: str, progress, stale: set[str]) -> dict:
+    """generate()'s work; each pair it writes is taken out of ``stale``."""
     depth_of = depth_source(recipe)
     sample = 0
     pending: list = []
@@ -107,6 +139,7 @@ def generate(recipe: Recipe, sources: list[str], out: Path, count: int, stride: 
                 name = f"{sample:06d}.png"
                 cv2.imwrite(str(out / "clean" / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
                 cv2.imwrite(str(out / "hazy" / name), cv2.cvtColor(h, cv2.COLOR_RGB2BGR))
+                stale.difference_update((f"clean/{name}", f"hazy/{name}"))
                 meta.write(json.dumps({"id": sample, "clean": f"clean/{name}", "hazy": f"hazy/{name}",
                                        "source": src, "frame": idx, "domain": dom, "seed": recipe.seed,
                                        "depth": recipe.depth.get("source", "road_prior"), "steps": prm}) + "\n")

@@ -26,13 +26,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cidstream.config import data_root
 from cidstream.engine.haze import VIS_MAX_M, small_copy
+from cidstream.errors import InputError
 from cidstream.evaluation.clear_check import read_every
 from cidstream.io.images import read_image
 from cidstream.io.sources import list_images
 
 from . import degradations as D
-from .data_entries import resolve, source_specs, visibility_table
+from .data_entries import DATA_VAR, resolve, source_specs, visibility_table
 from .depth import road_prior
 from .generate import pick_domains
 from .recipe import TINTS, Recipe, apply_step, draw
@@ -71,6 +73,22 @@ class LabelledSet:
         for g, k in zip(self.groups, self.kinds):
             out[f"{g} ({k})"] = out.get(f"{g} ({k})", 0) + 1
         return out
+
+
+def check_sources(cfg: dict, config: str | Path) -> None:
+    """Every clean and real path of the config must exist before the sets are built: a missing data folder
+    otherwise ends as an internal error from deep inside a reader."""
+    for key in ("clean", "real"):
+        for i, entry in enumerate(cfg[key]):
+            for name in ("path", "visibility"):
+                written = entry.get(name)
+                if not written or Path(resolve(written)).exists():
+                    continue
+                root = data_root()
+                why = (f": the data folder {root} does not exist (set $CIDSTREAM_DATA to the folder of the data sets)"
+                       if DATA_VAR.search(written) and not root.is_dir() else "")
+                raise InputError(f"fog meter training config {config}: {key}[{i}].{name} {resolve(written)} not "
+                                 f"found{why}")
 
 
 def relative_beta(visibility_m: torch.Tensor, far_m: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from cidstream.config import OneOf, Range, check_rules, config_error, mark_of, merge, plain, read_yaml
+from cidstream.detect.safe_load import load_plain
 from cidstream.engine.fog_meter import FogMeter
 from cidstream.evaluation.splits import SPLITS
 
@@ -117,16 +118,20 @@ def read_haze_config(path: str | Path) -> dict:
     return plain(dataclasses.asdict(cfg))
 
 
+def sets_file(cfg: dict, cache: Path) -> Path:
+    """Where ``build_sets`` keeps the sets of ``cfg``: named by a hash of the data settings only."""
+    keyed = {k: cfg[k] for k in ("recipe", "seed", "clear_label_m", "synthetic", "clean", "real")}
+    keyed["set_version"] = SET_VERSION
+    return cache / f"haze_sets_{hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]}.pt"
+
+
 def build_sets(cfg: dict, cache: Path | None, progress: Callable[[str, int, int], None] | None = None
                ) -> tuple[LabelledSet, LabelledSet]:
     """(synthetic, real) training sets; kept in ``cache`` under a hash of the data settings, so a rerun with
     other training settings does not rebuild them."""
-    keyed = {k: cfg[k] for k in ("recipe", "seed", "clear_label_m", "synthetic", "clean", "real")}
-    keyed["set_version"] = SET_VERSION
-    digest = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
-    path = cache / f"haze_sets_{digest}.pt" if cache else None
+    path = sets_file(cfg, cache) if cache else None
     if path and path.is_file():
-        saved = torch.load(path, weights_only=True)
+        saved = load_plain(path, "training cache")
         return LabelledSet(**saved["synthetic"]), LabelledSet(**saved["real"])
     tick = (lambda what: (lambda k, n: progress(what, k, n))) if progress else (lambda what: None)
     recipe = load_recipe(resolve(cfg["recipe"]))

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cidstream.detect.safe_load import load_plain
 from cidstream.errors import ConfigError
 from cidstream.models import build, save_weights
 
@@ -24,6 +25,7 @@ from .data_entries import resolve, source_specs
 from .train_config import read_train_config
 
 PHASES = ("pretrain", "adapt", "finetune")
+TARGETS_FORMAT = 2  # real_targets caches hold tensors (plain data); format 1 held numpy arrays
 
 
 def load_train_config(path: str | Path) -> dict:
@@ -191,14 +193,15 @@ class Trainer:
         empty = [np.zeros((0, 5), np.float32)] * len(target)
         if not want_teacher:
             return None, empty
-        key = hashlib.sha256(json.dumps([t["detector"], t["pseudo_conf"], t["pseudo_iou"], want_labels]).encode())
+        key = hashlib.sha256(json.dumps([t["detector"], t["pseudo_conf"], t["pseudo_iou"], want_labels,
+                                         TARGETS_FORMAT]).encode())
         for frame in target:
             key.update(frame.tobytes())
         cache = self.run_dir.parent / ".cache" / f"real_targets_{key.hexdigest()[:20]}.pt"
         if cache.exists():
             self.log(f"DCP teacher and pseudo-labels from {cache}")
-            stored = torch.load(cache, weights_only=False)
-            return stored["teachers"], stored["labels"]
+            stored = load_plain(cache, "training cache")
+            return [t.numpy() for t in stored["teachers"]], [b.numpy() for b in stored["labels"]]
         self.log("DCP teacher on the real frames")
         teachers = dcp_teacher(target)
         labels = empty
@@ -211,7 +214,8 @@ class Trainer:
             self.log(f"pseudo-labels: {sum(map(len, labels))} boxes on {len(labels)} real frames")
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp")
-        torch.save({"teachers": teachers, "labels": labels}, tmp)
+        torch.save({"teachers": [torch.from_numpy(t) for t in teachers],
+                    "labels": [torch.from_numpy(b) for b in labels]}, tmp)
         tmp.replace(cache)
         return teachers, labels
 
@@ -393,7 +397,7 @@ class Trainer:
         if not path.exists():
             self.log(f"no checkpoint in {self.run_dir}: starting fresh")
             return None
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_plain(path, "training checkpoint")
         self.phase_seconds = state.get("phase_seconds", {})
         return state
 
@@ -404,7 +408,7 @@ class Trainer:
 
 def export(checkpoint: str | Path, out: str | Path) -> Path:
     """Runtime weights with metadata from a training checkpoint (checkpoint.pt or after_<phase>.pt)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = load_plain(checkpoint, "training checkpoint")
     cfg = state["config"]
     model = build(cfg["model"]["arch"], **cfg["model"].get("config", {}))
     model.load_state_dict(state["model"])

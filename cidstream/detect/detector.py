@@ -11,9 +11,10 @@ import numpy as np
 import torch
 
 from ..config import DetectConfig
-from ..errors import CidstreamError
+from ..errors import CidstreamError, WeightsError
 from .cache import cached_label
 from .detections import Detections
+from .safe_load import check_detector_file, check_model_yaml
 
 _DETECT = DetectConfig()  # the defaults of Detector: the config's detect section (classes is a default_factory)
 VEHICLE_CLASSES = tuple(_DETECT.classes)  # detect.classes' default, as a tuple: a shared default must not change
@@ -28,6 +29,22 @@ class DetectorError(CidstreamError):
 def resolve_detector_spec(spec: str | None) -> str:
     """--detector wins, then $CIDSTREAM_DETECTOR, then Ultralytics' yolo11n.pt (downloaded when online)."""
     return spec or os.environ.get(DETECTOR_ENV) or DEFAULT_DETECTOR
+
+
+def _checked_source(spec: str, path: Path) -> str:
+    """What to hand Ultralytics for ``spec``: a PyTorch file (.pt, .pth) or a model YAML only once
+    safe_load found that loading it runs no code from it; a bare .pt name is first fetched (or found in
+    Ultralytics' weights folder) the way Ultralytics would, and that file checked."""
+    if path.suffix.lower() in (".yaml", ".yml"):
+        check_model_yaml(spec)
+    if path.suffix.lower() not in (".pt", ".pth"):
+        return spec
+    if not path.is_file():  # a bare name, e.g. yolo11n.pt
+        from ultralytics.utils.downloads import attempt_download_asset
+
+        spec = attempt_download_asset(spec)
+    check_detector_file(spec)
+    return spec
 
 
 def load_yolo(spec: str):
@@ -70,9 +87,18 @@ def load_yolo(spec: str):
         if text and path.suffix.lower() not in (".yaml", ".yml"):
             raise DetectorError(not_a_model.replace(" file (", " file: it is a text file (", 1))
     try:
-        model = YOLO(spec)
+        model = YOLO(_checked_source(spec, path))
         model.names  # noqa: B018 - non-.pt formats load lazily: load now, so a bad file fails here, in one line
+    except WeightsError as exc:
+        raise DetectorError(str(exc)) from None
     except ConnectionError as exc:
+        if path.is_file():  # Ultralytics swaps an old YOLOv5 file name for its YOLOv5u model's, then downloads
+            from ultralytics.utils.checks import check_yolov5u_filename
+
+            raise DetectorError(
+                f"detector {spec}: Ultralytics does not read a file named {path.name}: it takes the name for its "
+                f"own {check_yolov5u_filename(path.name)} and tried to download that (offline?); rename the "
+                "file") from exc
         raise DetectorError(
             f"detector '{spec}' is not on this machine and could not be downloaded (offline?): pass "
             f"--detector PATH to an Ultralytics .pt file, or set {DETECTOR_ENV}=PATH") from exc

@@ -77,7 +77,7 @@ class DetectStage:
 
     def __call__(self, raw, dehazed, streams: list | None = None, haze=None) -> dict[str, list[Detections]]:
         """arm -> detections per frame; ``streams``: the stream of each frame, for tracking (None: one);
-        ``haze``: the gate record (4, N), whose strength row picks each frame's detector."""
+        ``haze``: the gate record (5, N), whose strength row picks each frame's detector."""
         n = len(dehazed)
         d = self.detectors
         every = np.arange(n)

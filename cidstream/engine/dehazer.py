@@ -88,7 +88,7 @@ class Dehazer:
     def from_spec(cls, spec: "DehazerSpec", random_init: bool = False) -> "Dehazer":
         dehazer = cls(spec.model, device=spec.device, precision=spec.precision, channels_last=spec.channels_last,
                       random_init=random_init, dcp=dict(spec.dcp), temporal=dict(spec.temporal))
-        dehazer.gate = HazeGate(**dict(spec.gate))
+        dehazer.gate = HazeGate(**dict(spec.gate), cut_threshold=dict(spec.temporal)["cut_threshold"])
         return dehazer
 
     @classmethod
@@ -127,9 +127,11 @@ class Dehazer:
 
     @torch.inference_mode()
     def process_measured(self, frames: torch.Tensor, stream=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``process``, and each frame's haze measure: (dehazed frames, (4, N) level, visibility_m, gate
-        strength and uncertainty factor on the device). Clear frames are kept raw or blended by their visibility (engine/haze.py),
-        since dehazing a clear frame can cost detections; the measure runs under every policy (it is cheap)."""
+        """``process``, and each frame's haze measure: (dehazed frames, (5, N) level, visibility_m, gate
+        strength, uncertainty factor and steady visibility on the device: HazeGate.decide). Clear frames are kept
+        raw or blended by their visibility (engine/haze.py), since dehazing a clear frame can cost detections; on
+        video the strength follows the stream's smoothed visibility. The measure runs under every policy (it is
+        cheap)."""
         if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
             raise ValueError(f"expected uint8 frames shaped (N, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
         h, w = frames.shape[1:3]
@@ -143,7 +145,7 @@ class Dehazer:
             with self._autocast():
                 y = self._forward(x, stream)
             out = output_to_frames(y, self.net, h, w)
-        return self.gate(frames, out)
+        return self.gate(frames, out, stream)
 
     def _init_temporal(self, temporal: dict | bool | None) -> None:
         """Video smoothing (engine/temporal.py) for models that expose low-resolution estimates

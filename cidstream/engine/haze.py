@@ -15,9 +15,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..config import GateConfig, OneOf, rules
+from ..config import GateConfig, OneOf, TemporalConfig, rules
 from ..ops.filters import dark_channel, dcp_transmission, grey, relative_contrast
 from .fog_meter import load_meter, measure_visibility
+from .steady_gate import SteadyGate
 
 SHORT_SIDE = 90          # pixels: the measure runs on a copy this small (cost is flat in frame size)
 PATCH = 5                # dark-channel window on that copy (15 px at 270 px, scaled)
@@ -43,13 +44,14 @@ def small_copy(frames: torch.Tensor, short_side: int = SHORT_SIDE) -> torch.Tens
 
 
 def haze_measures(frames: torch.Tensor, short_side: int = SHORT_SIDE,
-                  which: tuple[str, ...] = LEVEL_MEASURES) -> dict[str, torch.Tensor]:
+                  which: tuple[str, ...] = LEVEL_MEASURES, small: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Candidate haze measures (``which``), each (N,) on the frames' device, higher = hazier.
 
     transmission: 1 - mean DCP transmission; dark: mean dark channel; contrast: -ln of the mean
     relative local standard deviation (3x3) of the grey image (fog flattens local contrast and
-    lifts the mean; about 3 on a clear highway frame, 4.5 in dense fog, unbounded above)."""
-    x = small_copy(frames, short_side)
+    lifts the mean; about 3 on a clear highway frame, 4.5 in dense fog, unbounded above). ``small``: the
+    frames' small copy when the caller has made it already."""
+    x = small_copy(frames, short_side) if small is None else small
     out = {}
     if "transmission" in which or "dark" in which:
         dark = dark_channel(x, PATCH)
@@ -70,19 +72,22 @@ def haze_level(frames: torch.Tensor, measure: str = "transmission") -> torch.Ten
 
 
 def measured_visibility(frames: torch.Tensor, measure: str, calib_a: float, calib_b: float,
-                        meter: str = "") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                        meter: str = "", small: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(level, visibility in metres, uncertainty factor), each (N,), of uint8 (N, H, W, 3) frames.
 
     learned: the fog meter's visibility; its level is log10(20 km / visibility) (decades below the meter's
     limit) and its factor 10**sigma (the visibility is within /factor..*factor about two times in three).
-    The training-free measures: their level, the calibrated visibility and NaN (no uncertainty)."""
+    The training-free measures: their level, the calibrated visibility and NaN (no uncertainty).
+    ``small``: the frames' small_copy when the caller has made it already."""
+    if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected uint8 frames shaped (N, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
+    small = small_copy(frames) if small is None else small
     if measure == "learned":
-        if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"expected uint8 frames shaped (N, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
-        vis, factor = measure_visibility(small_copy(frames), meter)
+        vis, factor = measure_visibility(small, meter)
         vis = vis.clamp(VIS_MIN_M, VIS_MAX_M)
         return torch.log10(VIS_MAX_M / vis), vis, factor
-    level = haze_level(frames, measure)
+    level = haze_measures(frames, which=(measure,), small=small)[measure]
     return level, visibility_m(level, calib_a, calib_b), torch.full_like(level, float("nan"))
 
 
@@ -126,12 +131,16 @@ _DEFAULT = GateConfig()  # the one set of defaults: the config's (HazeGate() is 
 
 
 class HazeGate:
-    """The gate as the dehazer runs it: measure, decide, mix. Defaults are GateConfig's
-    (cidstream/config.py), calibration included."""
+    """The gate as the dehazer runs it: measure, decide (per frame, or on video steadily per stream:
+    engine/steady_gate.py), mix. Defaults are GateConfig's (cidstream/config.py), calibration included;
+    ``cut_threshold`` is the temporal section's, so the gate and the model's smoothing agree on scene cuts."""
 
     def __init__(self, policy: str = _DEFAULT.policy, clear_m: float = _DEFAULT.clear_m,
                  dense_m: float = _DEFAULT.dense_m, calib_a: float = _DEFAULT.calib_a,
-                 calib_b: float = _DEFAULT.calib_b, measure: str = _DEFAULT.measure, meter: str = _DEFAULT.meter):
+                 calib_b: float = _DEFAULT.calib_b, measure: str = _DEFAULT.measure, meter: str = _DEFAULT.meter,
+                 steady: bool = _DEFAULT.steady, steady_alpha: float = _DEFAULT.steady_alpha,
+                 max_step: float = _DEFAULT.max_step, hysteresis: float = _DEFAULT.hysteresis,
+                 band: float = _DEFAULT.band, cut_threshold: float = TemporalConfig.cut_threshold):
         policy = _WORDS["policy"].normal(policy)  # the config's alias: YAML reads an unquoted off as false
         if policy not in POLICIES:
             raise ValueError(f"unknown gate policy {policy!r}: use {', '.join(POLICIES)}")
@@ -139,23 +148,40 @@ class HazeGate:
             raise ValueError(f"unknown haze measure {measure!r}: use {', '.join(MEASURES)}")
         self.policy, self.clear_m, self.dense_m = policy, clear_m, dense_m
         self.calib_a, self.calib_b, self.measure, self.meter = calib_a, calib_b, measure, meter
+        self.steady = SteadyGate(steady_alpha, max_step, hysteresis, band, cut_threshold) if steady else None
         if measure == "learned":
             load_meter(meter)   # a missing or wrong weights file stops here, before any frame is read
 
     @classmethod
-    def from_config(cls, g) -> "HazeGate":
-        return cls(g.policy, g.clear_m, g.dense_m, g.calib_a, g.calib_b, g.measure, g.meter)
+    def from_config(cls, g, cut_threshold: float = TemporalConfig.cut_threshold) -> "HazeGate":
+        return cls(**vars(g), cut_threshold=cut_threshold)
 
-    def measure_frames(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def measure_frames(self, raw: torch.Tensor, small: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(level, visibility_m, uncertainty factor) of uint8 (N, H, W, 3) frames, as configured."""
-        return measured_visibility(raw, self.measure, self.calib_a, self.calib_b, self.meter)
+        return measured_visibility(raw, self.measure, self.calib_a, self.calib_b, self.meter, small)
 
-    def __call__(self, raw: torch.Tensor, dehazed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(gated uint8 frames, (4, N) float tensor: level, visibility_m, strength, uncertainty factor)."""
-        level, vis, factor = self.measure_frames(raw)
-        s = gate_strength(vis, self.policy, self.clear_m, self.dense_m)
-        out = dehazed if self.policy == "off" else apply_gate(raw, dehazed, s)
-        return out, torch.stack([level.float(), vis.float(), s, factor.float()])
+    def decide(self, raw: torch.Tensor, streams=None) -> torch.Tensor:
+        """(5, N) float tensor on the frames' device: level, visibility_m, strength, uncertainty factor and the
+        steady visibility the strength follows (the per-frame reading where frames are independent).
+        ``streams``: one key or None per frame, or one key for all (see Dehazer.process)."""
+        small = small_copy(raw)
+        level, vis, factor = self.measure_frames(raw, small)
+        keys = list(streams) if isinstance(streams, (list, tuple)) else [streams] * raw.shape[0]
+        if self.steady is None or self.policy == "off" or all(k is None for k in keys):
+            s, steady = gate_strength(vis, self.policy, self.clear_m, self.dense_m), vis
+        else:
+            s, steady = self.steady.update(vis, small, keys, tuple(raw.shape[1:3]), self._strength, self.clear_m)
+        return torch.stack([level.float(), vis.float(), s.to(vis.device, torch.float32), factor.float(),
+                            steady.to(vis.device, torch.float32)])
+
+    def _strength(self, visibility: torch.Tensor) -> torch.Tensor:
+        return gate_strength(visibility, self.policy, self.clear_m, self.dense_m)
+
+    def __call__(self, raw: torch.Tensor, dehazed: torch.Tensor, streams=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gated uint8 frames, the (5, N) tensor of ``decide``)."""
+        haze = self.decide(raw, streams)
+        return (dehazed if self.policy == "off" else apply_gate(raw, dehazed, haze[2])), haze
 
 
 def gate_counts(strength) -> tuple[int, int]:

@@ -27,6 +27,16 @@ from ..config import TemporalConfig
 THUMB = (18, 32)  # grey thumbnail compared for scene cuts
 
 
+def thumbnails(grey: torch.Tensor) -> torch.Tensor:
+    """(N, 1, h, w) grey in [0, 1] -> (N, 1, 18, 32): what scene cuts are judged on."""
+    return F.adaptive_avg_pool2d(grey, THUMB)
+
+
+def is_cut(prev_thumb: torch.Tensor | None, thumb: torch.Tensor, threshold: float) -> bool:
+    """A new scene: no previous frame, or the thumbnails differ by more than ``threshold`` (mean |Δ|)."""
+    return prev_thumb is None or float((thumb - prev_thumb).abs().mean()) > threshold
+
+
 class _State:
     __slots__ = ("shape", "thumb", "maps", "guides")
 
@@ -64,7 +74,7 @@ class TemporalSmoother:
     def begin(self, x: torch.Tensor, streams: list) -> None:
         grey = x.float().mean(dim=1, keepdim=True)
         self._grey = grey
-        thumbs = F.adaptive_avg_pool2d(grey, THUMB)
+        thumbs = thumbnails(grey)
         shape = tuple(x.shape[-2:])
         self._batch = []
         with self._lock:
@@ -73,8 +83,7 @@ class TemporalSmoother:
                     self._batch.append(None)
                     continue
                 st = self._states.get(key)
-                fresh = (st is None or st.shape != shape
-                         or float((thumbs[i] - st.thumb).abs().mean()) > self.cut_threshold)
+                fresh = st is None or st.shape != shape or is_cut(st.thumb, thumbs[i], self.cut_threshold)
                 if fresh:
                     st = _State(shape, thumbs[i])
                     self._states[key] = st

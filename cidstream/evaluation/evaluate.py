@@ -28,7 +28,7 @@ from ..detect.detections import Detections, box_iou
 from ..detect.draw import draw_detections
 from ..detect.fusion import FUSE_IOU, METHODS
 from ..detect.fusion import fuse as fuse_views
-from .labels import Box, detect_format, match_labels, read_voc, read_yolo, yolo_name
+from .labels import Box, LabelNotes, detect_format, match_labels, read_labels, yolo_name
 from .splits import in_split
 
 VEHICLE = "vehicle"  # the class-agnostic pseudo-class over all evaluated classes
@@ -160,6 +160,7 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detectors, label
     per_frame = [f"{m}{PER_FRAME}" for m in dehazers] if detectors.fog is not None else []  # same classes: Detectors
     variants = [v + sfx for sfx in detectors_by for v in views + fused] + per_frame
     gt: dict[str, list[Box]] = {}
+    notes = LabelNotes()  # boxes clipped or left out, unknown names: told once below
     votes: Counter = Counter()
     found = {v: {c: [] for c in classes + [VEHICLE]} for v in variants}
     shown = {v: {} for v in variants}  # image -> confident detections count, to pick examples
@@ -167,8 +168,7 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detectors, label
     detected = _detect_views(images, batch, sizes, dehazers, detectors, progress)
     for k, img_path in enumerate(images):  # in image order, as one image at a time would have recorded them
         h, w = sizes[img_path]
-        boxes = read_voc(pairs[img_path]) if fmt == "voc" else read_yolo(pairs[img_path], w, h, detector.names,
-                                                                          given_offset)
+        boxes = read_labels(pairs[img_path], fmt, w, h, detector.names, given_offset, notes)
         image_id = img_path.name
         gt[image_id] = boxes
         per_detector = detected.pop(k)
@@ -186,6 +186,8 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detectors, label
                     found[arm][VEHICLE].append(item)
                 shown[arm][img_path] = int((det.confidence >= 0.25).sum())
     warnings: list[str] = []
+    for note in notes.warnings(detector.names.values()):
+        _warn(warnings, note)
     offset = given_offset
     if fmt == "yolo":
         offset, note = _choose_offset(votes, given_offset)
@@ -365,7 +367,7 @@ def _examples(images, dehazers, detectors, shown, pairs, fmt, offset, count) -> 
             rgb, _ = read_image(path)
             h, w = rgb.shape[:2]
             names = detectors[""].names
-            gt = read_voc(pairs[path]) if fmt == "voc" else read_yolo(pairs[path], w, h, names, offset)
+            gt = read_labels(pairs[path], fmt, w, h, names, offset)
             frames = {v: rgb if v == "raw" else dehazers[v](rgb) for v in ["raw"] + list(dehazers)}
             rows = []  # one row of views per detector
             for sfx, d in detectors.items():

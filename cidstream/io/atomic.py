@@ -155,6 +155,48 @@ class OutputLock:
         self.release()
 
 
+def file_ids(paths) -> dict[tuple[int, int], Path]:
+    """The identity (device, inode) of each of ``paths`` that exists, mapped to it: two names of one file
+    (a hard link, a symlink, another relative path, a case-folding file system) have one identity."""
+    ids = {}
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except (OSError, ValueError):  # ValueError: a NUL in the name
+            continue
+        ids[(st.st_dev, st.st_ino)] = Path(p)
+    return ids
+
+
+def same_file(target: str | Path, ids: dict[tuple[int, int], Path]) -> Path | None:
+    """The path of ``ids`` (see file_ids) that ``target`` is, whatever its name; None when none is or it is
+    not there yet (a new file cannot be an input)."""
+    try:
+        st = os.stat(target)
+    except (OSError, ValueError):
+        return None
+    return ids.get((st.st_dev, st.st_ino))
+
+
+def check_not_input(output: str | Path, inputs) -> None:
+    """Refuse (OutputError), before any work, an output that is one of the files the command reads."""
+    source = same_file(output, file_ids(inputs))
+    if source is not None:
+        other = "" if os.path.normpath(source) == os.path.normpath(output) else " by another name"
+        raise OutputError(f"output {output} is the input {source} (the same file{other}): choose another "
+                          "output path")
+
+
+def check_writable_file(path: str | Path, inputs=(), what: str = "output") -> None:
+    """Refuse (OutputError), before any work, a file output that is a folder, lies where no file can be
+    written (check_writable_folder on its folder) or is one of ``inputs``."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"the {what} {path} is a folder: give a file name")
+    check_writable_folder(path.parent, f"folder of the {what}")
+    check_not_input(path, inputs)
+
+
 def check_writable_folder(folder: str | Path, what: str = "output folder") -> None:
     """Raise OutputError unless ``folder`` is a folder we can write into, or one we could create there.
 

@@ -12,7 +12,6 @@ A source that has never sent a frame and cannot be opened for a reason no reconn
 """
 from __future__ import annotations
 
-import logging
 import queue
 import random
 import threading
@@ -27,11 +26,12 @@ import av
 from ..config import LiveConfig
 from ..errors import InputError
 from ..frames import Frame, StreamInfo
+from ..redact import redact_url, redacting_logger
 from .decode import FrameDecoder
 from .reader import END
-from .sources import Source, ffmpeg_message
+from .sources import Source, ffmpeg_message, not_video
 
-log = logging.getLogger("cidstream.live")
+log = redacting_logger("cidstream.live")  # hub.py logs here too: no line shows a camera's password
 
 # Live timestamps are wall-clock milliseconds since the source started, so they stay monotonic
 # across reconnects and show the real timing of a stream with dropped frames.
@@ -84,8 +84,10 @@ class _Connection:
         try:
             container = av.open(src.url, options=src.av_options(), timeout=(src.open_timeout_s, src.read_timeout_s),
                                 **({"format": "v4l2"} if is_capture_device(src.url) else {}))
-            if not container.streams.video:
-                raise InputError("the stream has no video")
+            problem = not_video(container)
+            if problem is not None:  # text or audio served where video was expected: no reconnect fixes it
+                self.permanent = True
+                raise InputError(problem)
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             rate = stream.average_rate or stream.guessed_rate
@@ -108,7 +110,7 @@ class _Connection:
             self.error = ffmpeg_message(exc)
             self.permanent = container is None and isinstance(exc, PERMANENT_ERRORS)
         except Exception as exc:  # anything else from the decoder: this connection is over, try another
-            self.error = f"{type(exc).__name__}: {exc}"
+            self.error = redact_url(f"{type(exc).__name__}: {exc}")
         finally:
             if container is not None:
                 try:
@@ -135,7 +137,7 @@ class LiveSource(Source):
                  backoff_max_s: float = LiveConfig.backoff_max_s, backoff_jitter: float = LiveConfig.backoff_jitter,
                  queue_size: int = LiveConfig.queue_size,
                  max_frames: int | None = None, notify: threading.Event | None = None, decode: str = "rgb24"):
-        self.url, self.name = url, name or url
+        self.url, self.name = url, name or redact_url(url)  # the URL opens the stream; the name is shown
         self.decoder = FrameDecoder("rgb24" if decode == "nvdec" else decode)  # streams decode in software
         self.options = {str(k): str(v) for k, v in (options or {}).items()}
         self.transport = transport
@@ -146,7 +148,7 @@ class LiveSource(Source):
         self.frames: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
         self.notify = notify
         self.stats = LiveStats()
-        self.info = StreamInfo(source=url, kind="live", fps=Fraction(25), time_base=LIVE_TIME_BASE)
+        self.info = StreamInfo(source=redact_url(url), kind="live", fps=Fraction(25), time_base=LIVE_TIME_BASE)
         self._stop = threading.Event()
         self._t0 = None
         self._index = 0

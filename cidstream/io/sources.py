@@ -15,10 +15,12 @@ import av
 from ..config import InputConfig
 from ..errors import InputError
 from ..frames import Frame, StreamInfo
+from ..redact import redact_url
 from .decode import FrameDecoder, probe_orientation
 from .images import IMAGE_SUFFIXES, natural_key, natural_path_key, read_image
 
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+HTTP_SCHEMES = ("http://", "https://")
 
 
 def has_wildcards(text: str) -> bool:
@@ -60,9 +62,37 @@ def is_url(spec: str) -> bool:
     return spec.lower().startswith(LIVE_SCHEMES)
 
 
+def is_http_url(spec: str) -> bool:
+    """A URL that may name a video file as well as a camera's stream (see ``is_finite``)."""
+    return spec.lower().startswith(HTTP_SCHEMES)
+
+
 def ffmpeg_message(exc: BaseException) -> str:
+    """FFmpeg's reason in one line; its error strings quote the URL, so credentials are masked."""
     text = getattr(exc, "strerror", None) or str(exc)
-    return str(text).splitlines()[0][:200]
+    return redact_url(str(text).splitlines()[0][:200])
+
+
+def not_video(container) -> str | None:
+    """Why an opened container is no video to dehaze, or None: FFmpeg opens text as ANSI art (``tty``)
+    and audio as a stream without pictures; neither is a camera's fault a reconnect could fix."""
+    if container.format is not None and container.format.name == "tty":
+        return "text, not video"
+    if not container.streams.video:
+        return "no video stream"
+    return None
+
+
+def is_finite(container) -> bool:
+    """FFmpeg knows the container's length: a file (over HTTP too: a known size gives MP4, MKV and
+    MPEG-TS files a duration) or a finished playlist. A camera's MJPEG, live HLS or endless MPEG-TS has
+    none, so such a URL is read as a live stream."""
+    return bool(container.duration and container.duration > 0)
+
+
+class LiveStreamURL(Exception):
+    """An HTTP URL that is not a finite video file (or could not be opened yet): a live source takes it,
+    with its reconnects and its judgement of which open errors are permanent."""
 
 
 _FILE_TYPES = ((_stat.S_ISFIFO, "a named pipe (FIFO)"), (_stat.S_ISCHR, "a character device"),
@@ -142,6 +172,8 @@ class Source:
 
 class VideoSource(Source):
     """Decodes the first video stream of a file with PyAV (FFmpeg threads on); streams use ``LiveSource``.
+    An HTTP(S) URL is read here when it is a finite file (``is_finite``; else ``LiveStreamURL``), losslessly
+    to its end; its messages and ``info.source`` show it with credentials masked.
 
     ``decode`` says what form frames take (see ``io.decode``): rgb24 (FFmpeg converts on the CPU),
     yuv420p (planes, converted where the model runs) or nvdec (decoded on the GPU, frames stay there).
@@ -150,19 +182,26 @@ class VideoSource(Source):
 
     def __init__(self, spec: str, options: dict | None = None, decode_threads: int = InputConfig.decode_threads,
                  max_frames: int | None = None, decode: str = "rgb24", device=None):
-        self.spec = spec
+        self.spec, self.name = spec, redact_url(spec)
         self.max_frames = max_frames
         opts = {str(k): str(v) for k, v in (options or {}).items()}
-        check_input_path(spec)
+        url = is_http_url(spec)
+        if not url:
+            check_input_path(spec)
         self.decoder = FrameDecoder(decode, device)
         try:
             self.container = self.decoder.open(spec, opts)
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+            if url:
+                raise LiveStreamURL(ffmpeg_message(exc)) from exc
             raise InputError(f"cannot open {spec} as video: {ffmpeg_message(exc)} "
                              "(corrupt, truncated, or not a video file)") from exc
-        if not self.container.streams.video:
+        problem = not_video(self.container)
+        if problem is not None or (url and not is_finite(self.container)):
             self.container.close()
-            raise InputError(f"{spec} has no video stream")
+            if problem is None:
+                raise LiveStreamURL("no known length: a stream")
+            raise InputError(f"cannot read {self.name}: {problem}")
         self.stream = self.container.streams.video[0]
         self.stream.thread_type = "AUTO"
         if decode_threads:
@@ -170,12 +209,13 @@ class VideoSource(Source):
         ctx = self.stream.codec_context
         if not ctx.width or not ctx.height:
             self.container.close()
-            raise InputError(f"{spec}: the video stream has no frame size (corrupt or unsupported codec)")
+            raise InputError(f"{self.name}: the video stream has no frame size (corrupt or unsupported codec)")
         fps = self.stream.average_rate or self.stream.guessed_rate
         # Frames are turned upright by their display matrix (io.decode): announce the upright size.
         transposed = probe_orientation(spec, opts)[0]
         self.info = StreamInfo(
-            source=spec,
+            source=self.name,
+            location=spec,
             kind="video",
             width=ctx.height if transposed else ctx.width,
             height=ctx.width if transposed else ctx.height,
@@ -205,9 +245,9 @@ class VideoSource(Source):
                                          captured_at=time.monotonic())
                 count += 1
         except av.error.FFmpegError as exc:
-            raise InputError(f"decoding {self.spec} failed after {count} frames: {ffmpeg_message(exc)}") from exc
+            raise InputError(f"decoding {self.name} failed after {count} frames: {ffmpeg_message(exc)}") from exc
         if count == 0:
-            raise InputError(f"{self.spec}: no frame could be decoded (corrupt or empty video)")
+            raise InputError(f"{self.name}: no frame could be decoded (corrupt or empty video)")
         self._check_complete(count, last)
 
     def _check_complete(self, count: int, last: float | None) -> None:
@@ -218,7 +258,7 @@ class VideoSource(Source):
         end = float(((s.start_time or 0) + s.duration) * s.time_base)
         slack = max(1.0, 3.0 / float(self.info.fps or 25))
         if last < end - slack:
-            raise InputError(f"{self.spec} ended early: {count} frames decoded up to {last:.1f} s of the "
+            raise InputError(f"{self.name} ended early: {count} frames decoded up to {last:.1f} s of the "
                              f"{end:.1f} s its container announces (truncated file?)")
 
     @property

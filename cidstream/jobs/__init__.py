@@ -6,12 +6,12 @@ from pathlib import Path
 
 from ..errors import ConfigError, OutputError
 from .jobs import Job, collect_jobs
-from .ledger import BatchLock, Ledger
+from .ledger import REFUSED, BatchLock, Ledger, check_batch_files
 from ..io.atomic import check_writable_folder
 from .staging import clear_staging, remove_staging_if_empty
 from .runner import JobsResult, make_plan, probe_frames, resolve_paths, run_jobs
 
-EXIT_OK, EXIT_FAILURES, EXIT_INTERRUPTED = 0, 1, 130
+EXIT_OK, EXIT_FAILURES, EXIT_INTERRUPTED = 0, 1, 130  # refused outputs: OutputError, exit 2
 
 __all__ = ["JobsResult", "Job", "Ledger", "collect_jobs", "make_plan", "run_batch", "run_jobs"]
 
@@ -19,7 +19,9 @@ __all__ = ["JobsResult", "Job", "Ledger", "collect_jobs", "make_plan", "run_batc
 def run_batch(inputs: list[str], out_dir: Path, cfg, console, detect: bool = False, compare: bool = False,
               max_frames: int | None = None, retry_failed: bool = False, verify: bool = False,
               dry_run: bool = False, show_progress: bool = True) -> int:
-    """The whole command; returns the exit code (0 all done, 1 some failed, 130 interrupted)."""
+    """The whole command; returns the exit code (0 all done, 1 some failed, 130 interrupted). A file whose
+    output is there and was not written by a batch into ``out_dir`` is not processed (the others are),
+    and the batch then ends with an OutputError (exit 2)."""
     from .executors import make_engine
     from .overview import build_batch_report, write_batch_report
     from .view import BatchProgress, print_batch_summary, print_plan
@@ -28,6 +30,7 @@ def run_batch(inputs: list[str], out_dir: Path, cfg, console, detect: bool = Fal
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"the output {out_dir} exists and is not a folder")
     check_writable_folder(out_dir)  # before anything is read or loaded
+    check_batch_files(out_dir)
     resolve_paths(cfg, out_dir)
     jobs = [j for j in collect_jobs(inputs, cfg, detect, compare, max_frames)
             if not Path(j.key).is_relative_to(out_dir.resolve())]  # never our own outputs
@@ -45,10 +48,19 @@ def run_batch(inputs: list[str], out_dir: Path, cfg, console, detect: bool = Fal
         if dry_run:
             for job in plan.todo:
                 state = (ledger.get(job.key) or {}).get("state")
-                why = plan.redo.get(job.key) or {None: "new", "failed": "failed before: retry"}.get(state,
-                                                                                                 "not finished")
+                why = plan.redo.get(job.key) or {None: "new", "failed": "failed before: retry",
+                                                  REFUSED: "refused before: its output is free now"}.get(state,
+                                                                                                        "not finished")
                 console.print(f"  {job.input} -> {job.output} ({why})", highlight=False)
+            for job, why in plan.refused:
+                console.print(f"  {job.input} -> {job.output} (refused: {why})", highlight=False)
+            _raise_refused(plan.refused, out_dir)
             return EXIT_OK
+        for job, why in plan.refused:  # recorded, so that the next run checks again
+            ledger.entries.setdefault(job.key, {}).update(input=job.input, output=job.output, state=REFUSED,
+                                                          error=why, fingerprint=job.fingerprint)
+        if plan.refused:
+            ledger.save()
         result = JobsResult()
         label, engine_start = "nothing to run", 0.0
         if plan.todo:
@@ -70,9 +82,17 @@ def run_batch(inputs: list[str], out_dir: Path, cfg, console, detect: bool = Fal
                 "model": cfg.model.name, "detect": detect, "compare": compare, "engine_start_s": engine_start}
         report = build_batch_report(jobs, ledger, result, meta)
         paths = write_batch_report(out_dir, report)
-    print_batch_summary(console, report, result, paths, ledger.path)
+    refused = plan.refused + result.refused
+    print_batch_summary(console, report, result, paths, ledger.path, refused)
     if result.fatal:
         raise ConfigError(result.fatal)
     if result.interrupted:
         return EXIT_INTERRUPTED
+    _raise_refused(refused, out_dir)
     return EXIT_FAILURES if report["totals"]["failed"] or report["totals"]["pending"] else EXIT_OK
+
+
+def _raise_refused(refused: list, out_dir: Path) -> None:
+    if refused:
+        raise OutputError(f"{len(refused)} file(s) not processed: their output is there and no batch into {out_dir} "
+                          "wrote it (listed above); move it away and run again")

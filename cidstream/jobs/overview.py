@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from .. import __version__
-from ..sinks.report import CSS
+from ..sinks.report import CSS, file_href
 from .jobs import Job
 from ..io.atomic import write_atomic
 from .ledger import DONE, FAILED, Ledger
@@ -82,7 +82,7 @@ def render_batch_html(report: dict) -> str:
         if f["state"] == FAILED:
             cells.append(f"<span class=down>{e(f['error'] or '')}</span>")
         else:
-            link = f"{f['output']}/report.html" if s else f["output"]
+            link = file_href(Path(f["output"]) / "report.html" if s else f["output"])
             cells.append(f"<a href='{e(link)}'>{e(f['output'])}</a>" if f["state"] == DONE else "")
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return f"""<!doctype html><html lang=en><head><meta charset=utf-8><title>cidstream batch report</title>

@@ -11,7 +11,7 @@ from typing import Callable
 from ..config import BatchConfig
 from .executors import Engine
 from .jobs import Job
-from .ledger import DONE, FAILED, PENDING, RUNNING, Ledger, now
+from .ledger import DONE, FAILED, PENDING, REFUSED, RUNNING, Ledger, now
 
 POLL_S = 0.25
 
@@ -22,9 +22,12 @@ class Plan:
     skipped: list[Job]          # done earlier with the same settings, outputs intact
     failed_before: list[Job]    # failed earlier with the same settings (not retried without --retry-failed)
     redo: dict = field(default_factory=dict)  # key -> why a finished file is done again
+    refused: list = field(default_factory=list)  # (job, why): its output is there and no batch here wrote it
 
 
 def make_plan(jobs: list[Job], ledger: Ledger, retry_failed: bool = False, verify: bool = False) -> Plan:
+    """What to do of ``jobs``; a job whose output exists is redone only over what batches into this folder
+    wrote (Ledger.foreign), else refused."""
     plan = Plan([], [], [])
     for job in jobs:
         entry = ledger.get(job.key)
@@ -39,14 +42,29 @@ def make_plan(jobs: list[Job], ledger: Ledger, retry_failed: bool = False, verif
             continue
         elif entry is not None and entry.get("state") == DONE:
             plan.redo[job.key] = "settings or input changed"
+        foreign = ledger.foreign(job.output)
+        if foreign is not None:
+            plan.redo.pop(job.key, None)
+            plan.refused.append((job, refusal(ledger.folder, job.output, foreign)))
+            continue
+        job.replaces = (ledger.folder / job.output).exists()
         plan.todo.append(job)
     return plan
+
+
+def refusal(out_dir: Path, output: str, foreign: Path) -> str:
+    """Why a job's output is left alone."""
+    final = out_dir / output
+    what = f"{final} exists" if foreign == final else f"{final} holds {foreign.relative_to(final)}"
+    return (f"{what}, which no batch into {out_dir} wrote: left as it is; move it away (or give the file "
+            "another output) and run again")
 
 
 @dataclass
 class JobsResult:
     done: list = field(default_factory=list)       # (job, result) finished in this run
     failed: list = field(default_factory=list)     # (job, error) in this run
+    refused: list = field(default_factory=list)    # (job, why): its output is there and no batch here wrote it
     interrupted: bool = False
     fatal: str | None = None   # a settings error (model, detector, device) that stopped the batch
     seconds: float = 0.0
@@ -70,7 +88,7 @@ class Callbacks:
     def finished(self, job: Job, result: dict) -> None: ...
 
 
-def _ledger_fields(job: Job, result: dict) -> dict:
+def _ledger_fields(job: Job, result: dict, before: dict) -> dict:
     fields = {"state": DONE if result["state"] == "done" else FAILED, "fingerprint": job.fingerprint,
               "attempts": job.attempts, "seconds": round(result.get("seconds", 0.0), 3),
               "host": result.get("host"), "finished": now()}
@@ -79,7 +97,9 @@ def _ledger_fields(job: Job, result: dict) -> dict:
                       pipeline_seconds=round(result["pipeline_seconds"], 3),
                       model=result.get("model"), device=result.get("device"), summary=result.get("summary"))
     else:
-        fields.update(error=result["error"], outputs=None, frames=result.get("frames", 0), summary=None)
+        # what an earlier run published stays there (nothing is published on failure), and stays the batch's
+        fields.update(error=result["error"], outputs=before.get("outputs"), frames=result.get("frames", 0),
+                      summary=None)
     return fields
 
 
@@ -158,8 +178,11 @@ def _record(job: Job, res: dict, elapsed: float, ledger: Ledger, result: JobsRes
     elif res["state"] == "settings_error":
         ledger.update(job.key, state=PENDING, error=res["error"])
         result.fatal = result.fatal or res["error"]
+    elif res["state"] == "refused":
+        ledger.update(job.key, state=REFUSED, error=res["error"])
+        result.refused.append((job, res["error"]))
     else:
-        ledger.update(job.key, **_ledger_fields(job, res))
+        ledger.update(job.key, **_ledger_fields(job, res, ledger.get(job.key) or {}))
         if res["state"] == "done":
             result.done.append((job, res))
             if "seconds" in res:

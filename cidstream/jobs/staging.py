@@ -23,6 +23,8 @@ def staging_dir(out_dir: Path, output: str) -> Path:
     """A fresh folder on the same file system as the final output (so the rename is atomic);
     unique per attempt, so a leftover worker of a killed batch never writes into a new attempt's files."""
     name = output.replace("/", "__").replace(os.sep, "__")
+    if len(os.fsencode(name)) > 100:  # a long output name: the file inside takes it, this folder need not
+        name = name[:40]
     path = Path(out_dir) / TMP_DIR / f"{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
     path.mkdir(parents=True)
     return path

@@ -52,11 +52,11 @@ class BatchProgress(Callbacks):
         if state == "done":
             self.done += 1
             self.progress_update(job.key, result["frames"])
-        elif state == "failed":
+        elif state in ("failed", "refused"):
             self.failed += 1
-            self.bars.console.print(f"[red]failed[/] {job.input}: {result['error']}", highlight=False,
+            self.bars.console.print(f"[red]{state}[/] {job.input}: {result['error']}", highlight=False,
                                         soft_wrap=True)
-        if state in ("done", "failed"):
+        if state in ("done", "failed", "refused"):
             self.bars.update(self.files, advance=1, note=f"{self.done} done, {self.failed} failed")
 
 
@@ -68,10 +68,13 @@ def print_plan(console, plan: Plan, total: int) -> None:
         parts.append(f"{len(plan.skipped)} already done (skipped)")
     if plan.failed_before:
         parts.append(f"{len(plan.failed_before)} failed earlier (--retry-failed to try again)")
+    if plan.refused:
+        parts.append(f"{len(plan.refused)} refused (their output is there and no batch here wrote it)")
     console.print(", ".join(parts), highlight=False)
 
 
-def print_batch_summary(console, report: dict, result: JobsResult, report_paths, ledger_path) -> None:
+def print_batch_summary(console, report: dict, result: JobsResult, report_paths, ledger_path,
+                        refused=()) -> None:
     t, r = report["totals"], report["this_run"]
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
@@ -80,6 +83,8 @@ def print_batch_summary(console, report: dict, result: JobsResult, report_paths,
         status = f"[red]stopped[/]: {result.fatal}"
     elif result.interrupted:
         status = "[yellow]interrupted[/] (files in flight stay pending; run again to finish)"
+    elif refused:
+        status = f"[red]{len(refused)} file(s) refused[/]"
     elif t["failed"]:
         status = f"[red]{t['failed']} file(s) failed[/]"
     elif t["pending"]:
@@ -100,6 +105,8 @@ def print_batch_summary(console, report: dict, result: JobsResult, report_paths,
     for f in report["files"]:
         if f["state"] == "failed":
             table.add_row("[red]failed[/]", f"{f['input']}: {f['error']}")
+    for job, why in refused:
+        table.add_row("[red]refused[/]", f"{job.input}: {why}")
     table.add_row("ledger", str(ledger_path))
     table.add_row("report", f"{report_paths[0]} and {report_paths[1].name}")
     console.print(table)

@@ -1,8 +1,8 @@
 """The per-file task, the same for every engine: process one input into staging, checksum, publish.
 
 A worker keeps its loaded models between files. The result is a plain dict (it crosses process and
-machine boundaries): ``state`` is done, failed, interrupted or settings_error (the model or detector
-could not be loaded: no file would succeed)."""
+machine boundaries): ``state`` is done, failed, interrupted, settings_error (the model or detector
+could not be loaded: no file would succeed) or refused (its output appeared meanwhile: not replaced)."""
 from __future__ import annotations
 
 import os
@@ -79,6 +79,9 @@ class FileWorker:
             if run.stats.interrupted:
                 return {**base, "state": "interrupted", "seconds": time.perf_counter() - start}
             final = out_dir / job.output
+            if os.path.lexists(final) and not job.replaces:  # made while the batch ran: not the batch's to replace
+                return {**base, "state": "refused", "error": f"{final} appeared while the batch ran: left as it is; "
+                                                              "move it away and run again"}
             outputs = checksums(item, out_dir, final)
             _check_driver(control)
             publish(item, final)

@@ -21,7 +21,7 @@ from ..detect.stage import DetectStage
 from ..engine.haze import gate_counts
 from ..errors import CidstreamError
 from ..frames import BatchResult, Frame, FrameBatch
-from ..io.atomic import write_atomic, write_error
+from ..io.atomic import OutputLock, write_atomic, write_error
 from ..io.camera import LiveSource
 from ..io.decode import resolve_decode
 from ..pipeline import DehazeStage, Pipeline, sink_needs
@@ -83,7 +83,7 @@ class CameraRun:
             for sink in self.sinks:
                 sink.write_result(result)
             if haze is not None:
-                for frame, visibility in zip(frames, haze[1].tolist()):
+                for frame, visibility in zip(frames, haze[4].tolist()):   # the steady visibility
                     event = self.fog.update(frame.captured_at or now, visibility)
                     if event is not None:
                         self._record_fog(event, now)
@@ -132,7 +132,7 @@ class CameraRun:
 
     def status(self) -> dict:
         s = self.source.stats
-        return {"name": self.name, "url": self.spec.url, "state": "failed" if self.failed else s.state,
+        return {"name": self.name, "url": self.source.info.source, "state": "failed" if self.failed else s.state,
                 "fps": round(self.fps(), 2), "received": s.received, "processed": self.processed,
                 "dropped": s.dropped, "drop_rate": round(s.dropped / s.received, 4) if s.received else 0.0,
                 "latency_ms_p50": _round(percentile(self.latencies_ms, 50)),
@@ -186,6 +186,8 @@ class LiveHub:
     def __init__(self, cameras_file, cfg, root: Path, dehazer, detectors=None, max_frames: int | None = None):
         """``detectors``: a Detector or Detectors (detect/detectors.py), or None: no detection."""
         self.cfg, self.root, self.dehazer = cfg, Path(root), dehazer
+        self.lock = OutputLock(self.root)
+        self.lock.check()  # a live run already writing this folder: refused before any camera opens
         self.notify = threading.Event()
         self.stop_requested = threading.Event()
         detect = DetectStage(detectors, track=cfg.detect.track) if detectors is not None else None
@@ -258,7 +260,12 @@ class LiveHub:
 
     def run(self, duration_s: float | None = None, on_status=None) -> HubResult:
         """Process until stopped; ``on_status(list of camera dicts)`` every live.status_every_s. Stopping
-        stops reading, processes the frames already received, and finalizes every output."""
+        stops reading, processes the frames already received, and finalizes every output. The output
+        folder is held (io.atomic.OutputLock, as ``run`` holds its output): a second run into it is refused."""
+        with self.lock:
+            return self._run(duration_s, on_status)
+
+    def _run(self, duration_s: float | None, on_status) -> HubResult:
         self.root.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         for cam in self.cameras:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import random
 import signal
 import sys
 import threading
@@ -20,6 +21,7 @@ from ..config import EngineConfig, InputConfig
 from ..engine.batcher import iter_batches
 from ..engine.dehazer import Dehazer
 from ..engine.haze import gate_counts
+from ..errors import CidstreamError, InputError
 from ..frames import BatchResult, DeviceFrames, FrameBatch
 from ..io.reader import END, BackgroundReader
 from ..io.sources import Source
@@ -31,6 +33,33 @@ if TYPE_CHECKING:  # the detection stage's modules load Ultralytics' helpers: on
     from ..detect.stage import DetectStage
 
 
+LATENCY_SAMPLES = 4096  # frame latencies a run keeps for its p50/p95, whatever its length
+
+
+class Reservoir:
+    """A uniform random sample of at most ``size`` of the values added (reservoir sampling, Vitter's
+    algorithm R): percentiles of a run of days come from a few kilobytes, and stay those of the whole run,
+    not of its last minutes. Iterates and measures like the list of the values kept; ``seen`` counts all."""
+
+    def __init__(self, size: int = LATENCY_SAMPLES, seed: int = 0):
+        self.size, self.seen, self.values = size, 0, []
+        self._rng = random.Random(seed)
+
+    def extend(self, values: Iterable[float]) -> None:
+        for value in values:
+            self.seen += 1
+            if len(self.values) < self.size:
+                self.values.append(value)
+            elif (j := self._rng.randrange(self.seen)) < self.size:
+                self.values[j] = value
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __iter__(self):
+        return iter(self.values)
+
+
 @dataclass
 class RunStats:
     frames: int = 0
@@ -39,7 +68,7 @@ class RunStats:
     dropped: int = 0
     interrupted: bool = False
     stopped: str | None = None      # "duration": stopped by the run's time limit (a normal end, not an interruption)
-    latencies_ms: list = field(default_factory=list, repr=False)
+    latencies_ms: Reservoir = field(default_factory=Reservoir, repr=False)  # live sources: capture to written
     # Busy time of each stage where it runs: decode (reader thread), dehaze and detect (main thread),
     # write (writer threads, summed over sinks).
     stage_seconds: dict = field(default_factory=lambda: {"decode": 0.0, "dehaze": 0.0, "detect": 0.0, "write": 0.0})
@@ -59,15 +88,54 @@ class RunStats:
         return self.frames / busy if busy > 0 else 0.0
 
 
-def _reader_for(source: Source, queue_size: int):
+class _SizeGuard:
+    """A run's memory is checked for its first frame's size; a later frame that is larger (an image of
+    16000x16000 in a folder, a stream whose resolution changes) goes through ``check`` ((h, w) -> None,
+    raising CidstreamError) before it goes on, so it ends the run with the reason instead of taking the
+    machine's memory. Frames no larger than one already checked pass as they are."""
+
+    def __init__(self, check: Callable[[tuple[int, int]], None], source: Source):
+        self.check, self.info = check, source.info
+        self.largest = (self.info.height or 0) * (self.info.width or 0)
+
+    def __call__(self, frame):
+        h, w = frame.shape
+        if h * w > self.largest:
+            try:
+                self.check((h, w))
+            except CidstreamError as exc:
+                what = f"frame {frame.index}" + (f" ({frame.name})" if frame.name else "")
+                raise InputError(f"{what} of {self.info.source} is {w}x{h}, larger than the {self.info.width}x"
+                                 f"{self.info.height} the run began with: {exc}") from None
+            self.largest = h * w
+        return frame
+
+
+class _Guarded:
+    """A live source's reader whose frames pass a _SizeGuard as they are taken (its own drop-oldest
+    queue holds only a few)."""
+
+    def __init__(self, reader, guard: _SizeGuard):
+        self.reader, self.guard = reader, guard
+
+    def get(self, timeout: float | None = None):
+        item = self.reader.get(timeout=timeout)
+        return item if item is END else self.guard(item)
+
+    def __getattr__(self, name):
+        return getattr(self.reader, name)
+
+
+def _reader_for(source: Source, queue_size: int, guard: _SizeGuard | None = None):
     """A file is decoded ahead into a queue of ``queue_size`` (input.queue_size) frames; a live source
     is read straight from its own drop-oldest queue (live.queue_size): a second queue behind it would
-    hold up to ``queue_size`` more stale frames, and latency would grow by as many frame times."""
+    hold up to ``queue_size`` more stale frames, and latency would grow by as many frame times.
+    ``guard`` sees a file's frames in the decoding thread, before a queue could hold several too large."""
     live_reader = getattr(source, "reader", None) if source.live else None
     if callable(live_reader):
-        return live_reader()
-    return BackgroundReader(lambda: iter(source), maxsize=queue_size, drop_oldest=source.live,
-                            name="decoder").start()
+        return live_reader() if guard is None else _Guarded(live_reader(), guard)
+    frames = (lambda: map(guard, source)) if guard is not None else (lambda: iter(source))
+    return BackgroundReader(frames, maxsize=queue_size, drop_oldest=source.live, name="decoder").start()
 
 
 class _Until:
@@ -182,7 +250,7 @@ class Pipeline:
                 if uses_i420(self.needs, self.device.type, h, w) else None
             out = DeviceFrames(d.frames, prefetch="dehazed" in self.needs)
             raw = DeviceFrames(d.raw, prefetch="raw" in self.needs) if fb.images is None or self.cuda else None
-            haze = None if d.haze is None else DeviceFrames(d.haze, prefetch=True)  # 4 x N floats
+            haze = None if d.haze is None else DeviceFrames(d.haze, prefetch=True)  # 5 x N floats
         return BatchResult(fb, out, arms, i420, raw, haze)
 
     def process(self, fb: FrameBatch) -> BatchResult:
@@ -288,13 +356,16 @@ def dehaze_stream(source: Source, dehazer: Dehazer, batch: int = EngineConfig.ba
 def run_pipeline(source: Source, dehazer: Dehazer, sinks: Sink | list[Sink], batch: int = EngineConfig.batch,
                  max_latency_ms: float = EngineConfig.max_latency_ms, queue_size: int = InputConfig.queue_size,
                  detect: DetectStage | None = None, on_batch: Callable[[RunStats], None] | None = None, model_lock=None,
-                 duration: float | None = None) -> RunStats:
+                 duration: float | None = None,
+                 frame_check: Callable[[tuple[int, int]], None] | None = None) -> RunStats:
     """A whole source through ``Pipeline``: decoding in a thread of its own, each sink in its own.
     ``duration`` (seconds) ends the run after that long, finalized like a complete one
-    (``stats.stopped == "duration"``); errors propagate after every sink is closed."""
+    (``stats.stopped == "duration"``); errors propagate after every sink is closed. ``frame_check``
+    ((h, w), e.g. the run's memory check) refuses a frame larger than the first (see _SizeGuard)."""
     pipeline = Pipeline(DehazeStage(dehazer), detect, sinks if isinstance(sinks, list) else [sinks],
                         on_batch, model_lock, live=source.live)
-    return pipeline.run(source_batches(source, _reader_for(source, queue_size), batch, max_latency_ms,
+    guard = _SizeGuard(frame_check, source) if frame_check is not None else None
+    return pipeline.run(source_batches(source, _reader_for(source, queue_size, guard), batch, max_latency_ms,
                                        pipeline.stats, duration))
 
 

@@ -16,7 +16,7 @@ _RUNS = itertools.count()
 @dataclass(frozen=True)
 class Dehazed:
     """One batch after the dehazing stage, on the device: the raw frames (RGB uint8), the dehazed ones,
-    and (4, N) haze level, visibility in metres, gate strength and uncertainty factor (None: not measured)."""
+    and the (5, N) gate record of HazeGate.decide (None: not measured)."""
 
     raw: torch.Tensor
     frames: torch.Tensor

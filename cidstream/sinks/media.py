@@ -164,7 +164,7 @@ class VideoSink(Sink):
         self._audio_packets = None
         self._pending_audio = None
         if copy_audio and info.has_audio and info.kind == "video":
-            self._open_audio(info.source)
+            self._open_audio(info.location or info.source)
 
     def _open_audio(self, source: str) -> None:
         try:

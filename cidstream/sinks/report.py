@@ -7,7 +7,8 @@ import heapq
 import html
 import io
 import json
-from pathlib import Path
+from pathlib import Path, PurePath
+from urllib.parse import quote
 
 import cv2
 import numpy as np
@@ -69,6 +70,7 @@ class ReportCollector(Sink):
         self.conf_sum = {s: 0.0 for s in self.streams}
         self.agreement = {"matched": 0, "raw_only": 0, "dehazed_only": 0}
         self.visibility: list[float] = []   # per frame, from the haze gate (engine/haze.py)
+        self.steady: list[float] = []       # the stream's smoothed visibility the gate followed (steady_gate.py)
         self.gate: list[float] = []
         self.frames_raw = 0       # haze gate counts (engine/haze.py gate_counts), as RunStats counts them
         self.frames_blended = 0
@@ -88,6 +90,7 @@ class ReportCollector(Sink):
             h = result.haze_record(i)
             if h:
                 self.visibility.append(h["visibility_m"])
+                self.steady.append(h.get("visibility_steady_m", h["visibility_m"]))
                 self.gate.append(h["gate"])   # rounded for the report; counted above on the exact strengths
             for s in self.streams:
                 d: Detections = dets[s][i]
@@ -153,9 +156,11 @@ def build_report(col: ReportCollector, meta: dict, stats, tracking: dict | None 
         gated = col.frames_raw + col.frames_blended
         report["haze"] = {"visibility_m_median": round(float(np.median(v)), 1),
                           "visibility_m_min": round(float(v.min()), 1),
+                          "visibility_steady_m_median": round(float(np.median(col.steady)), 1),
                           "frames_gated": gated, "frames_raw": col.frames_raw, "frames_blended": col.frames_blended,
                           "share_gated": round(gated / len(g), 4), "gate_mean": round(float(g.mean()), 4),
-                          "per_frame_visibility_m": col.visibility, "per_frame_gate": col.gate}
+                          "per_frame_visibility_m": col.visibility, "per_frame_visibility_steady_m": col.steady,
+                          "per_frame_gate": col.gate}
     if tracking:
         report["unique_vehicles"] = tracking
     if stats is not None:
@@ -250,13 +255,17 @@ def _plots(report: dict) -> dict[str, str]:
     ax.grid(alpha=0.3)
     out["timeline"] = _png(fig)
 
-    vis = (report.get("haze") or {}).get("per_frame_visibility_m")
+    haze = report.get("haze") or {}
+    vis = haze.get("per_frame_visibility_m")
     if vis:
         fig, ax = plt.subplots(figsize=(9, 2.8))
         for top, name, shade in VISIBILITY_BANDS:
             ax.axhspan(VIS_MIN_M, top, color="#1f77b4", alpha=shade, lw=0)
             ax.text(x[0], top * 0.8, name, fontsize=8, va="top", color="#1f4e79")
-        ax.plot(x[:len(vis)], vis, color="black", lw=1.2)
+        steady = haze.get("per_frame_visibility_steady_m") or vis
+        ax.plot(x[:len(vis)], vis, color="grey", lw=0.6, alpha=0.6, label="per frame")
+        ax.plot(x[:len(steady)], steady, color="black", lw=1.4, label="steady (what the gate follows)")
+        ax.legend(fontsize=8, loc="lower right")
         ax.set_yscale("log")
         ax.set_ylim(VIS_MIN_M, VIS_MAX_M * 1.2)
         ax.set_xlabel(xlabel)
@@ -292,6 +301,15 @@ h1{font-size:1.6em}h2{font-size:1.2em;margin-top:1.8em;border-bottom:1px solid #
 .card b{display:block;font-size:1.6em}.up{color:#1a7f37}.down{color:#cf222e}
 table{border-collapse:collapse}td,th{border-bottom:1px solid #eee;padding:.3em .8em;text-align:right}
 th:first-child,td:first-child{text-align:left}img{max-width:100%}.muted{color:#777;font-size:.9em}"""
+
+
+def file_href(path: str | PurePath) -> str:
+    """A link from an HTML report to a file below its folder, built from the path's parts: each part
+    percent-encoded and the whole prefixed with ./, so no name ('javascript:alert(1).mp4',
+    '//host/x') can make it a script, another site or an absolute path."""
+    path = PurePath(path)
+    parts = path.parts[1:] if path.anchor else path.parts  # below the page's folder, never from a root
+    return "./" + "/".join(quote(part, safe="") for part in parts)
 
 
 def render_html(report: dict) -> str:
