@@ -141,6 +141,26 @@ SYSTEM_PYTHON = "/usr/bin/python3"   # has python3-gi; the venv does not
 RTSP_SERVER = REPO / "tests" / "rtsp_server.py"
 
 
+def serve_mjpeg(handler) -> None:
+    """Answer an HTTP request (a BaseHTTPRequestHandler) with an endless multipart JPEG stream of grey 160x90
+    frames, 25 a second, as an MJPEG camera sends, until its server's ``stopping`` event is set."""
+    import time
+
+    import cv2
+
+    handler.send_response(200)
+    handler.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+    handler.end_headers()
+    jpg = cv2.imencode(".jpg", np.full((90, 160, 3), 128, np.uint8))[1].tobytes()
+    try:
+        while not handler.server.stopping.is_set():
+            handler.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n"
+                                % (len(jpg), jpg))
+            time.sleep(0.04)
+    except OSError:  # the client hung up
+        pass
+
+
 def free_port() -> int:
     import socket
 

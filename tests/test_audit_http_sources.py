@@ -14,7 +14,6 @@ import shutil
 import threading
 import time
 
-import cv2
 import numpy as np
 import pytest
 
@@ -24,7 +23,7 @@ from cidstream.io import open_source
 from cidstream.io.camera import LiveSource
 from cidstream.io.sources import VideoSource
 
-from .conftest import SAMPLE, cut_clip, frame_count, free_port
+from .conftest import SAMPLE, cut_clip, frame_count, free_port, serve_mjpeg
 from .test_live import wait_for
 
 CLIP_FRAMES = 30
@@ -54,17 +53,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         return super().do_GET()
 
     def _mjpeg(self):
-        self.send_response(200)
-        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-        self.end_headers()
-        jpg = cv2.imencode(".jpg", np.full((90, 160, 3), 128, np.uint8))[1].tobytes()
-        try:
-            while not self.server.stopping.is_set():
-                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n"
-                                 % (len(jpg), jpg))
-                time.sleep(0.04)
-        except OSError:  # the client hung up
-            pass
+        serve_mjpeg(self)
 
 
 class WebServer:

@@ -21,7 +21,7 @@ from cidstream.evaluation.labels import read_voc, read_yolo
 from cidstream.live.cameras import load_cameras
 from training.recipe import load_recipe
 
-from .conftest import SAMPLE, run_cli_subprocess
+from .conftest import SAMPLE, run_cli_subprocess, serve_mjpeg
 from .test_live import cameras_yaml, start_live, stats, wait_for
 
 DCP = ("--model", "dcp", "--no-progress")
@@ -174,17 +174,7 @@ class _Mjpeg(http.server.BaseHTTPRequestHandler):
         pass
 
     def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-        self.end_headers()
-        jpg = cv2.imencode(".jpg", np.full((90, 160, 3), 128, np.uint8))[1].tobytes()
-        try:
-            while not self.server.stopping.is_set():
-                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n"
-                                 % (len(jpg), jpg))
-                time.sleep(0.04)
-        except OSError:  # the client hung up
-            pass
+        serve_mjpeg(self)
 
 
 @pytest.fixture
