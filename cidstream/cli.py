@@ -540,6 +540,7 @@ def cmd_live(args, console) -> int:
 
     from .engine import Dehazer
     from .engine.memory import check_memory
+    from .io.atomic import OutputLock
     from .live.cameras import load_cameras
     from .live.hub import LiveHub
     from .live.view import status_line, status_table
@@ -550,6 +551,7 @@ def cmd_live(args, console) -> int:
         raise ConfigError("--no-video (output.video false) needs --detect: there would be nothing to write")
     _check_detect_flags(args, cfg, args.detect or args.track)
     root = Path(args.output or cameras.output)
+    OutputLock(root).check()  # a folder another run is writing: refused before the models load
     dehazer = Dehazer.from_config(cfg)
     detectors = None
     if args.detect or args.track:

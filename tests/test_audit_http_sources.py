@@ -154,6 +154,19 @@ def test_a_camera_serving_what_is_not_video_fails_at_once(web, path, reason):
     assert str(source.failure) == f"cannot read camera cam: {reason}"
 
 
+def test_a_camera_whose_password_is_wrong_fails_at_once_without_showing_it(web):
+    """HTTP 401: no reconnect makes a wrong password right (it used to be retried forever)."""
+    url = f"http://admin:Wr0ng-pw@127.0.0.1:{web.port}/private/clip.mp4"
+    source = LiveSource.from_config(url, FAST, name=None).start()
+    try:
+        wait_for(lambda: not source.running, timeout=15, what="the source giving up")
+    finally:
+        source.close()
+    assert source.stats.state == "failed" and source.stats.reconnects == 0
+    assert "401" in str(source.failure) or "Unauthorized" in str(source.failure), source.failure
+    assert "Wr0ng-pw" not in str(source.failure) and "admin:***@" in str(source.failure)
+
+
 def test_a_text_file_is_not_dehazed_as_video(tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("this is not a video\n" * 2000)

@@ -38,11 +38,11 @@ log = redacting_logger("cidstream.live")  # hub.py logs here too: no line shows 
 LIVE_TIME_BASE = Fraction(1, 1000)
 
 # Errors opening a stream that reconnecting will not fix: nothing at that path (an absent /dev/videoN),
-# not a stream FFmpeg can read (an HTML page), HTTP/RTSP 404, or a protocol or format this FFmpeg
-# lacks. Trusted only while the source has never sent a frame: a camera that streamed once may come
+# not a stream FFmpeg can read (an HTML page), HTTP/RTSP 404, HTTP 401/403 (a wrong password does not
+# become right), or a protocol or format this FFmpeg lacks. Trusted only while the source has never sent a frame: a camera that streamed once may come
 # back whatever it answers now, and a refused connection or a timeout is a camera rebooting.
 PERMANENT_ERRORS = (av.error.FileNotFoundError, av.error.InvalidDataError, av.error.HTTPNotFoundError,
-                    av.error.LookupError)
+                    av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError, av.error.LookupError)
 
 
 def is_capture_device(spec: str) -> bool:
