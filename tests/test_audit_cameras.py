@@ -17,7 +17,7 @@ from cidstream.io.camera import LiveSource
 from cidstream.live.cameras import load_cameras
 
 from .conftest import SAMPLE, free_port, run_cli_subprocess
-from .test_live import cameras_yaml, stats, wait_for
+from .test_live import cameras_yaml, stats, until_given_up, wait_for
 
 ABSENT_DEVICE = "/dev/video987"
 FAST = LiveConfig(backoff_initial_s=0.05, backoff_max_s=0.2, open_timeout_s=3.0, read_timeout_s=3.0)
@@ -60,11 +60,7 @@ def run_cli(*args, timeout=90):
 ])
 def test_a_source_that_cannot_work_fails_fast(web, what, path, reason):
     url = ABSENT_DEVICE if path is None else web.url + path
-    source = LiveSource.from_config(url, FAST, name="cam").start()
-    try:
-        wait_for(lambda: not source.running, timeout=15, what="the source giving up")
-    finally:
-        source.close()
+    source = until_given_up(LiveSource.from_config(url, FAST, name="cam"))
     assert source.stats.state == "failed" and source.stats.reconnects == 0
     assert str(source.failure) == f"cannot read camera cam: {reason}"
     assert source.stats.last_error == reason

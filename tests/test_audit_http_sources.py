@@ -24,7 +24,7 @@ from cidstream.io.camera import LiveSource
 from cidstream.io.sources import VideoSource
 
 from .conftest import SAMPLE, cut_clip, frame_count, free_port, serve_mjpeg
-from .test_live import wait_for
+from .test_live import until_given_up, wait_for
 
 CLIP_FRAMES = 30
 FAST = LiveConfig(backoff_initial_s=0.05, backoff_max_s=0.2, open_timeout_s=3.0, read_timeout_s=3.0)
@@ -145,11 +145,7 @@ def test_run_on_http_content_that_is_not_video_fails_at_once(web, tmp_path, cli,
 
 @pytest.mark.parametrize("path, reason", [("/notes.txt", "text, not video"), ("/noise.mp3", "no video stream")])
 def test_a_camera_serving_what_is_not_video_fails_at_once(web, path, reason):
-    source = LiveSource.from_config(web.url + path, FAST, name="cam").start()
-    try:
-        wait_for(lambda: not source.running, timeout=15, what="the source giving up")
-    finally:
-        source.close()
+    source = until_given_up(LiveSource.from_config(web.url + path, FAST, name="cam"))
     assert source.stats.state == "failed" and source.stats.reconnects == 0
     assert str(source.failure) == f"cannot read camera cam: {reason}"
 
@@ -157,11 +153,7 @@ def test_a_camera_serving_what_is_not_video_fails_at_once(web, path, reason):
 def test_a_camera_whose_password_is_wrong_fails_at_once_without_showing_it(web):
     """HTTP 401: no reconnect makes a wrong password right (it used to be retried forever)."""
     url = f"http://admin:Wr0ng-pw@127.0.0.1:{web.port}/private/clip.mp4"
-    source = LiveSource.from_config(url, FAST, name=None).start()
-    try:
-        wait_for(lambda: not source.running, timeout=15, what="the source giving up")
-    finally:
-        source.close()
+    source = until_given_up(LiveSource.from_config(url, FAST, name=None))
     assert source.stats.state == "failed" and source.stats.reconnects == 0
     assert "401" in str(source.failure) or "Unauthorized" in str(source.failure), source.failure
     assert "Wr0ng-pw" not in str(source.failure) and "admin:***@" in str(source.failure)

@@ -24,7 +24,7 @@ from cidstream.sinks.report import file_href
 
 from .conftest import free_port, run_cli_subprocess
 from .test_audit_http_sources import BOUND_S, CLIP_FRAMES, WebServer, clip  # noqa: F401  (clip: a fixture)
-from .test_live import cameras_yaml, stats, wait_for
+from .test_live import cameras_yaml, stats, until_given_up
 
 SECRET = "S3cr3t-pw"
 
@@ -78,11 +78,7 @@ def test_camera_log_lines_and_failure_hide_the_password(caplog):
     cfg = LiveConfig(backoff_initial_s=0.05, backoff_max_s=0.1, open_timeout_s=2.0, read_timeout_s=2.0,
                      max_reconnects=2)
     caplog.set_level(logging.WARNING, logger="cidstream.live")
-    source = LiveSource.from_config(url, cfg).start()
-    try:
-        wait_for(lambda: not source.running, timeout=20, what="the source giving up")
-    finally:
-        source.close()
+    source = until_given_up(LiveSource.from_config(url, cfg), timeout=20)
     shown = redact_url(url)
     assert source.name == shown and source.info.source == shown
     assert str(source.failure) == f"camera {shown}: Connection refused; gave up after 2 reconnects"

@@ -23,6 +23,16 @@ from cidstream.live.cameras import load_cameras
 from .conftest import cut_clip, frame_count, free_port, run_cli_subprocess
 
 
+
+def until_given_up(source, timeout: float = 15.0):
+    """Start ``source`` (a LiveSource), wait until it stops trying, close it, and return it."""
+    source.start()
+    try:
+        wait_for(lambda: not source.running, timeout=timeout, what="the source giving up")
+    finally:
+        source.close()
+    return source
+
 def cameras_yaml(tmp_path: Path, cams: list[dict], **settings) -> Path:
     path = tmp_path / "cameras.yaml"
     path.write_text(yaml.safe_dump({"output": str(tmp_path / "live"), "settings": settings, "cameras": cams}))
