@@ -3,7 +3,9 @@ then reported on data no measure was trained or selected on (issue 23).
 
 Measures: learned (the fog meter, engine/fog_meter.py; its level is log10(20 km / visibility)) and the
 training-free ones of engine/haze.haze_measures (contrast: the gate before the meter; transmission and dark:
-the DCP anchors). Frames:
+the DCP anchors). With ``--fade``, also FADE (Choi, You and Bovik's training-free fog density, the MATLAB-aligned
+``fade-python`` package, ``pip install fade-python``, not a cidstream dependency) at each frame's full resolution,
+as ln D: the anchor issue 35 asks the meter to beat. Frames:
   fog   dawn_fog images (every image is fog), split by name into select/report halves (evaluation.splits);
   fog   videos/foggy_road_real.mp4 (thick night fog, another camera): report only, never trained nor selected on;
   fog   smog_street (hazy city photos), split by name; the meter trains on the select half;
@@ -19,7 +21,8 @@ measures through their select-day fit), with the share of report frames inside t
 Last, the default gate as configured (GateConfig: the measure, clear_m chosen by benchmarks/gate_check.py):
 the share of each set's frames it dehazes at all (visibility below clear_m).
 
-    python benchmarks/fog_measures.py [--data $CIDSTREAM_DATA] [--meter WEIGHTS] [--out benchmarks/results/fog_measures.json]
+    python benchmarks/fog_measures.py [--data $CIDSTREAM_DATA] [--meter WEIGHTS] [--fade]
+        [--out benchmarks/results/fog_measures.json]
 """
 from __future__ import annotations
 
@@ -50,11 +53,20 @@ MEASURES = ("learned", *LEVEL_MEASURES)
 FOG_SETS = ("dawn_fog select", "dawn_fog report", "foggy_road_real", "smog_street select", "smog_street report")
 
 
-def measure_all(images: list[np.ndarray], meter: str) -> dict[str, np.ndarray]:
-    """Each measure's level (higher = hazier) per image, plus the meter's visibility and factor; one at a time
-    (the images differ in size)."""
-    out: dict[str, list] = {m: [] for m in (*MEASURES, "visibility_m", "factor")}
+def fade_density(img: np.ndarray) -> float:
+    """ln of FADE's fog density D of an RGB image at its own resolution (pyfade: an optional install)."""
+    import pyfade
+
+    return math.log(max(float(pyfade.fade_array(img)), 1e-6))
+
+
+def measure_all(images: list[np.ndarray], meter: str, fade: bool = False) -> dict[str, np.ndarray]:
+    """Each measure's level (higher = hazier) per image, plus the meter's visibility and factor (and FADE's ln D
+    with ``fade``); one at a time (the images differ in size)."""
+    out: dict[str, list] = {m: [] for m in (*MEASURES, "visibility_m", "factor", *(("fade",) if fade else ()))}
     for img in images:
+        if fade:
+            out["fade"].append(fade_density(img))
         frames = torch.from_numpy(np.ascontiguousarray(img))[None]
         found = haze_measures(frames)
         level, vis, factor = measured_visibility(frames, "learned", 0.0, -1.0, meter)
@@ -92,7 +104,8 @@ def visibility_scores(level: np.ndarray, vis: np.ndarray, sel: np.ndarray, learn
     row = {"spearman_select": round(-spearman(level[sel], vis[sel]), 3),
            "spearman_report": round(-spearman(level[rep], vis[rep]), 3),
            "median_factor_report": round(float(10 ** np.median(err[rep])), 2),
-           "median_factor_select": round(float(10 ** np.median(err[sel])), 2)}
+           "median_factor_select": round(float(10 ** np.median(err[sel])), 2),
+           "report_under_500m_read_under_1km": round(float((pred[rep & (vis < 500)] < 1000).mean()), 3)}
     if learned is not None:
         inside = err[rep] <= np.log10(learned["factor"][rep])
         row["report_within_own_factor"] = round(float(inside.mean()), 3)
@@ -103,8 +116,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(data_root()))
     ap.add_argument("--meter", default="", help="fog meter weights (default: the bundled one)")
+    ap.add_argument("--fade", action="store_true", help="also FADE at full resolution (needs pip install "
+                    "fade-python; about a second a frame)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fog_measures.json"))
     args = ap.parse_args()
+    if args.fade:
+        try:
+            import pyfade  # noqa: F401
+        except ImportError:
+            ap.error("--fade needs the fade-python package: pip install fade-python")
+    measures = (*MEASURES, "fade") if args.fade else MEASURES
     torch.set_num_threads(2)
     data = Path(args.data)
     sets: dict[str, dict[str, np.ndarray]] = {}
@@ -112,26 +133,27 @@ def main() -> None:
         files = sorted(folder.glob("*.jpg"))
         for half in ("select", "report"):
             sets[f"{name} {half}"] = measure_all([read_image(p)[0] for p in files if split_of(p.name) == half],
-                                                 args.meter)
-    sets["foggy_road_real"] = measure_all(read_every(data / "videos" / "foggy_road_real.mp4", 5), args.meter)
+                                                 args.meter, args.fade)
+    sets["foggy_road_real"] = measure_all(read_every(data / "videos" / "foggy_road_real.mp4", 5), args.meter,
+                                          args.fade)
     for name, (rel, step) in CLEAR_VIDEOS.items():
         frames = read_every(data / rel, step)
         cut = len(frames) // 2
-        sets[f"{name} select"], sets[f"{name} report"] = (measure_all(frames[:cut], args.meter),
-                                                          measure_all(frames[cut:], args.meter))
+        sets[f"{name} select"], sets[f"{name} report"] = (measure_all(frames[:cut], args.meter, args.fade),
+                                                          measure_all(frames[cut:], args.meter, args.fade))
     cam = data / "highway_fog_cam"
     rows = read_table(cam)
     cam_vis = np.array([v for _, v in rows])
     cam_sel = np.array([split_of(n.split("/")[0]) == "select" for n, _ in rows])
-    cam_set = measure_all([read_image(cam / "frames" / n)[0] for n, _ in rows], args.meter)
-    clear = {half: {m: np.concatenate([sets[f"{n} {half}"][m] for n in CLEAR_VIDEOS]) for m in MEASURES}
+    cam_set = measure_all([read_image(cam / "frames" / n)[0] for n, _ in rows], args.meter, args.fade)
+    clear = {half: {m: np.concatenate([sets[f"{n} {half}"][m] for n in CLEAR_VIDEOS]) for m in measures}
              for half in ("select", "report")}
     result = {"max_clear_rate": MAX_CLEAR_RATE, "meter": args.meter or "bundled",
               "counts": {**{k: len(v["learned"]) for k, v in sets.items()},
                          "highway_fog_cam select days": int(cam_sel.sum()),
                          "highway_fog_cam report days": int((~cam_sel).sum())},
               "measures": {}}
-    for m in MEASURES:
+    for m in measures:
         t = choose(sets["dawn_fog select"][m], [sets[f"{n} select"][m] for n in CLEAR_VIDEOS])
         row = {"threshold": round(t, 4),
                "auc_select": round(auc(sets["dawn_fog select"][m], clear["select"][m]), 3),

@@ -13,7 +13,7 @@ from cidstream.errors import ConfigError
 from cidstream.io.sources import list_images
 
 REPO = Path(__file__).resolve().parents[1]
-ENTRY_KEYS = {"path", "split", "split_by", "visibility", "max_visibility_m", "min_visibility_m"}
+ENTRY_KEYS = {"path", "split", "split_by", "visibility", "max_visibility_m", "min_visibility_m", "leave_out"}
 DATA_VAR = re.compile(r"\$(?:\{CIDSTREAM_DATA\}|CIDSTREAM_DATA\b)")  # $CIDSTREAM_DATA or ${CIDSTREAM_DATA}
 
 
@@ -51,6 +51,13 @@ def _entry_images(entry: dict) -> list[str]:
     images = [Path(p) for p in list_images(pattern)]
     if split != "all":
         images = [p for p in images if split_of(p.parent.name if split_by == "folder" else p.name) == split]
+    left_out = set(entry.get("leave_out") or ())   # folders or names kept out, e.g. days held out to tune on
+    key = (lambda p: p.parent.name) if split_by == "folder" else (lambda p: p.name)
+    unmatched = left_out - {key(p) for p in images}
+    if unmatched:   # a misspelt day would otherwise stay in training unnoticed
+        raise ConfigError(f"training data entry {entry['path']}: leave_out names {', '.join(sorted(unmatched))}, "
+                          f"which {'is' if len(unmatched) == 1 else 'are'} not among its {split_by}s")
+    images = [p for p in images if key(p) not in left_out]
     if "visibility" in entry:  # keys are paths below the set's root (DAY/frame.jpg)
         table = visibility_table(resolve(entry["visibility"]))
         low = float(entry.get("min_visibility_m", 0.0))

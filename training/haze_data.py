@@ -218,7 +218,7 @@ def real_set(entries: list[dict], progress: Callable[[int, int], None] | None = 
     out = LabelledSet()
     items = []
     for entry in entries:
-        spec = {k: v for k, v in entry.items() if k in ("path", "split", "split_by") and v}   # the images
+        spec = {k: v for k, v in entry.items() if k in ("path", "split", "split_by", "leave_out") and v}   # the images
         root = Path(resolve(entry["path"]))
         table = visibility_table(resolve(entry["visibility"])) if entry.get("visibility") else None
         for p in source_specs([spec]):

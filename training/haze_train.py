@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from cidstream.config import OneOf, Range, check_rules, config_error, mark_of, merge, plain, read_yaml
 from cidstream.detect.safe_load import load_plain
-from cidstream.engine.fog_meter import FogMeter
+from cidstream.engine.fog_meter import STAT_SETS, FogMeter
 from cidstream.evaluation.splits import SPLITS
 
 from .data_entries import resolve
@@ -59,22 +59,25 @@ class RealEntry:
     visibility: str = ""
     at_most_m: Annotated[Optional[float], Range(1, lo_open=True)] = None
     at_least_m: Annotated[Optional[float], Range(1, lo_open=True)] = None
+    leave_out: list[str] = field(default_factory=list)   # folders (split_by folder) or names kept out
 
 
 @dataclass
 class ModelSection:
     widths: list[int] = field(default_factory=lambda: [16, 32, 48])   # convolutions; []: frame statistics only
     hidden: Annotated[int, Range(1)] = 48
+    stats: Annotated[str, OneOf(*STAT_SETS)] = "nss"   # frame statistics: classic, or classic + fog-aware NSS
 
 
 @dataclass
 class TrainSection:
     steps: Annotated[int, Range(1)] = 2500
     batch: Annotated[int, Range(2)] = 48
-    real_batch: Annotated[int, Range(0)] = 16
+    real_batch: Annotated[int, Range(0)] = 32
     lr: Annotated[float, Range(0, lo_open=True)] = 0.003
     weight_decay: Annotated[float, Range(0)] = 0.0001
     adapt_weight: Annotated[float, Range(0)] = 0.5
+    real_weight: Annotated[float, Range(0)] = 3.0   # a real sample's weight in the label loss (synthetic: 1)
     threads: Annotated[int, Range(0)] = 0
 
 
@@ -162,12 +165,15 @@ def buckets(s: LabelledSet, shapes: list[tuple[int, int]]) -> dict[tuple[int, in
     return out
 
 
-def label_loss(mu: torch.Tensor, sigma: torch.Tensor, y: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch: NLL where exact, squared hinge where a bound."""
+def label_loss(mu: torch.Tensor, sigma: torch.Tensor, y: torch.Tensor, kind: torch.Tensor,
+               weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over the batch (weighted per sample when ``weight`` is given): NLL where exact, squared hinge where
+    a bound."""
     exact = 0.5 * ((y - mu) / sigma) ** 2 + sigma.log()
     at_least = 0.5 * (F.relu(y - mu) / HINGE_SCALE) ** 2
     at_most = 0.5 * (F.relu(mu - y) / HINGE_SCALE) ** 2
-    return torch.stack([exact, at_least, at_most], 1).gather(1, kind.view(-1, 1)).mean()
+    per_sample = torch.stack([exact, at_least, at_most], 1).gather(1, kind.view(-1, 1))[:, 0]
+    return per_sample.mean() if weight is None else (per_sample * weight).sum() / weight.sum()
 
 
 def train_meter(cfg: dict, synthetic: LabelledSet, real: LabelledSet, device: str = "cpu",
@@ -181,7 +187,7 @@ def train_meter(cfg: dict, synthetic: LabelledSet, real: LabelledSet, device: st
     synth, reals = buckets(synthetic, shapes), buckets(real, shapes)
     shapes = list(synth)
     share = torch.tensor([len(synth[sh][0]) for sh in shapes], dtype=torch.float)
-    model = FogMeter(tuple(cfg["model"]["widths"]), cfg["model"]["hidden"]).to(device).train()
+    model = FogMeter(tuple(cfg["model"]["widths"]), cfg["model"]["hidden"], cfg["model"]["stats"]).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=t["lr"], total_steps=t["steps"], pct_start=0.1)
     gen = torch.Generator().manual_seed(cfg["seed"])
@@ -200,7 +206,9 @@ def train_meter(cfg: dict, synthetic: LabelledSet, real: LabelledSet, device: st
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x).to(device)
         feats = model.embed(x)
         mu, sigma = model.predict(feats)
-        loss = label_loss(mu, sigma, y.to(device), k.to(device))
+        weight = torch.ones(len(x), device=device)
+        weight[t["batch"]:] = t["real_weight"]
+        loss = label_loss(mu, sigma, y.to(device), k.to(device), weight)
         if t["adapt_weight"] > 0 and n_real > 1:
             b = t["batch"]
             loss = loss + t["adapt_weight"] * coral_bounded(unit_scale(feats[:b]), unit_scale(feats[b:]))

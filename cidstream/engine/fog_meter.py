@@ -21,20 +21,26 @@ import torch.nn.functional as F
 from ..errors import WeightsError
 from ..io.atomic import write_atomic
 from ..ops.filters import dark_channel, dcp_transmission, grey, relative_contrast
+from ..ops.fog_nss import NSS_COUNT, fog_nss
 
 FORMAT = "cidstream-fog-meter"
 FORMAT_VERSION = 1
 BUNDLED = Path(__file__).resolve().parents[1] / "weights" / "fog_meter.pt"
 LOG_VIS_MIN, LOG_VIS_MAX = 1.0, 4.5     # the head's output range: 10 m .. 31.6 km (reported clipped to 20 km)
-STAT_COUNT = 8
+BANDS = 6        # horizontal bands, top to bottom, of the banded contrast statistic
+# Frame statistic sets by name -> count. classic: the classical measures and frame means; nss: those, the
+# fog-aware natural-scene statistics (ops/fog_nss.py) and the contrast of each horizontal band (on a fixed
+# camera, how far up the frame the contrast survives is how far one sees).
+STAT_SETS = {"classic": 8, "nss": 8 + NSS_COUNT + BANDS}
 
 
-def frame_maps(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 3, h, w) in [0, 1] -> ((N, 6, h, w) input maps, (N, STAT_COUNT) frame statistics).
+def frame_maps(x: torch.Tensor, which: str = "classic") -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 3, h, w) in [0, 1] -> ((N, 6, h, w) input maps, (N, STAT_SETS[which]) frame statistics).
 
     Maps: RGB, relative local contrast (3x3 std / mean), dark channel (5x5), saturation. Statistics: the
     classical measures (-ln mean contrast, mean dark channel, 1 - mean DCP transmission) and the mean and
-    spread of brightness, saturation and contrast."""
+    spread of brightness, saturation and contrast; for ``which`` nss also the fog-aware statistics and -ln mean
+    contrast per horizontal band."""
     luma = grey(x)
     contrast = relative_contrast(luma)
     dark = dark_channel(x, 5)
@@ -47,6 +53,9 @@ def frame_maps(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         -contrast.mean(dim=dims).clamp(min=1e-4).log(), dark.mean(dim=dims),
         1.0 - transmission.clamp(0, 1).mean(dim=dims), luma.mean(dim=dims), luma.std(dim=dims, correction=ddof),
         saturation.mean(dim=dims), contrast.std(dim=dims, correction=ddof), airlight.mean(dim=dims)], dim=1)
+    if which == "nss":
+        bands = F.adaptive_avg_pool2d(contrast, (BANDS, 1)).flatten(1).clamp(min=1e-4).log().neg()
+        stats = torch.cat([stats, fog_nss(x, luma), bands], dim=1)
     return torch.cat([x, contrast.clamp(max=2.0), dark, saturation], dim=1), stats
 
 
@@ -54,24 +63,27 @@ class FogMeter(nn.Module):
     """Small CNN: stride-2 convolutions (``widths``; none: the frame statistics alone), mean and max pooling,
     the frame statistics, a two-layer head."""
 
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 48), hidden: int = 48):
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 48), hidden: int = 48, stats: str = "classic"):
         super().__init__()
-        self.widths, self.hidden = tuple(widths), hidden
+        if stats not in STAT_SETS:
+            raise ValueError(f"unknown frame statistics {stats!r} (one of {', '.join(STAT_SETS)})")
+        self.widths, self.hidden, self.stats = tuple(widths), hidden, stats
+        count = STAT_SETS[stats]
         layers, c = [], 6
         for w in self.widths:
             layers += [nn.Conv2d(c, w, 3, stride=2, padding=1), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
             c = w
         self.features = nn.Sequential(*layers) if layers else None
-        self.stats_norm = nn.BatchNorm1d(STAT_COUNT)
+        self.stats_norm = nn.BatchNorm1d(count)
         pooled = 2 * c if layers else 0
-        self.head = nn.Sequential(nn.Linear(pooled + STAT_COUNT, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 2))
+        self.head = nn.Sequential(nn.Linear(pooled + count, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 2))
 
     def config(self) -> dict:
-        return {"widths": list(self.widths), "hidden": self.hidden}
+        return {"widths": list(self.widths), "hidden": self.hidden, "stats": self.stats}
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, h, w) in [0, 1] -> (N, 2 * widths[-1] + STAT_COUNT) features (the adaptation aligns these)."""
-        maps, stats = frame_maps(x)
+        """(N, 3, h, w) in [0, 1] -> (N, 2 * widths[-1] + statistics) features (the adaptation aligns these)."""
+        maps, stats = frame_maps(x, self.stats)
         if self.features is None:
             return self.stats_norm(stats)
         f = self.features(maps)
@@ -118,9 +130,9 @@ def read_meter(path: str | Path) -> tuple[FogMeter, dict]:
                            f"(expects {FORMAT_VERSION})")
     cfg = obj.get("config") or {}
     try:
-        model = FogMeter(tuple(cfg.get("widths", ())), int(cfg.get("hidden", 48)))
+        model = FogMeter(tuple(cfg.get("widths", ())), int(cfg.get("hidden", 48)), str(cfg.get("stats", "classic")))
         model.load_state_dict(obj["state_dict"])
-    except (RuntimeError, TypeError, ValueError, KeyError) as exc:
+    except (RuntimeError, TypeError, ValueError, KeyError) as exc:   # also an unknown statistics set
         raise WeightsError(f"{path}: fog meter weights do not fit the network: {str(exc).splitlines()[0]}") from exc
     return model.eval(), dict(obj.get("metadata") or {})
 
