@@ -18,6 +18,8 @@ days), and only that one is measured on report data (fog_measures.py). Nothing h
 
     python benchmarks/fog_meter_select.py NAME=WEIGHTS [NAME=WEIGHTS ...] [--tune-days DAY,DAY,...]
         [--out benchmarks/results/fog_meter_select.json]
+
+$CIDSTREAM_THREADS sets torch's threads (default 2), e.g. 1 to score beside a training run.
 """
 from __future__ import annotations
 
