@@ -33,7 +33,7 @@ system-deps:
 test: install system-deps
 	$(PY) -m pytest -q
 
-# The quick subset to run while editing (under a minute): no test marked slow (end-to-end runs, servers, training).
+# The quick subset to run while editing (about a minute): no test marked slow (end-to-end runs, servers, training).
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 

@@ -308,51 +308,13 @@ def _same_place(a: str, b: str) -> bool:
         return False
 
 
-PROGRESS_EVERY_S = 5.0  # a progress line this often when stderr is not a terminal (logs, CI, nohup)
-
-
-class _ProgressLines:
-    """Progress as plain lines, for logs: one after the first batch, then every PROGRESS_EVERY_S."""
-
-    def __init__(self, console, every_s: float | None = None):
-        self.console, self.every_s = console, PROGRESS_EVERY_S if every_s is None else every_s
-        self.total = None
-        self._next = 0.0
-
-    def start(self, info) -> None:
-        self.total = info.frame_count
-
-    def batch(self, stats) -> None:
-        import time
-
-        now = time.monotonic()
-        if now < self._next:
-            return
-        self._next = now + self.every_s
-        done = f"{stats.frames}/{self.total} frames ({stats.frames / self.total:.0%})" if self.total else \
-            f"{stats.frames} frames"
-        eta = ""
-        if self.total and stats.fps > 0 and stats.frames < self.total:
-            eta = f", ETA {(self.total - stats.frames) / stats.fps:.0f} s"
-        self.console.print(f"dehazing: {done}, {stats.fps:.1f} fps, {stats.seconds:.0f} s{eta}", highlight=False,
-                           soft_wrap=True)
-
-
-def _progress(console, disable: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
-
-    return Progress(TextColumn("[bold]dehazing[/]"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[fps]:.1f} fps"), TimeElapsedColumn(), TextColumn("ETA"),
-                    TimeRemainingColumn(), console=console, disable=disable, transient=True)
-
-
 def cmd_run(args, console) -> int:
-    import contextlib
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from .engine import Dehazer
     from .sinks import output_kind
     from .io.sources import check_input_spec
+    from .progress import progress_view
     from .run_input import check_output, process_input
     from .summary import print_run_summary
 
@@ -378,14 +340,12 @@ def cmd_run(args, console) -> int:
         from .detect.detectors import Detectors
 
         detectors = Detectors.from_config(cfg.detect, dehazer.device)
-    if not args.no_progress and not console.is_terminal:
-        lines = _ProgressLines(console)
-        view, on_start, on_batch = contextlib.nullcontext(), lines.start, lines.batch
-    else:
-        view = _progress(console, args.no_progress)
-        task = view.add_task("run", total=None, fps=0.0)
-        on_start = lambda info: view.update(task, total=info.frame_count)  # noqa: E731
-        on_batch = lambda s: view.update(task, completed=s.frames, fps=s.fps)  # noqa: E731
+    view = progress_view(console, TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(),
+                         TextColumn("{task.fields[fps]:.1f} fps"), TimeElapsedColumn(), TextColumn("ETA"),
+                         TimeRemainingColumn(), disable=args.no_progress, transient=True)
+    task = view.add_task("dehazing", total=None, unit="frames", fps=0.0)
+    on_start = lambda info: view.update(task, total=info.frame_count or None)  # noqa: E731
+    on_batch = lambda s: view.update(task, completed=s.frames, fps=s.fps)  # noqa: E731
     with view:
         result = process_input(args.input, output, cfg, dehazer, detectors, compare=args.compare,
                                max_frames=args.max_frames, on_start=on_start, on_batch=on_batch,
@@ -464,13 +424,14 @@ def _check_detect_flags(args, cfg, detecting: bool = True) -> None:
 
 
 def cmd_eval(args, console) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
     from .detect.detectors import Detectors
     from .evaluation.evaluate import VEHICLE, difference_rows, fmt_interval, run_eval, write_eval
     from .engine import Dehazer
     from .engine.memory import check_memory
+    from .progress import progress_view
 
     cfg = make_config(args)
     if args.conf is None:
@@ -479,9 +440,9 @@ def cmd_eval(args, console) -> int:
     dehazers = {name: Dehazer.from_config(cfg, model=name) for name in dict.fromkeys(args.model or [cfg.model.name])}
     detectors = Detectors.from_config(cfg.detect, next(iter(dehazers.values())).device)
     check_memory(cfg, detectors.device, detect=True, batch=cfg.engine.batch)  # images of one size batched
-    with Progress(TextColumn("[bold]evaluating[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, transient=True) as progress:
-        task = progress.add_task("eval", total=None)
+    with progress_view(console, TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(),
+                       TimeRemainingColumn(), transient=True) as progress:
+        task = progress.add_task("evaluating", total=None, unit="images")
         report = run_eval(args.images, args.labels, dehazers, detectors, args.label_format, args.yolo_id_offset,
                           args.max_images, args.examples,
                           progress=lambda k, n: progress.update(task, completed=k, total=n), output_dir=args.output,

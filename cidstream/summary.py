@@ -16,6 +16,19 @@ def _pct(values, q: float) -> float:
 SKIPPED_LISTED = 10  # skipped input files named one by one; the rest are counted
 
 
+def gate_line(frames: int, left_raw: int, blended: int, haze: dict | None = None) -> str:
+    """The haze gate's work in one line of plain words: how many frames were dehazed fully, how many blended
+    with the raw frame, how many left untouched, and the visibility the meter read."""
+    full = frames - left_raw - blended
+    parts = [f"{n} {what}" for n, what in ((full, "dehazed fully"),
+                                             (blended, "blended with the raw frame (light haze)"),
+                                             (left_raw, "left raw (measured clear)")) if n]
+    text = f"of {frames} frames: " + ", ".join(parts)
+    if haze:
+        text += f"; visibility median {haze['visibility_m_median']:.0f} m, min {haze['visibility_m_min']:.0f} m"
+    return text + (" (--gate off dehazes every frame)" if left_raw or blended else "")
+
+
 def print_run_summary(console, input_spec, sink, dehazer, stats, total, error, report=None, folder=None,
                       skipped=(), duration=None) -> None:
     """``skipped``: (path, reason) of inputs that could not be read; ``duration``: the run's --duration."""
@@ -62,11 +75,10 @@ def print_run_summary(console, input_spec, sink, dehazer, stats, total, error, r
                               f"(model alone {stats.model_fps:.1f} fps)")
         if stats.dropped:
             table.add_row("dropped", f"{stats.dropped} frames (live source, drop-oldest)")
-        if stats.frames_left_raw or stats.frames_blended:
+        if stats.frames_left_raw or stats.frames_blended or dehazer.gate.policy != "off":
             # Say it where the user looks: footage that the gate reads as clear is not dehazed at all.
-            table.add_row("haze gate", f"{stats.frames_left_raw} of {stats.frames} frames measured clear and left "
-                                       f"raw" + (f", {stats.frames_blended} blended" if stats.frames_blended else "")
-                          + " (--gate off dehazes every frame)")
+            table.add_row("haze gate", gate_line(stats.frames, stats.frames_left_raw, stats.frames_blended,
+                                                 (report or {}).get("haze")))
         if stats.latencies_ms:
             table.add_row("latency", f"p50 {statistics.median(stats.latencies_ms):.0f} ms, "
                                      f"p95 {_pct(stats.latencies_ms, 0.95):.0f} ms (decode to written)")
@@ -75,8 +87,13 @@ def print_run_summary(console, input_spec, sink, dehazer, stats, total, error, r
         if "raw" in t:
             c = report["comparison"]
             rel = f" ({c['relative_change']:+.1%})" if c["relative_change"] is not None else ""
+            ag = c["agreement"]
+            both = "" if ag["rate"] is None else f"; {ag['rate']:.0%} of boxes found in both"
             table.add_row("vehicles", f"raw {t['raw']['vehicles']}, dehazed {t['dehazed']['vehicles']}{rel}; "
-                                      f"frames with more {c['frames_more']}, fewer {c['frames_fewer']}")
+                                      f"frames with more {c['frames_more']}, fewer {c['frames_fewer']}{both}, "
+                                      f"{ag['raw_only']} only raw, {ag['dehazed_only']} only dehazed\n"
+                                      "[dim]detections, not vehicles found: without labels extra boxes may be false "
+                                      "(cidstream eval measures accuracy)[/]")
         else:
             table.add_row("vehicles", f"{t['dehazed']['vehicles']} detections in {report['frames']} frames")
         extra = [s for s in t if s not in ("raw", "dehazed")]
@@ -90,11 +107,6 @@ def print_run_summary(console, input_spec, sink, dehazer, stats, total, error, r
             table.add_row("fog detector", f"{fog['detector']} on the {fog['view']} view of the "
                                           f"{report['frames'] - left_raw} frames the gate dehazed; "
                                           f"{report['detector']} on the raw frame of the {left_raw} left raw")
-        if report.get("haze"):
-            hz = report["haze"]
-            table.add_row("visibility", f"median {hz['visibility_m_median']:.0f} m, min {hz['visibility_m_min']:.0f} m; "
-                                        f"{hz['frames_gated']} of {report['frames']} frames gated "
-                                        f"({hz['frames_raw']} left raw)")
         if report.get("unique_vehicles"):
             table.add_row("unique", ", ".join(f"{k} {v}" for k, v in report["unique_vehicles"].items()))
         if report.get("speed", {}).get("detector_share") is not None:

@@ -287,9 +287,9 @@ def test_progress_lines_when_not_a_terminal(tmp_path):
 
 @pytest.mark.slow
 def test_progress_lines_come_periodically(cli, tmp_path, monkeypatch):
-    import cidstream.cli
+    import cidstream.progress
 
-    monkeypatch.setattr(cidstream.cli, "PROGRESS_EVERY_S", 0.0)  # every batch instead of every 5 s
+    monkeypatch.setattr(cidstream.progress, "LINE_EVERY_S", 0.0)  # every batch instead of every 5 s
     code, text = cli("run", SAMPLE, "-o", tmp_path / "a.mp4", "--model", "dcp", "--max-frames", "12", "--batch", "4")
     assert code == 0, text
     assert re.findall(r"dehazing: (\d+)/12 frames", text) == ["4", "8", "12"]

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from cidstream.jobs.jobs import collect_jobs
-from cidstream.jobs.ledger import BatchLock
+from cidstream.jobs.ledger import LOCK_NAME, BatchLock
 from cidstream.jobs.staging import TMP_DIR, publish, sha256_file
 from cidstream.config import load_config
 from cidstream.errors import ConfigError
@@ -80,12 +80,18 @@ def test_folder_batch_outputs_failures_and_rerun(archive, tmp_path):
     assert report["totals"] == {"files": 5, "done": 3, "failed": 2, "pending": 0, "vehicles": None}
     assert report["this_run"]["frames"] == 36 and report["this_run"]["fps"] > 0
     assert "corrupt.mp4" in (out / "batch_report.html").read_text()
+    assert not (out / LOCK_NAME).exists()                  # the lock goes with the batch that held it
 
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.mp4")}
     again = batch(archive, "-o", out, "--workers", "2")
     assert again.returncode == 1                            # the failures are still failures
     assert "0 to do" in again.stderr and "3 already done" in again.stderr
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.mp4")} == mtimes   # no work was done
+    # Nothing ran, so there is no speed to report (not "0.0 fps").
+    assert json.loads((out / "batch_report.json").read_text())["this_run"]["fps"] is None
+    assert "no frames processed" in again.stderr and "0.0 fps" not in again.stderr
+    assert "nothing ran" in (out / "batch_report.html").read_text()
+    assert not (out / LOCK_NAME).exists()
 
     retry = batch(archive, "-o", out, "--retry-failed", "--dry-run")
     assert retry.returncode == 0
@@ -269,7 +275,9 @@ def test_one_batch_per_output_folder(archive, tmp_path, cli):
     out = tmp_path / "out"
     with BatchLock(out):
         code, text = cli("batch", archive, "-o", out, "--no-progress")
-    assert code == 2 and "another batch is writing into" in text
+        assert (out / LOCK_NAME).read_text().strip() == str(os.getpid())   # names its holder
+    assert code == 2 and "another batch is writing into" in text and f"pid {os.getpid()}" in text
+    assert not (out / LOCK_NAME).exists()
 
 
 def test_manifests_with_per_file_options(archive, tmp_path):

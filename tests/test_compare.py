@@ -64,6 +64,18 @@ def test_report_numbers_agree_with_detections_jsonl(compare_run):
 
 
 @pytest.mark.slow
+def test_report_does_not_sell_more_boxes_as_a_gain(compare_run):
+    """Without labels a box only the dehazed frame has may be a false one: the difference is not coloured as
+    a gain, the page says so, and the agreement card shows the boxes only one side found."""
+    page = (compare_run / "report.html").read_text()
+    assert "dehazed − raw<b>" in page and "class=up" not in page and "class=down" not in page
+    assert "more boxes is not more vehicles found" in page and "cidstream eval" in page
+    report = json.loads((compare_run / "report.json").read_text())
+    ag = report["comparison"]["agreement"]
+    assert f"{ag['raw_only']} only raw, {ag['dehazed_only']} only dehazed" in page
+
+
+@pytest.mark.slow
 def test_exports_match_the_log(compare_run):
     lines = [json.loads(x) for x in (compare_run / "detections.jsonl").read_text().splitlines()]
     coco = json.loads((compare_run / "detections.coco.json").read_text())

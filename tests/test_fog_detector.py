@@ -180,15 +180,30 @@ clear_check:
 
 @pytest.fixture(scope="module")
 def trained(shared_data, tmp_path_factory):
-    from cidstream.cli import main
+    from .conftest import run_cli_subprocess
 
     root = tmp_path_factory.mktemp("train_detector")
     cfg = root / "detector.yaml"
     cfg.write_text(SMOKE.format(base=shared_data / "weights" / "yolo11n_coco_from_int8_unfused.pt", data=shared_data))
-    code = main(["train", "detector", "--config", str(cfg), "--out", str(root / "fog.pt"), "--run-dir",
-                 str(root / "run"), "--name", "smoke"])
-    assert code == 0
+    # A subprocess, its output a pipe as in a log: test_train_detector_prints_progress_lines_in_a_log reads it.
+    proc = run_cli_subprocess("train", "detector", "--config", cfg, "--out", root / "fog.pt", "--run-dir",
+                              root / "run", "--name", "smoke", timeout=900)
+    (root / "stderr.log").write_text(proc.stderr)
+    assert proc.returncode == 0, proc.stderr
     return root, cfg
+
+
+@pytest.mark.slow
+def test_train_detector_prints_progress_lines_in_a_log(trained):
+    """Rich bars draw nothing in a log and Ultralytics' epoch bars say nothing useful there: plain lines with
+    the time left while the set is built, during Ultralytics' epochs and during the clear-weather check."""
+    err = (trained[0] / "stderr.log").read_text()
+    assert re.search(r"^clean frames: 6/6 frames \(100%\), .*ETA 0 s$", err, re.M), err
+    assert re.search(r"training: (\d+)/\1 batches \(100%\), [\d.]+ batches/s, \d+ s, ETA 0 s$", err, re.M), err
+    assert re.search(r"^clear-weather check: highway_720p: \d+/\d+ frames", err, re.M), err
+    building, training, checking = (err.index(s) for s in ("clean frames: started", "training: started",
+                                                           "clear-weather check: highway_720p: started"))
+    assert building < training < checking
 
 
 @pytest.mark.slow

@@ -156,8 +156,29 @@ def test_summary_says_when_the_gate_left_frames_raw(cli, tmp_path, shared_data):
     code, text = cli("run", shared_data / "videos" / "highway_720p.mp4", "-m", "dcp", "--gate", "skip",
                      "--max-frames", "4", "--no-progress", "-o", tmp_path / "o.mp4")
     assert code == 0, text
-    assert "4 of 4 frames measured clear and left raw" in text and "--gate off" in text
+    assert "of 4 frames: 4 left raw (measured clear)" in text and "--gate off" in text
     code, text = cli("run", shared_data / "videos" / "highway_720p.mp4", "-m", "dcp", "--gate", "off",
                      "--max-frames", "4", "--no-progress", "-o", tmp_path / "p.mp4")
     assert code == 0, text
     assert "left raw" not in text
+
+
+def test_gate_line_says_each_kind_of_frame_once_in_plain_words():
+    from cidstream.summary import gate_line
+
+    assert gate_line(100, 0, 0) == "of 100 frames: 100 dehazed fully"   # not "0 of 100 frames gated"
+    assert gate_line(60, 0, 60) == ("of 60 frames: 60 blended with the raw frame (light haze) "
+                                    "(--gate off dehazes every frame)")
+    line = gate_line(10, 3, 2, {"visibility_m_median": 4200.4, "visibility_m_min": 850.0})
+    assert line == ("of 10 frames: 5 dehazed fully, 2 blended with the raw frame (light haze), 3 left raw "
+                    "(measured clear); visibility median 4200 m, min 850 m (--gate off dehazes every frame)")
+
+
+@pytest.mark.slow
+def test_a_detect_run_summary_has_one_gate_line(cli, tmp_path, shared_data, yolo_weights):
+    code, text = cli("run", shared_data / "videos" / "highway_720p.mp4", "-m", "dcp", "--gate", "skip", "--detect",
+                     "--detector", yolo_weights, "--max-frames", "4", "--no-progress", "-o", tmp_path / "o")
+    assert code == 0, text
+    gate_lines = [line for line in text.splitlines() if "left raw" in line or "gated" in line]
+    assert len(gate_lines) == 1, text
+    assert "of 4 frames: 4 left raw (measured clear); visibility median" in gate_lines[0]

@@ -136,11 +136,12 @@ def register(sub) -> None:
 
 
 def cmd_generate(args, console) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from cidstream.engine.device import select_device
     from cidstream.io.atomic import check_writable_folder
     from cidstream.errors import ConfigError, InputError
+    from cidstream.progress import progress_view
 
     from .generate import BUILTIN_SCENE, builtin_available, generate
     from .recipe import load_recipe
@@ -166,9 +167,9 @@ def cmd_generate(args, console) -> int:
         raise InputError(f"no sources given and the default clean videos are not in {DATA_VIDEOS}: pass "
                          "clear-weather videos, image folders or globs, e.g. cidstream train generate --out "
                          "data/pairs clips/*.mp4")
-    with Progress(TextColumn("[bold]generating[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
-        task = progress.add_task("gen", total=args.count)
+    with progress_view(console, TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(),
+                       TimeElapsedColumn(), TimeRemainingColumn(), transient=True) as progress:
+        task = progress.add_task("generating", total=args.count, unit="pairs")
         try:
             summary = generate(recipe, sources, Path(args.out), args.count, stride=args.stride, dedup=args.dedup,
                                device=device, progress=lambda k: progress.update(task, completed=k))
@@ -183,40 +184,41 @@ def cmd_generate(args, console) -> int:
 
 
 def cmd_train(args, console) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from cidstream.engine.device import select_device
+    from cidstream.progress import progress_view
 
     from .trainer import Trainer, load_train_config
 
     device = str(select_device(args.device))
     cfg = load_train_config(args.config)
-    with Progress(TextColumn("[bold]{task.fields[phase]}[/]"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=console) as progress:
-        task = progress.add_task("train", total=None, phase="loading", loss=0.0)
+    with progress_view(console, TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
+                       TimeRemainingColumn()) as progress:
+        task = progress.add_task("training", total=None, unit="steps", loss=0.0)  # the phase once it runs
         trainer = Trainer(cfg, Path(args.run_dir), device=device, scale=args.steps_scale,
                           log=lambda msg: progress.console.print(msg, highlight=False))
         summary = trainer.run(args.phases, resume=args.resume, progress=lambda phase, step, total, loss:
-                              progress.update(task, phase=phase, completed=step, total=total, loss=loss))
+                              progress.update(task, description=phase, completed=step, total=total, loss=loss))
     console.print(f"done: {summary['metrics']}; checkpoints in {summary['run_dir']}")
     return 0
 
 
-def _step_progress(console):
-    """A Rich progress view with one bar (done of total, time left) per named step, and the callback
-    ``step(name, done, total)`` that drives it."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
+def _step_progress(console, unit: str = ""):
+    """A progress view (cidstream.progress: bars on a terminal, lines in a log) with one bar (done of total,
+    time left) per named step, and the callback ``step(name, done, total)`` that drives it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    view = Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console)
+    from cidstream.progress import progress_view
+
+    view = progress_view(console, TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(),
+                         TimeElapsedColumn(), TimeRemainingColumn())
     tasks: dict = {}
 
     def step(name: str, done: int, total: int) -> None:
         if name not in tasks:
-            tasks[name] = view.add_task(name, total=total)
+            tasks[name] = view.add_task(name, total=total, unit=unit)
         view.update(tasks[name], completed=done, total=total)
 
     return view, step
@@ -264,6 +266,7 @@ def cmd_detector(args, console) -> int:
     from cidstream.detect.cache import new_entry
     from cidstream.io.atomic import check_writable_folder
     from cidstream.errors import ConfigError
+    from cidstream.progress import ProgressLines
 
     from .detector_train import load_detector_config, prepare, resolve_base, train_detector
 
@@ -294,13 +297,16 @@ def cmd_detector(args, console) -> int:
     made = run_dir / "detector.pt"
     try:
         log(f"base detector {base}, config {args.config}, run folder {run_dir}, device {device}")
-        view, step = _step_progress(console)
+        view, step = _step_progress(console, "frames")
         with view:
             data = prepare(cfg, base, run_dir, log=log, progress=step, device=device)
-        # Ultralytics prints its own progress bar (with time left) per epoch from here
-        view, step = _step_progress(console)
+        # Ultralytics draws its own bar per epoch on a terminal: there the training's Rich view is never started,
+        # so it draws nothing; in a log it is ProgressLines, whose lines are the training's only progress
+        train_view, train_step = _step_progress(console, "batches")
+        view, step = _step_progress(console, "frames")
         meta = train_detector(cfg, base, data, made, run_dir, device=yolo_device, resume=args.resume, log=log,
-                              progress=step, view=view, check_device=device)
+                              progress=step, view=view, check_device=device, train_progress=train_step,
+                              train_view=train_view if isinstance(train_view, ProgressLines) else None)
     except KeyboardInterrupt:
         log(f"interrupted: Ultralytics keeps {run_dir / 'yolo' / 'weights' / 'last.pt'} at each epoch's end; "
             "continue with --resume")
@@ -321,13 +327,13 @@ def cmd_detector(args, console) -> int:
 
 
 def cmd_haze(args, console) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from cidstream.engine.device import select_device
     from cidstream.engine.fog_meter import save_meter
     from cidstream.errors import ConfigError
     from cidstream.io.atomic import check_writable_folder
+    from cidstream.progress import progress_view
 
     from .haze_data import check_sources
     from .haze_train import build_sets, read_haze_config, train_meter, trained_on
@@ -344,16 +350,16 @@ def cmd_haze(args, console) -> int:
     check_writable_folder(out.parent if str(out.parent) else Path("."), "output folder (--out)")
     columns = (TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[note]}"), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
+    with progress_view(console, *columns) as progress:
         tasks: dict = {}
 
         def building(what: str, k: int, n: int) -> None:
             if what not in tasks:
-                tasks[what] = progress.add_task(what, total=n, note="")
+                tasks[what] = progress.add_task(what, total=n, note="", unit="samples")
             progress.update(tasks[what], completed=k, total=n)
 
         synthetic, real = build_sets(cfg, run_dir, building)
-        task = progress.add_task("training", total=cfg["train"]["steps"], note="")
+        task = progress.add_task("training", total=cfg["train"]["steps"], note="", unit="steps")
         model, log = train_meter(cfg, synthetic, real, device, lambda step, total, loss: progress.update(
             task, completed=step, note=f"loss {loss:.3f}"))
     save_meter(model, out, config_file=str(args.config), trained_on=trained_on(cfg, synthetic, real), **log)

@@ -104,10 +104,33 @@ def resume_args(data_yaml: Path) -> dict:
     return {"data": str(data_yaml), "distill_model": None}
 
 
+def report_batches(model, progress) -> None:
+    """Ultralytics' bars say nothing in a log: callbacks on ``model`` that report its training as
+    ``progress("training", batches done, batches in all epochs)``, at each epoch's start and each batch's end
+    (a resumed training starts at its first epoch's batches)."""
+    seen = [0]  # batches of the current epoch
+
+    def report(trainer) -> None:
+        per_epoch = len(trainer.train_loader)
+        progress("training", trainer.epoch * per_epoch + seen[0], trainer.epochs * per_epoch)
+
+    def epoch_start(trainer) -> None:
+        seen[0] = 0
+        report(trainer)
+
+    def batch_end(trainer) -> None:
+        seen[0] += 1
+        report(trainer)
+
+    model.add_callback("on_train_epoch_start", epoch_start)
+    model.add_callback("on_train_batch_end", batch_end)
+
+
 def ultralytics_train(base: str, data_yaml: Path, run_dir: Path, args: dict, resume: bool, log,
-                      consistency=None) -> Path:
+                      consistency=None, progress=None) -> Path:
     """Train (or resume) under RUN_DIR/yolo, with the feature-consistency term when ``consistency`` is
-    given (training/detector_consistency.py); returns the best checkpoint (last if no best was saved)."""
+    given (training/detector_consistency.py), reporting ``progress("training", done, total)`` in batches;
+    returns the best checkpoint (last if no best was saved)."""
     from ultralytics import YOLO
 
     from . import detector_consistency
@@ -116,6 +139,13 @@ def ultralytics_train(base: str, data_yaml: Path, run_dir: Path, args: dict, res
     last = weights / "last.pt"
     threads = torch.get_num_threads()
     extra = {"trainer": detector_consistency.trainer_class(consistency)} if consistency is not None else {}
+
+    def model(path: str):
+        yolo = YOLO(path)
+        if progress is not None:
+            report_batches(yolo, progress)
+        return yolo
+
     try:
         with ultralytics_verbose():
             if resume and last.is_file() and not _resumable(last):
@@ -123,12 +153,12 @@ def ultralytics_train(base: str, data_yaml: Path, run_dir: Path, args: dict, res
                     "going on to the checks")
             elif resume and last.is_file():
                 log(f"resuming Ultralytics training from {last}")
-                YOLO(str(last)).train(resume=True, **resume_args(data_yaml), **extra)
+                model(str(last)).train(resume=True, **resume_args(data_yaml), **extra)
             else:
                 if resume:
                     log(f"no {last} to resume from: starting a new training")
                 # absolute: Ultralytics puts a relative project under its own runs/ folder
-                YOLO(base).train(data=str(data_yaml), project=str(run_dir.resolve()), name="yolo", **args, **extra)
+                model(base).train(data=str(data_yaml), project=str(run_dir.resolve()), name="yolo", **args, **extra)
     finally:
         detector_consistency._ACTIVE = None
         torch.set_num_threads(threads)  # Ultralytics' CPU device selection changes it for the process
@@ -193,10 +223,13 @@ def prepare(cfg: dict, base: str, run_dir: Path, log=print, progress=None, devic
 
 
 def train_detector(cfg: dict, base: str, data: dict, out: Path, run_dir: Path, device: str = "cpu",
-                   resume: bool = False, log=print, progress=None, view=None, check_device: str = "cpu") -> dict:
+                   resume: bool = False, log=print, progress=None, view=None, check_device: str = "cpu",
+                   train_progress=None, train_view=None) -> dict:
     """Ultralytics training on the set ``prepare`` built (``device`` as Ultralytics names it), the
     clear-weather check on ``check_device`` (``progress(step, done, total)`` inside the context ``view``),
-    the output file."""
+    the output file. The training reports ``train_progress("training", batches, total)`` (default:
+    ``progress``), inside the context ``train_view`` when given (leave it out where Ultralytics draws its own
+    bars: on a terminal)."""
     from cidstream.evaluation.clear_check import clear_check
 
     from .detector_consistency import Consistency, plain
@@ -209,7 +242,9 @@ def train_detector(cfg: dict, base: str, data: dict, out: Path, run_dir: Path, d
     if consistency is not None:
         log(f"feature consistency: weight {consistency.weight}, layers {list(consistency.taps)}, "
             f"{consistency.share:.0%} of each batch degraded again")
-    best = ultralytics_train(base, run_dir / "dataset" / "data.yaml", run_dir, args, resume, log, consistency)
+    with train_view if train_view is not None else contextlib.nullcontext():
+        best = ultralytics_train(base, run_dir / "dataset" / "data.yaml", run_dir, args, resume, log, consistency,
+                                 progress=train_progress if train_progress is not None else progress)
     # Ultralytics' validation is of the trained weights, before any blending with the base
     metrics = {"adaptation_val": ultralytics_metrics(run_dir)}
     base_share = float((cfg.get("output") or {}).get("base_share", 0.0))

@@ -72,10 +72,12 @@ class OutputLock:
     beside it, holding the owner's pid. The kernel drops the lock when its process dies, so a killed
     run never blocks the next one; the file itself is removed on release."""
 
-    def __init__(self, output: str | Path):
+    def __init__(self, output: str | Path, file: str | Path | None = None):
+        """``file``: the lock file, when not ``.NAME.lock`` beside the output (a batch keeps its own inside)."""
         self.output = Path(output)
         target = Path(os.path.abspath(output))
-        self.file = target.with_name(f".{target.name}.lock") if target.name else None
+        self.file = Path(file) if file is not None else target.with_name(f".{target.name}.lock") if target.name \
+            else None
         self._fd: int | None = None
 
     def _refuse(self, fd: int) -> OutputError:
@@ -83,8 +85,11 @@ class OutputLock:
             pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
         except OSError:
             pid = "unknown"
-        return OutputError(f"{self.output} is being written by another cidstream run (pid {pid}): wait for it "
-                           "to end or choose another output path")
+        return OutputError(self.busy_message(pid))
+
+    def busy_message(self, pid: str) -> str:
+        return (f"{self.output} is being written by another cidstream run (pid {pid}): wait for it to end or "
+                "choose another output path")
 
     def check(self) -> None:
         """Raise OutputError now if another run holds the lock; takes nothing (runs before any model is loaded)."""
@@ -116,8 +121,12 @@ class OutputLock:
             os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
         except OSError:  # a full disk: locked all the same, the other run's message says "pid unknown"
             pass
-        remove_partials(self.output)
+        self.clean()
         return self
+
+    def clean(self) -> None:
+        """What the holder tidies once the lock is its own: partial files killed runs left."""
+        remove_partials(self.output)
 
     def _lock(self) -> int:
         while True:

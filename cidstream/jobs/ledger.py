@@ -3,13 +3,12 @@ so a batch killed at any moment leaves a ledger that says what is finished."""
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import os
 from pathlib import Path
 
 from ..errors import OutputError
-from ..io.atomic import write_atomic
+from ..io.atomic import OutputLock, write_atomic
 from .staging import TMP_DIR
 
 LEDGER_NAME = "ledger.json"
@@ -112,30 +111,15 @@ def check_batch_files(folder: Path) -> None:
                               "move it away or choose another output folder")
 
 
-class BatchLock:
-    """One batch at a time per output folder; the kernel drops the lock if the holder dies."""
+class BatchLock(OutputLock):
+    """One batch at a time per output folder: an ``OutputLock`` whose file lies inside the folder
+    (LOCK_NAME); the kernel drops it if the holder dies, and the file is removed when the batch ends."""
 
     def __init__(self, folder: Path):
-        self.path = Path(folder) / LOCK_NAME
-        self._fh = None
+        super().__init__(folder, file=Path(folder).absolute() / LOCK_NAME)
 
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = self.path.open("a+")
-        try:
-            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._fh.seek(0)
-            holder = self._fh.read().strip() or "another process"
-            self._fh.close()
-            raise OutputError(f"another batch is writing into {self.path.parent} (pid {holder}); wait for it "
-                              "or choose another output folder") from None
-        self._fh.seek(0)
-        self._fh.truncate()
-        self._fh.write(str(os.getpid()))
-        self._fh.flush()
-        return self
+    def clean(self) -> None:
+        """Nothing: a batch's unfinished outputs live in its staging folder, which the batch clears itself."""
 
-    def __exit__(self, *exc):
-        fcntl.flock(self._fh, fcntl.LOCK_UN)
-        self._fh.close()
+    def busy_message(self, pid: str) -> str:
+        return f"another batch is writing into {self.output} (pid {pid}); wait for it or choose another output folder"

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from .. import __version__
-from ..sinks.report import CSS, file_href
+from ..sinks.report import CSS, UNLABELLED_NOTE, file_href
 from .jobs import Job
 from ..io.atomic import write_atomic
 from .ledger import DONE, FAILED, Ledger
@@ -40,7 +40,8 @@ def build_batch_report(jobs: list[Job], ledger: Ledger, result: JobsResult, meta
                    "pending": len(files) - states.count(DONE) - states.count(FAILED),
                    "vehicles": vehicles or None},
         "this_run": {"files_done": len(result.done), "files_failed": len(result.failed),
-                     "frames": result.frames, "seconds": round(result.seconds, 2), "fps": round(result.fps, 2),
+                     "frames": result.frames, "seconds": round(result.seconds, 2),
+                     "fps": round(result.fps, 2) if result.frames else None,  # nothing ran: no speed to give
                      "engine_start_s": round(meta.pop("engine_start_s", 0.0), 2),
                      "worker_retries": result.retries, "interrupted": result.interrupted,
                      "overhead_per_file_s": (round(sum(result.overhead_s) / len(result.overhead_s), 3)
@@ -55,11 +56,12 @@ def render_batch_html(report: dict) -> str:
     v = t["vehicles"] or {}
     cards = [f"<div class=card>files done<b>{t['done']} / {t['files']}</b>{t['failed']} failed, "
              f"{t['pending']} pending</div>",
-             f"<div class=card>this run<b>{r['fps']:.1f} fps</b>{r['frames']} frames in {r['seconds']:.0f} s</div>"]
+             f"<div class=card>this run<b>{r['fps']:.1f} fps</b>{r['frames']} frames in {r['seconds']:.0f} s</div>"
+             if r["fps"] is not None else "<div class=card>this run<b>nothing ran</b>every file was done earlier or "
+                                          "failed to start</div>"]
     if "raw" in v:
-        cls = "up" if v["difference"] > 0 else "down" if v["difference"] < 0 else ""
         rel = f" ({v['relative_change']:+.1%})" if v.get("relative_change") is not None else ""
-        cards.append(f"<div class=card>vehicles dehazed − raw<b class={cls}>{v['difference']:+d}{rel}</b>"
+        cards.append(f"<div class=card>detections dehazed − raw<b>{v['difference']:+d}{rel}</b>"
                      f"{v['raw']} raw, {v['dehazed']} dehazed</div>")
     elif "dehazed" in v:
         cards.append(f"<div class=card>vehicles (dehazed)<b>{v['dehazed']}</b>detections over all frames</div>")
@@ -94,6 +96,7 @@ def render_batch_html(report: dict) -> str:
 <h2>Files</h2><table>{head}{''.join(rows)}</table>
 <p class=muted>States come from ledger.json; "(earlier)" marks files finished by an earlier run with the same
 settings. fps is frames over the time the file's pipeline ran (model loading not included). Each file's detection report is in its folder.</p>
+{f"<p class=muted>{UNLABELLED_NOTE}</p>" if compare else ""}
 </body></html>"""
 
 

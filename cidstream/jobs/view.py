@@ -1,23 +1,31 @@
 """The terminal view of a batch: bars over files and frames, a line per file in flight, and the summary."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..progress import progress_view
 from .jobs import Job
 from .runner import JobsResult, Callbacks, Plan
 
 
 class BatchProgress(Callbacks):
+    """Bars over files, frames and each file in flight on a terminal; plain lines in a log."""
+
     def __init__(self, console, jobs: list[Job], disable: bool = False):
-        self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[note]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                                 TimeRemainingColumn(), console=console, disable=disable, transient=True)
+        self.bars = progress_view(console, TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("{task.fields[note]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                                  TimeRemainingColumn(), disable=disable, transient=True)
+        self._fps_note = isinstance(self.bars, Progress)  # a log's lines have their own rate
+        self._start = time.monotonic()
         known = [j.frames_hint for j in jobs if j.frames_hint]
-        self.files = self.bars.add_task("[bold]files[/]", total=len(jobs), note="")
-        self.frames = self.bars.add_task("[bold]frames[/]", total=sum(known) if known else None, note="")
+        self.files = self.bars.add_task("[bold]files[/]", total=len(jobs), note="", unit="files")
+        self.frames = self.bars.add_task("[bold]frames[/]", total=sum(known) if known else None, note="",
+                                         unit="frames")
         self._tasks: dict[str, int] = {}
         self._frames_by_file: dict[str, int] = {}
         self.done = self.failed = 0
@@ -30,14 +38,15 @@ class BatchProgress(Callbacks):
         self.bars.__exit__(*exc)
 
     def started(self, job: Job) -> None:
-        self._tasks[job.key] = self.bars.add_task(f"  {Path(job.input).name}", total=job.frames_hint, note="")
+        self._tasks[job.key] = self.bars.add_task(f"  {escape(Path(job.input).name)}", total=job.frames_hint,
+                                                  note="", unit="frames")
 
     def progress_update(self, key: str, frames: int) -> None:
         self._frames_by_file[key] = frames
-        t = self.bars.tasks[self.frames]
         total_done = sum(self._frames_by_file.values())
-        fps = total_done / t.elapsed if t.elapsed else 0.0
-        self.bars.update(self.frames, completed=total_done, note=f"{fps:.1f} fps")
+        elapsed = time.monotonic() - self._start
+        fps = total_done / elapsed if elapsed > 0 else 0.0
+        self.bars.update(self.frames, completed=total_done, note=f"{fps:.1f} fps" if self._fps_note else "")
 
     def progress(self, key: str, frames: int, total: int | None) -> None:
         if key in self._tasks:
@@ -46,16 +55,18 @@ class BatchProgress(Callbacks):
 
     def finished(self, job: Job, result: dict) -> None:
         task = self._tasks.pop(job.key, None)
-        if task is not None:
-            self.bars.remove_task(task)
         state = result["state"]
+        if task is not None:
+            if state == "done":  # its last count, for the file's last line in a log
+                self.bars.update(task, completed=result["frames"])
+            self.bars.remove_task(task)
         if state == "done":
             self.done += 1
             self.progress_update(job.key, result["frames"])
         elif state in ("failed", "refused"):
             self.failed += 1
             self.bars.console.print(f"[red]{state}[/] {job.input}: {result['error']}", highlight=False,
-                                        soft_wrap=True)
+                                    soft_wrap=True)
         if state in ("done", "failed", "refused"):
             self.bars.update(self.files, advance=1, note=f"{self.done} done, {self.failed} failed")
 
@@ -93,13 +104,15 @@ def print_batch_summary(console, report: dict, result: JobsResult, report_paths,
         status = "[green]all done[/]"
     table.add_row("status", status)
     table.add_row("files", f"{t['done']} done, {t['failed']} failed, {t['pending']} pending of {t['files']}")
-    table.add_row("this run", f"{r['files_done']} done, {r['files_failed']} failed, {r['frames']} frames in "
-                              f"{r['seconds']:.1f} s ({r['fps']:.1f} fps over the batch)"
+    speed = (f"{r['frames']} frames in {r['seconds']:.1f} s ({r['fps']:.1f} fps over the batch)" if r["fps"] is not None
+             else "no frames processed")
+    table.add_row("this run", f"{r['files_done']} done, {r['files_failed']} failed, {speed}"
                   + (f", {r['worker_retries']} retried after a worker died" if r["worker_retries"] else ""))
     table.add_row("engine", report["engine"])
     v = t["vehicles"]
     if v and "raw" in v:
-        table.add_row("vehicles", f"raw {v['raw']}, dehazed {v['dehazed']} ({v['difference']:+d})")
+        table.add_row("vehicles", f"raw {v['raw']}, dehazed {v['dehazed']} ({v['difference']:+d} detections; "
+                                  "without labels extra boxes may be false: cidstream eval measures accuracy)")
     elif v:
         table.add_row("vehicles", f"{v['dehazed']} detections (dehazed)")
     for f in report["files"]:
