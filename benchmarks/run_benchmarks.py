@@ -77,7 +77,7 @@ def main() -> int:
           ("---:|---:|" if det else "") + "---:|")
     for r in rows:
         cells = [f"{r['width']}x{r['height']}", r["model"], str(r["batch"]), str(r["streams"]),
-                 f"{r['decode_fps']:.0f} ({r['decode_path']})", f"{r['upload_fps']:.0f}", f"{r['model_fps']:.1f}"]
+                 f"{r['decode_fps']:.0f} ({r['decode_path']})", "–" if r["upload_fps"] is None else f"{r['upload_fps']:.0f}", f"{r['model_fps']:.1f}"]
         if det:
             cells.append(f"{r['detect_fps']:.1f}")
         cells += [f"{r['download_fps']:.0f}", f"{r['encode_fps']:.0f}", f"{r['end_to_end_fps']:.1f}",

@@ -49,8 +49,11 @@ class BenchResult:
     batch: int
     machine: str
     decode_fps: float = 0.0
-    upload_fps: float = 0.0          # decoded frames -> RGB on the device (copy, and 4:2:0 conversion there)
-    model_fps: float = 0.0           # the dehazing stage as the loop runs it: upload, model and haze measure
+    # decoded frames -> RGB on the device (copy, and 4:2:0 conversion there); None where there is nothing to do
+    # (RGB frames decoded into host memory, run on the CPU: the model reads them where they are)
+    upload_fps: float | None = 0.0
+    model_fps: float = 0.0           # the dehazing stage as the loop runs it: upload, haze measure, network
+    network_frames: int = 0          # frames of the benchmark the network ran on (the gate left the others raw)
     gate_fps: float = 0.0            # the haze gate's measure alone (frames on the device)
     gate_share: float = 0.0          # its share of the dehazing stage's time (model_fps / gate_fps)
     gate_measure: str = ""           # which measure (gate.measure)
@@ -79,7 +82,8 @@ class BenchResult:
     flicker_ratio: float | None = None  # stability of the model output over the benchmark's frames vs the
     warp_ratio: float | None = None     # input's (cidstream/evaluation/stability.py); temporal smoothing as configured
     temporal: bool = False              # smoothing was on (video input and a model that supports it)
-    fixed_cost_s: float | None = None   # seconds a run costs beyond its frames (bench.fixed_cost)
+    fixed_cost_s: float | None = None   # seconds a run costs beyond its frames (bench.fixed_cost); None: the
+    # two runs it is fitted from do not separate it from this machine's noise
     repeats: int = 1
     notes: list = field(default_factory=list)
 
@@ -254,7 +258,8 @@ def fixed_cost(frames_long: int, fps_long: float, frames_short: int, fps_short: 
     if frames_long <= frames_short or t_long <= t_short:
         return None
     rate = (frames_long - frames_short) / (t_long - t_short)
-    return t_long - frames_long / rate
+    cost = t_long - frames_long / rate
+    return cost if cost >= 0 else None  # a negative intercept is noise, not a cost
 
 
 def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, warmup: int = 2,
@@ -305,7 +310,10 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
         if detect_stage is not None:
             detect_stage(None, out)
     # The frames in order, as a run sees them (smoothed over time for a video), measured for stability.
-    dehazed = [d.frames for d in map(DehazeStage(dehazer), batches)]
+    measured = list(map(DehazeStage(dehazer), batches))
+    dehazed = [d.frames for d in measured]
+    res.network_frames = n if dehazer.gate.policy == "off" or not dehazer.gate.skip_raw else \
+        sum(int((d.haze[2] > 0).sum()) for d in measured)
     stream = dehaze_stage.streams(batches[0])
     host_out = [b.cpu().numpy() for b in dehazed]
     meter = StabilityMeter()
@@ -379,7 +387,10 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
                 nv_ratios.append(fps / streams / min(runs[k][-1] for k in stages if k not in ("encode", "download")))
 
     med = {k: _median(v) for k, v in runs.items() if v}
-    res.decode_fps, res.upload_fps, res.model_fps = med["decode"], med["upload"], med["model"]
+    res.decode_fps, res.model_fps = med["decode"], med["model"]
+    # On the CPU an RGB batch is read where it was decoded: "upload" would time nothing (hundreds of
+    # thousands of fps). It is a stage only where it copies (CUDA) or converts (4:2:0 input).
+    res.upload_fps = med["upload"] if cuda or any(b.images is None for b in batches) else None
     res.encode_fps, res.end_to_end_fps = med["encode"], med["end_to_end"]
     res.gate_fps, res.gate_measure = med["gate"], dehazer.gate.measure
     res.gate_share = med["model"] / med["gate"]

@@ -257,6 +257,9 @@ class GateConfig:
     hysteresis: Annotated[float, Range(1, 10)] = 1.25
     # the strength is re-aimed only when the smoothed visibility moved by more than this factor (1: always)
     band: Annotated[float, Range(1, 10)] = 1.25
+    # the network runs only on frames the gate keeps some of (a frame left raw costs the measure alone);
+    # false runs it on every frame as before, for comparisons (benchmarks/clear_frames.py)
+    skip_raw: bool = True
 
 
 @dataclass

@@ -124,9 +124,10 @@ def print_bench(console, r) -> None:
     table = Table(title=f"cidstream bench: {redact_url(r.input)} ({r.width}x{r.height}, {r.frames} frames)")
     table.add_column("stage")
     table.add_column("fps", justify="right")
-    rows = [("decode", r.decode_fps), ("upload (part of model)", r.upload_fps), ("model", r.model_fps)]
+    rows = [("decode", r.decode_fps)] + ([("upload (part of model)", r.upload_fps)] if r.upload_fps else [])
     if r.gate_fps:
-        rows.insert(2, ("haze measure (part of model)", r.gate_fps))
+        rows.append(("haze measure (part of model)", r.gate_fps))
+    rows.append(("model", r.model_fps))
     if r.detect_fps is not None:
         rows.append(("detect", r.detect_fps))
     if r.fog_path_fps is not None:
@@ -144,8 +145,13 @@ def print_bench(console, r) -> None:
     console.print(f"model {r.model} on {r.device} ({r.precision}, batch {r.batch}), {r.machine}{notes}")
     gpu = f", GPU memory peak {r.gpu_memory_mb} MB" if r.gpu_memory_mb is not None else ""
     console.print(f"decode: {r.decode_path}; encode: {r.encode_path}{gpu}")
+    if r.upload_fps is None:
+        console.print("upload: none (RGB frames decoded into host memory; the model on the CPU reads them there)")
     if r.gate_fps:
-        console.print(f"haze measure ({r.gate_measure}): {r.gate_share:.1%} of the dehazing stage's time")
+        console.print(f"haze measure ({r.gate_measure}): {r.gate_share:.1%} of the dehazing stage's time; the "
+                      f"network ran on {r.network_frames} of {r.frames} frames (the gate left the others raw)"
+                      if r.network_frames < r.frames else
+                      f"haze measure ({r.gate_measure}): {r.gate_share:.1%} of the dehazing stage's time")
     if r.detector_share is not None:
         console.print(f"detector {r.detector}: {r.detector_share:.0%} of the end-to-end time")
     if r.fog_path_cost is not None:
@@ -157,8 +163,14 @@ def print_bench(console, r) -> None:
                   f"end to end / stages run one after another = {r.overlap:.2f}{streams}")
     if r.no_video_ratio is not None:
         console.print(f"no video: end to end / slowest stage = [bold]{r.no_video_ratio:.2f}[/]")
-    if getattr(r, "fixed_cost_s", None) is not None:
+    if r.ratio > 1:
+        console.print("[yellow]end to end came out faster than the slowest stage timed alone: the stage timings "
+                      "are noisy on this machine (other work shares its cores); rerun with more --repeats[/]")
+    if r.fixed_cost_s is not None:
         console.print(f"fixed cost of a run beyond its frames (threads, encoder open and close): {r.fixed_cost_s:.2f} s")
+    else:
+        console.print("fixed cost of a run beyond its frames: not measurable here (the long and the short run "
+                      "do not separate it from the machine's noise)")
     if getattr(r, "warp_ratio", None) is not None:
         smoothing = "temporal smoothing on" if r.temporal else "no temporal smoothing"
         console.print(f"stability of the output over the input's ({smoothing}, gate as configured): flicker "

@@ -146,3 +146,17 @@ def test_bench_reports_every_stage_as_json(tmp_path):
     assert r["gate_measure"] == "learned" and r["gate_fps"] > 0
     assert r["gate_share"] == pytest.approx(r["model_fps"] / r["gate_fps"], rel=1e-3)
     assert "haze measure (learned)" in proc.stderr
+    # On the CPU an RGB batch is read in place: no upload stage to time (it read 500000 fps before), and a
+    # fixed cost is a cost or nothing (never negative)
+    assert r["upload_fps"] is None and "upload: none" in proc.stderr and "upload (part of model)" not in proc.stderr
+    assert r["fixed_cost_s"] is None or r["fixed_cost_s"] >= 0
+    assert r["network_frames"] == 4   # the sample is foggy throughout: the network ran on every frame
+
+
+def test_fixed_cost_is_a_cost_or_nothing():
+    from cidstream.bench import fixed_cost
+
+    # 90 frames at 30 fps (3 s) and 30 frames at 15 fps (2 s): 60 frames per second of difference, 1.5 s fixed
+    assert fixed_cost(90, 30.0, 30, 15.0) == pytest.approx(1.5)
+    # the short run came out relatively faster than the long one: noise, reported as not measured (not -0.5 s)
+    assert fixed_cost(90, 30.0, 30, 40.0) is None

@@ -11,7 +11,7 @@ from ..config import GateConfig
 from ..models import DehazeModel, ExportedModel, LoadedModel, load_model
 from ..models.base import frames_to_input, output_to_frames
 from .device import DTYPES, select_device, select_precision
-from .haze import HazeGate
+from .haze import HazeGate, apply_gate
 from .temporal import TemporalSmoother
 
 
@@ -131,21 +131,46 @@ class Dehazer:
         strength, uncertainty factor and steady visibility on the device: HazeGate.decide). Clear frames are kept
         raw or blended by their visibility (engine/haze.py), since dehazing a clear frame can cost detections; on
         video the strength follows the stream's smoothed visibility. The measure runs under every policy (it is
-        cheap)."""
+        cheap).
+
+        The measure runs first and the network only on the frames the gate keeps some of (strength > 0): a
+        frame left raw costs the measure alone and comes out bit-identical to its input, and a stream whose
+        frame was left raw starts its temporal smoothing afresh when it is dehazed again."""
         if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
             raise ValueError(f"expected uint8 frames shaped (N, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
-        h, w = frames.shape[1:3]
         frames = frames.to(self.device, non_blocking=True)
-        if self.exported:
-            out = self.net(frames)
+        haze = self.gate.decide(frames, stream)
+        if self.gate.policy == "off":
+            return self._dehaze(frames, stream), haze
+        if not self.gate.skip_raw:
+            return apply_gate(frames, self._dehaze(frames, stream), haze[2]), haze
+        keep = (haze[2] > 0).cpu()  # a few bytes: which frames the network must see
+        streams = list(stream) if isinstance(stream, (list, tuple)) else [stream] * frames.shape[0]
+        if self.temporal is not None:
+            for key in {k for k, kept in zip(streams, keep.tolist()) if not kept and k is not None}:
+                self.temporal.reset(key)
+        if not bool(keep.any()):
+            return frames, haze
+        if bool(keep.all()):
+            out = self._dehaze(frames, stream)
         else:
-            x = frames_to_input(frames, self.net)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with self._autocast():
-                y = self._forward(x, stream)
-            out = output_to_frames(y, self.net, h, w)
-        return self.gate(frames, out, stream)
+            idx = keep.nonzero().squeeze(1)
+            at = idx.to(frames.device)
+            out = frames.clone()  # the frames left raw stay as they came
+            out[at] = self._dehaze(frames[at], [streams[i] for i in idx.tolist()])
+        return apply_gate(frames, out, haze[2]), haze
+
+    def _dehaze(self, frames: torch.Tensor, stream) -> torch.Tensor:
+        """The network alone on uint8 frames on the device: the dehazed uint8 frames."""
+        if self.exported:
+            return self.net(frames)
+        h, w = frames.shape[1:3]
+        x = frames_to_input(frames, self.net)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            y = self._forward(x, stream)
+        return output_to_frames(y, self.net, h, w)
 
     def _init_temporal(self, temporal: dict | bool | None) -> None:
         """Video smoothing (engine/temporal.py) for models that expose low-resolution estimates

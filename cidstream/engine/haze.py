@@ -140,7 +140,8 @@ class HazeGate:
                  calib_b: float = _DEFAULT.calib_b, measure: str = _DEFAULT.measure, meter: str = _DEFAULT.meter,
                  steady: bool = _DEFAULT.steady, steady_alpha: float = _DEFAULT.steady_alpha,
                  max_step: float = _DEFAULT.max_step, hysteresis: float = _DEFAULT.hysteresis,
-                 band: float = _DEFAULT.band, cut_threshold: float = TemporalConfig.cut_threshold):
+                 band: float = _DEFAULT.band, skip_raw: bool = _DEFAULT.skip_raw,
+                 cut_threshold: float = TemporalConfig.cut_threshold):
         policy = _WORDS["policy"].normal(policy)  # the config's alias: YAML reads an unquoted off as false
         if policy not in POLICIES:
             raise ValueError(f"unknown gate policy {policy!r}: use {', '.join(POLICIES)}")
@@ -148,6 +149,7 @@ class HazeGate:
             raise ValueError(f"unknown haze measure {measure!r}: use {', '.join(MEASURES)}")
         self.policy, self.clear_m, self.dense_m = policy, clear_m, dense_m
         self.calib_a, self.calib_b, self.measure, self.meter = calib_a, calib_b, measure, meter
+        self.skip_raw = skip_raw  # Dehazer.process_measured runs the network only where the strength is > 0
         self.steady = SteadyGate(steady_alpha, max_step, hysteresis, band, cut_threshold) if steady else None
         if measure == "learned":
             load_meter(meter)   # a missing or wrong weights file stops here, before any frame is read
