@@ -148,10 +148,9 @@ def print_bench(console, r) -> None:
     if r.upload_fps is None:
         console.print("upload: none (RGB frames decoded into host memory; the model on the CPU reads them there)")
     if r.gate_fps:
-        console.print(f"haze measure ({r.gate_measure}): {r.gate_share:.1%} of the dehazing stage's time; the "
-                      f"network ran on {r.network_frames} of {r.frames} frames (the gate left the others raw)"
-                      if r.network_frames < r.frames else
-                      f"haze measure ({r.gate_measure}): {r.gate_share:.1%} of the dehazing stage's time")
+        raw = (f"; the network ran on {r.network_frames} of {r.frames} frames (the gate left the others raw)"
+               if r.network_frames < r.frames else "")
+        console.print(f"haze measure ({r.gate_measure}): {r.gate_share:.1%} of the dehazing stage's time{raw}")
     if r.detector_share is not None:
         console.print(f"detector {r.detector}: {r.detector_share:.0%} of the end-to-end time")
     if r.fog_path_cost is not None:

@@ -139,6 +139,8 @@ class Dehazer:
         if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
             raise ValueError(f"expected uint8 frames shaped (N, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
         frames = frames.to(self.device, non_blocking=True)
+        if self.exported:  # a size the graph cannot take is an error on the first frame, clear or not
+            self.net.check_size(*frames.shape[1:3])
         haze = self.gate.decide(frames, stream)
         if self.gate.policy == "off":
             return self._dehaze(frames, stream), haze
