@@ -1,14 +1,16 @@
 """Which CPU runtime is fastest for the dehazer and for the detector, and does its output match torch's?
 
-Dehazer (the bundled cid-lite, gate off, frame by frame): torch fp32, torch bf16, onnxruntime and OpenVINO on
-the graph `cidstream export` writes (one file per frame size). Output agreement with torch fp32 on real fog
-frames: the largest and mean difference in levels and the share of values more than 1 level off.
+This is what `auto` (engine.cpu_runtime, detect.cpu_runtime) is chosen by. Dehazer (the bundled cid-lite, gate
+off, as video: one stream in batches of 4, temporal smoothing on): torch fp32, torch bf16, and its network as a
+graph in onnxruntime and OpenVINO with the smoothing and full-size apply in torch (what cidstream runs,
+engine/coefficient_graph.py). Output agreement with torch fp32 on real fog frames: the largest and mean
+difference in levels and the share of values more than 1 level off.
 Detector (YOLO11n, imgsz 640): torch (Ultralytics .pt), and Ultralytics' own ONNX and OpenVINO exports (dynamic
-shapes), each through cidstream's Detector; agreement = class-agnostic AP50 against the torch detector's own
-boxes at conf >= 0.25 on clear frames (100 = sees exactly what torch sees).
+shapes) as cidstream's Detector makes and caches them; agreement = class-agnostic AP50 against the torch
+detector's own boxes at conf >= 0.25 on clear frames (100 = sees exactly what torch sees).
 
 Every arm runs in each round on the same frames, the arms interleaved so that a noisy machine slows them
-alike; fps are medians over rounds. OpenVINO is not a dependency: `pip install openvino` to include it.
+alike; fps are medians over rounds. Graphs are made before timing (into a temporary cache).
 
     python benchmarks/cpu_runtimes.py                      # -> benchmarks/results/cpu_runtimes.json
     python benchmarks/cpu_runtimes.py --rounds 5 --frames 32
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -36,10 +39,10 @@ from cidstream.config import data_root  # noqa: E402
 from cidstream.detect.detector import Detector  # noqa: E402
 from cidstream.engine import Dehazer  # noqa: E402
 from cidstream.evaluation.clear_check import reference_ap  # noqa: E402
-from cidstream.export import export_model  # noqa: E402
 
 SIZES = ((360, 640), (720, 1280))
 BATCH = 4
+RUNTIMES = ("onnxruntime", "openvino")
 
 
 def frames_of(clip: str, n: int, size: tuple[int, int]) -> np.ndarray:
@@ -56,40 +59,16 @@ def timed(fn, frames: np.ndarray) -> tuple[float, list]:
     return len(frames) / (time.perf_counter() - t0), outs
 
 
-def openvino_dehazer(onnx: Path):
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(str(onnx), "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads()})
-    return lambda x: compiled([x])[0]
-
-
-def dehazer_arms(tmp: Path, size: tuple[int, int]) -> dict:
-    arms = {"torch fp32": Dehazer("cid-lite", device="cpu", precision="fp32", temporal=False),
-            "torch bf16": Dehazer("cid-lite", device="cpu", precision="bf16", temporal=False)}
-    onnx = tmp / f"cid_lite_{size[0]}.onnx"
-    export_model("cid-lite", onnx, height=size[0], width=size[1])
-    arms["onnxruntime"] = Dehazer(str(onnx), device="cpu")
-    fns = {name: (lambda x, d=d: d.process(torch.from_numpy(x)).numpy()) for name, d in arms.items()}
-    try:
-        fns["openvino"] = openvino_dehazer(onnx)
-    except ImportError:
-        print("openvino not installed: pip install openvino to include it", file=sys.stderr)
-    return fns
+def dehazer_arms() -> dict:
+    arms = {"torch fp32": Dehazer("cid-lite", device="cpu", precision="fp32"),
+            "torch bf16": Dehazer("cid-lite", device="cpu", precision="bf16")}
+    for runtime in RUNTIMES:
+        arms[runtime] = Dehazer("cid-lite", device="cpu", precision="fp32", cpu_runtime=runtime)
+    return {name: (lambda x, d=d: d.process(torch.from_numpy(x), "video").numpy()) for name, d in arms.items()}
 
 
-def detector_arms(tmp: Path, base: Path) -> dict:
-    import shutil
-
-    from ultralytics import YOLO
-
-    arms = {"torch": str(base)}
-    own = shutil.copy(base, tmp / base.name)  # Ultralytics writes its exports beside the weights: here, not in data
-    for fmt, extra in (("onnx", {"simplify": False}), ("openvino", {})):
-        try:
-            arms[fmt] = YOLO(own).export(format=fmt, imgsz=640, dynamic=True, verbose=False, **extra)
-        except Exception as exc:  # a runtime that is not installed: measured where it is
-            print(f"detector export to {fmt} failed: {exc}", file=sys.stderr)
-    return {name: Detector(path, conf=0.001) for name, path in arms.items()}
+def detector_arms(base: Path) -> dict:
+    return {name: Detector(str(base), conf=0.001, runtime=name) for name in ("torch", *RUNTIMES)}
 
 
 def main() -> None:
@@ -102,16 +81,17 @@ def main() -> None:
               "dehazer": {}, "detector": {}}
     base = data_root() / "weights" / "yolo11n_coco_from_int8.pt"
     with tempfile.TemporaryDirectory(prefix="cidstream-runtimes-") as tmp:
-        detectors = detector_arms(Path(tmp), base)
+        os.environ["CIDSTREAM_CACHE"] = tmp   # graphs made fresh for this run, not taken from the user's cache
+        detectors = detector_arms(base)
         for size in SIZES:
             key = f"{size[1]}x{size[0]}"
             fog = frames_of("foggy_road_real.mp4", args.frames, size)
             clear = np.concatenate([frames_of("highway_720p.mp4", args.frames // 2, size),
                                     frames_of("traffic_cam_640x360.mp4", args.frames // 2, size)])
-            dehazers = dehazer_arms(Path(tmp), size)
+            dehazers = dehazer_arms()
             fps = {("dehazer", k): [] for k in dehazers} | {("detector", k): [] for k in detectors}
             outs = {}
-            for fn in dehazers.values():   # warm-up
+            for fn in dehazers.values():   # warm-up; makes the graphs
                 fn(fog[:BATCH])
             for det in detectors.values():
                 det(clear[:BATCH])

@@ -48,6 +48,7 @@ class BenchResult:
     precision: str
     batch: int
     machine: str
+    runtime: str = "torch"           # what ran the network: torch, or a graph in openvino / onnxruntime (CPU)
     decode_fps: float = 0.0
     # decoded frames -> RGB on the device (copy, and 4:2:0 conversion there); None where there is nothing to do
     # (RGB frames decoded into host memory, run on the CPU: the model reads them where they are)
@@ -71,6 +72,7 @@ class BenchResult:
     encode_path: str = ""
     detector: str | None = None     # with --detect: the detector, its fps alone (dehazed frames on the
     detect_fps: float | None = None  # device), and its share of the end-to-end time
+    detector_runtime: str | None = None  # what ran it: torch, or a graph in openvino / onnxruntime (CPU)
     detector_share: float | None = None
     # with --fog-detector: the fog path alone (every frame to the fog detector on its view) and its cost as
     # a ratio to the base path (the base detector alone, detect_fps), measured in the same rounds
@@ -291,8 +293,8 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
     n = len(decoded)
     h, w = decoded[0].shape
     res = BenchResult(input=info.source, width=w, height=h, frames=n, model=dehazer.name, device=str(device),
-                      precision=dehazer.precision, batch=e.batch, machine=machine_name(device), repeats=repeats,
-                      streams=streams)
+                      precision=dehazer.precision, runtime=dehazer.runtime, batch=e.batch, machine=machine_name(device),
+                      repeats=repeats, streams=streams)
     if dehazer.loaded.weights is None and dehazer.net.trainable:
         res.notes.append("random weights (speed only)")
     if short:
@@ -400,7 +402,7 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
     stages = {k: med[k] for k in ("decode", "model", "encode", "download", "detect") if k in med}
     res.fixed_cost_s = fixed_cost(n * streams, med["end_to_end"], short_n * streams, med["short"])
     if detector is not None:
-        res.detector, res.detect_fps = detector.label, med["detect"]
+        res.detector, res.detect_fps, res.detector_runtime = detector.label, med["detect"], detector.runtime
         if fog_stage is not None:
             res.fog_detector, res.fog_view, res.fog_path_fps = detectors.fog.label, detectors.fog_view, med["detect_fog"]
             res.fog_path_cost = med["detect"] / med["detect_fog"]

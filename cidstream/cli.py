@@ -91,6 +91,10 @@ def _common(p: argparse.ArgumentParser, repeat_model: bool = False) -> None:
                    help=f"compute precision (default: {cfg.engine.precision}) [engine.precision]")
     p.add_argument("--batch", "-b", type=int, help=f"frames per temporal batch (default: {cfg.engine.batch}) "
                                                    "[engine.batch]")
+    p.add_argument("--cpu-runtime", choices=["auto", "torch", "openvino", "onnxruntime"],
+                   help="on a CPU at fp32, what runs cid-lite's network and the detectors: auto (the fastest "
+                        "measured that is installed; docs/benchmarking.md), torch, or a graph of them in openvino or "
+                        "onnxruntime, made once and cached (default: auto) [engine.cpu_runtime, detect.cpu_runtime]")
     if not repeat_model:  # eval takes independent images, which are never smoothed
         p.add_argument("--no-temporal", action="store_true",
                        help="video: dehaze every frame on its own, no smoothing over time [temporal.enabled]")

@@ -17,6 +17,9 @@ def make_config(args, settings: dict | None = None):
     for key in ("device", "precision", "batch"):
         if getattr(args, key, None) is not None:
             flags.setdefault("engine", {})[key] = getattr(args, key)
+    if getattr(args, "cpu_runtime", None):
+        flags.setdefault("engine", {})["cpu_runtime"] = args.cpu_runtime
+        flags.setdefault("detect", {})["cpu_runtime"] = args.cpu_runtime
     for key in ("workers", "engine", "address"):
         if getattr(args, key, None) is not None:
             flags.setdefault("batch", {})[key] = getattr(args, key)
@@ -34,7 +37,7 @@ def make_config(args, settings: dict | None = None):
         if getattr(args, key, None):
             detect[key] = getattr(args, key)
     if detect:
-        flags["detect"] = detect
+        flags.setdefault("detect", {}).update(detect)
     if getattr(args, "no_video", False):
         flags["output"] = {"video": False}
     if getattr(args, "no_temporal", False):

@@ -130,6 +130,8 @@ class EngineConfig:
     batch: Annotated[int, Range(1)] = 4  # frames per temporal batch
     max_latency_ms: Annotated[float, Range(0)] = 100.0  # live sources: flush a partial batch after this long
     channels_last: bool = True
+    # cid-lite's network on a CPU at fp32: auto = OpenVINO, else onnxruntime (a graph made once, cached); torch
+    cpu_runtime: Annotated[str, OneOf("auto", "torch", "openvino", "onnxruntime")] = "auto"
 
 
 @dataclass
@@ -171,6 +173,8 @@ class DetectConfig:
     fog_view: Annotated[str, OneOf("fused", "dehazed", "raw")] = "dehazed"
     detector_b: str = ""        # a second detector as extra arms (raw_b/dehazed_b): comparisons
     fuse: Annotated[str, OneOf("", "wbf", "nms")] = ""  # an extra arm: raw and dehazed detections merged
+    # the detectors on a CPU: auto = OpenVINO, else onnxruntime (Ultralytics' export, made once, cached); torch
+    cpu_runtime: Annotated[str, OneOf("auto", "torch", "openvino", "onnxruntime")] = "auto"
 
 
 @dataclass

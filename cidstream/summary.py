@@ -57,7 +57,7 @@ def print_run_summary(console, input_spec, sink, dehazer, stats, total, error, r
         table.add_row("output", str(sink.path))
     else:  # an empty video is deleted on close; nothing there is ours to point at
         table.add_row("output", "nothing written")
-    table.add_row("model", f"{dehazer.name} on {dehazer.device} ({dehazer.precision})")
+    table.add_row("model", f"{dehazer.name} on {dehazer.device} ({dehazer.compute})")
     finished = error is None and stats is not None and not stats.interrupted and not skipped and \
         stats.stopped is None
     if total and finished and written != total:  # edit lists make header counts differ from decodable frames
@@ -142,7 +142,8 @@ def print_bench(console, r) -> None:
         table.add_row(name + mark, f"{fps:.1f}")
     console.print(table)
     notes = f"; {', '.join(r.notes)}" if r.notes else ""
-    console.print(f"model {r.model} on {r.device} ({r.precision}, batch {r.batch}), {r.machine}{notes}")
+    runtime = "" if r.runtime == "torch" else f", {r.runtime}"
+    console.print(f"model {r.model} on {r.device} ({r.precision}{runtime}, batch {r.batch}), {r.machine}{notes}")
     gpu = f", GPU memory peak {r.gpu_memory_mb} MB" if r.gpu_memory_mb is not None else ""
     console.print(f"decode: {r.decode_path}; encode: {r.encode_path}{gpu}")
     if r.upload_fps is None:
@@ -152,7 +153,7 @@ def print_bench(console, r) -> None:
                if r.network_frames < r.frames else "")
         console.print(f"haze measure ({r.gate_measure}): {r.gate_share:.1%} of the dehazing stage's time{raw}")
     if r.detector_share is not None:
-        console.print(f"detector {r.detector}: {r.detector_share:.0%} of the end-to-end time")
+        console.print(f"detector {r.detector} ({r.detector_runtime}): {r.detector_share:.0%} of the end-to-end time")
     if r.fog_path_cost is not None:
         console.print(f"fog path ({r.fog_detector} on {r.fog_view} frames) / base path ({r.detector} on each frame): "
                       f"[bold]{r.fog_path_cost:.2f}[/]x the time per frame; frames the gate leaves raw take the "

@@ -245,7 +245,8 @@ def train_device(spec: str) -> tuple[str, str]:
 def check_cache_name(name: str) -> None:
     """Refuse, before any work, a --name that `--fog-detector NAME` would not look up in the cache (it takes
     a word with a file suffix for a path), and a cache the detector could not be kept in at the end."""
-    from cidstream.detect.cache import CACHE_ENV, detectors_dir, is_short_name
+    from cidstream.detect.cache import detectors_dir, is_short_name
+    from cidstream.user_cache import CACHE_ENV
     from cidstream.errors import ConfigError, OutputError
     from cidstream.io.atomic import check_writable_folder
 

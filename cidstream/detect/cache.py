@@ -10,18 +10,10 @@ import os
 import re
 from pathlib import Path
 
+from ..user_cache import cache_root
 from ..errors import ConfigError
 
-CACHE_ENV = "CIDSTREAM_CACHE"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def cache_root() -> Path:
-    """$CIDSTREAM_CACHE, else $XDG_CACHE_HOME/cidstream, else ~/.cache/cidstream."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "cidstream"
 
 
 def detectors_dir(name: str) -> Path:

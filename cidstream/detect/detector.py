@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import cpu_runtime
 from ..config import DetectConfig
 from ..errors import CidstreamError, WeightsError
+from . import cpu_graph
 from .cache import cached_label
 from .detections import Detections
 from .safe_load import check_detector_file, check_model_yaml
@@ -182,7 +184,15 @@ def letterbox(frames: torch.Tensor, imgsz: int, stride: int = 32) -> tuple[torch
         raise TypeError(f"letterbox expects uint8 frames, got {frames.dtype}")
     n, h, w, c = frames.shape
     ratio, (nh, nw), (top, bottom, left, right) = letterbox_params(h, w, imgsz, stride)
-    x = frames if (nh, nw) == (h, w) else resize_linear_u8(frames, nh, nw)
+    if (nh, nw) == (h, w):
+        x = frames
+    elif frames.device.type == "cpu":  # the same numbers from OpenCV itself, several times faster on a CPU
+        import cv2
+
+        x = torch.from_numpy(np.stack([cv2.resize(f, (nw, nh), interpolation=cv2.INTER_LINEAR)
+                                       for f in frames.numpy()]))
+    else:
+        x = resize_linear_u8(frames, nh, nw)
     out = torch.full((n, nh + top + bottom, nw + left + right, c), 114, dtype=torch.uint8, device=frames.device)
     out[:, top:top + nh, left:left + nw] = x
     # dense NCHW, as Ultralytics' own preprocess hands the model (a channels-last view could pick other kernels)
@@ -193,26 +203,38 @@ def letterbox(frames: torch.Tensor, imgsz: int, stride: int = 32) -> tuple[torch
 class DetectorSpec:
     """Everything a Detector is built from in a config's ``detect`` section (the detector file as
     resolved, $CIDSTREAM_DETECTOR included); the device comes from the dehazer. Hashable: equal specs
-    (on one device) give interchangeable detectors."""
+    (on one device) give interchangeable detectors. ``runtime``: detect.cpu_runtime (auto | torch | openvino |
+    onnxruntime), what runs the detector on a CPU."""
 
     detector: str
     classes: tuple
     conf: float
     iou: float
     imgsz: int
+    runtime: str = "torch"
 
     @classmethod
     def from_config(cls, detect_cfg) -> "DetectorSpec":
         d = detect_cfg
-        return cls(str(resolve_detector_spec(d.detector or None)), tuple(d.classes), d.conf, d.iou, d.imgsz)
+        return cls(str(resolve_detector_spec(d.detector or None)), tuple(d.classes), d.conf, d.iou, d.imgsz,
+                   d.cpu_runtime)
 
 
 class Detector:
     """Callable on a batch: numpy (N, H, W, 3) RGB uint8 goes through Ultralytics' own letterbox;
-    a torch uint8 tensor is letterboxed where it lies (on CUDA: no round trip through the host)."""
+    a torch uint8 tensor is letterboxed where it lies (on CUDA: no round trip through the host).
+
+    ``runtime`` (auto | torch | openvino | onnxruntime, see cidstream.cpu_runtime): on a CPU, a graph runtime
+    runs a PyTorch .pt detector through a graph of it made once and cached (the same boxes, faster); torch, the
+    default here, and any CUDA device run PyTorch. Where the graph cannot be made or loaded, the detector warns
+    once and runs on PyTorch. ``.runtime`` says what runs it."""
 
     def __init__(self, model: str | None = None, classes=VEHICLE_CLASSES, conf: float = _DETECT.conf,
-                 iou: float = _DETECT.iou, imgsz: int = _DETECT.imgsz, device: str | torch.device = "cpu"):
+                 iou: float = _DETECT.iou, imgsz: int = _DETECT.imgsz, device: str | torch.device = "cpu",
+                 runtime: str = "torch"):
+        # an unknown name fails before any loading
+        wanted = cpu_runtime.resolve_cpu_runtime(runtime, device, order=cpu_graph.FASTEST)
+        self.requested_runtime = str(runtime or "auto").lower()
         self.spec = resolve_detector_spec(model)
         self.yolo = load_yolo(self.spec)
         self.names: dict[int, str] = {int(k): v for k, v in self.yolo.names.items()}
@@ -226,11 +248,84 @@ class Detector:
         if self.imgsz != imgsz:  # the model takes sizes on its stride grid; Ultralytics' check_imgsz rounds up too
             print(f"warning: detect.imgsz {imgsz} is not a multiple of {self.stride} (the detector's stride): "
                   f"using {self.imgsz}", file=sys.stderr)
+        self._threads = torch.get_num_threads()  # what a graph runtime runs on (see _match_threads)
+        self._graph: Path | None = None  # the graph file or folder a graph runtime loaded
+        self._threads_warned = False
+        self._runtime = cpu_graph.runtime_of(self.yolo.model)
+        if self._runtime != "torch":  # an exported model the user passed: it runs as it is
+            self._match_threads(self.yolo, self.yolo.model)
+        elif wanted != "torch":
+            self._use_graph(wanted)
+
+    @property
+    def runtime(self) -> str:
+        """What runs the detector: 'torch', 'openvino' or 'onnxruntime' (or the Ultralytics format of an
+        exported model file the detector was given)."""
+        return self._runtime
+
+    def _use_graph(self, runtime: str) -> None:
+        """Swap the PyTorch model for its graph in ``runtime``: the cached one, else one made now. A cached graph
+        that does not load is made again, once; where that fails too, warn and keep PyTorch."""
+        weights = getattr(self.yolo, "ckpt_path", None)
+        if not weights or Path(weights).suffix.lower() not in (".pt", ".pth") or not Path(weights).is_file():
+            return  # a model built from a YAML (no weights file to export): PyTorch runs it
+        threads = torch.get_num_threads()
+        try:
+            path = cpu_graph.graph_path(self.yolo.model.state_dict(), self.names, runtime, self.imgsz)
+            for attempt in (1, 2):
+                made = not path.exists()
+                if made:
+                    cpu_graph.make_graph(weights, runtime, self.imgsz, path)
+                try:
+                    graph = self._load_graph(path)
+                    break
+                except Exception:
+                    if made or attempt == 2:
+                        raise
+                    cpu_graph.remove_graph(path)  # a damaged cached graph: make it again
+        except Exception as exc:
+            cpu_runtime.warn(f"detector {self.label}: cannot run it with {runtime} ({cpu_graph.first_line(exc)}); "
+                             "running it with torch")
+            return
+        finally:
+            torch.set_num_threads(threads)
+        self.yolo, self._graph, self._runtime = graph, path, runtime
+
+    def _load_graph(self, path: Path):
+        """The graph at ``path`` as an Ultralytics model, run once on a small blank batch (so a damaged file fails
+        here, not on the first frames), with the class names of the PyTorch model."""
+        from ultralytics import YOLO
+
+        graph = YOLO(str(path), task="detect")
+        self._match_threads(graph, path)
+        with cpu_graph.quiet():
+            self._predict(torch.zeros((1, 3, self.stride * 2, self.stride * 2)), yolo=graph)
+            names = {int(k): v for k, v in graph.names.items()}
+        if names != self.names:
+            raise DetectorError(f"the graph at {path} names its classes differently from the PyTorch model")
+        return graph
+
+    def _match_threads(self, yolo, path) -> None:
+        """Have a graph run on torch's thread count (see cpu_graph.match_threads): set before each predict."""
+        if cpu_graph.runtime_of(str(path)) not in ("onnxruntime", "openvino"):
+            return
+
+        def on_predict_start(predictor):  # Ultralytics callback: the predictor's model is loaded by now
+            if self._threads_warned:
+                return
+            try:
+                cpu_graph.match_threads(predictor.model.backend, path, self._threads)
+            except Exception as exc:  # never fail a run over its thread count
+                self._threads_warned = True
+                cpu_runtime.warn(f"cannot set the thread count of detector {self.label}'s graph "
+                                 f"({cpu_graph.first_line(exc)}); it runs on its runtime's default")
+
+        yolo.add_callback("on_predict_start", on_predict_start)
 
     @classmethod
     def from_spec(cls, spec: "DetectorSpec", device) -> "Detector":
         return cls(spec.detector, classes=list(spec.classes), conf=spec.conf, iou=spec.iou, imgsz=spec.imgsz,
-                   device=device)
+                   device=device, runtime=spec.runtime)
 
     @classmethod
     def from_config(cls, detect_cfg, device) -> "Detector":
@@ -252,13 +347,14 @@ class Detector:
     def label(self) -> str:
         return cached_label(self.spec) or Path(self.spec).name
 
-    def _predict(self, source, **kw):
+    def _predict(self, source, yolo=None, **kw):
         # On a CPU, Ultralytics' device selection sets torch's thread count for the whole process to
         # cpu_count - 1 (1 on a 2-core machine), which would halve the dehazer's speed: put it back.
         threads = torch.get_num_threads()
+        self._threads = threads  # a graph runtime runs on as many (see _match_threads)
         try:
-            return self.yolo.predict(source, conf=self.conf, iou=self.iou, classes=self.class_ids, verbose=False,
-                                     device=str(self.device), quantize=self.quantize, **kw)
+            return (yolo or self.yolo).predict(source, conf=self.conf, iou=self.iou, classes=self.class_ids,
+                                               verbose=False, device=str(self.device), quantize=self.quantize, **kw)
         finally:
             if torch.get_num_threads() != threads:
                 torch.set_num_threads(threads)

@@ -57,10 +57,11 @@ class Detectors:
 
 
 def _alike(spec: str, base: Detector, role: str) -> Detector:
-    """Another detector with the base's classes and settings, refused unless it names its classes the same
-    way under the same ids (its boxes must mean the same thing)."""
+    """Another detector with the base's classes and settings (its CPU runtime included), refused unless it names
+    its classes the same way under the same ids (its boxes must mean the same thing)."""
     other = Detector(spec, classes=[base.names[i] for i in base.class_ids] if base.class_ids else None,
-                     conf=base.conf, iou=base.iou, imgsz=base.imgsz, device=base.device)
+                     conf=base.conf, iou=base.iou, imgsz=base.imgsz, device=base.device,
+                     runtime=base.requested_runtime)
     if other.names != base.names:
         raise ConfigError(f"{role} {other.label} names its classes differently from {base.label} "
                           f"({len(other.names)} vs {len(base.names)} classes, or other names under the same ids): "

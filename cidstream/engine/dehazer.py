@@ -8,9 +8,11 @@ import numpy as np
 import torch
 
 from ..config import GateConfig
-from ..models import DehazeModel, ExportedModel, LoadedModel, load_model
+from ..cpu_runtime import resolve_cpu_runtime
+from ..models import CIDLite, DehazeModel, ExportedModel, LoadedModel, load_model
 from ..models.base import frames_to_input, output_to_frames
 from .device import DTYPES, select_device, select_precision
+from .coefficient_graph import FASTEST, CoefficientGraph
 from .haze import HazeGate, apply_gate
 from .temporal import TemporalSmoother
 
@@ -26,6 +28,7 @@ class DehazerSpec:
     device: str
     precision: str
     channels_last: bool
+    cpu_runtime: str
     dcp: tuple              # sorted (key, value) pairs of each section
     temporal: tuple
     gate: tuple
@@ -37,13 +40,13 @@ class DehazerSpec:
         def items(section) -> tuple:
             return tuple(sorted(vars(section).items()))
 
-        return cls(model or cfg.model.name, e.device, e.precision, e.channels_last, items(cfg.model.dcp),
-                   items(cfg.temporal), items(cfg.gate))
+        return cls(model or cfg.model.name, e.device, e.precision, e.channels_last, e.cpu_runtime,
+                   items(cfg.model.dcp), items(cfg.temporal), items(cfg.gate))
 
     def as_dict(self) -> dict:
         return {"model": self.model, "device": self.device, "precision": self.precision,
-                "channels_last": self.channels_last, "dcp": dict(self.dcp), "temporal": dict(self.temporal),
-                "gate": dict(self.gate)}
+                "channels_last": self.channels_last, "cpu_runtime": self.cpu_runtime, "dcp": dict(self.dcp),
+                "temporal": dict(self.temporal), "gate": dict(self.gate)}
 
 
 class Dehazer:
@@ -52,13 +55,15 @@ class Dehazer:
     ``dehazer(frames)`` takes (N, H, W, 3) uint8 RGB as a numpy array (returns numpy) or a
     torch tensor (returns a tensor on the dehazer's device, so a detector can take it there).
     A model instance passed in is put in eval mode with its BatchNorms folded into the convolutions:
-    pass a copy of a model you are still training.
+    pass a copy of a model you are still training. ``cpu_runtime`` (auto, openvino, onnxruntime) runs
+    cid-lite's network as a graph on a CPU at fp32 (cidstream/cpu_runtime.py); torch, the default here,
+    keeps it in PyTorch (the config's default is auto).
     """
 
     def __init__(self, model: str | LoadedModel | DehazeModel = "dcp", device: str = "auto",
                  precision: str = "auto", channels_last: bool = True, random_init: bool = False,
                  dcp: dict | None = None,
-                 temporal: dict | bool | None = None):
+                 temporal: dict | bool | None = None, cpu_runtime: str = "torch"):
         if isinstance(model, str):
             model = load_model(model, random_init=random_init, dcp=dcp)
         elif isinstance(model, DehazeModel):
@@ -80,6 +85,11 @@ class Dehazer:
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
         self._init_temporal(temporal)
+        self.runtime, self.coefficients = "torch", None
+        if isinstance(self.net, CIDLite) and self.net.trainable:
+            self.runtime = resolve_cpu_runtime(cpu_runtime, self.device, self.precision, order=FASTEST)
+            if self.runtime != "torch":
+                self.coefficients = CoefficientGraph(self.net, self.runtime)
         # Measured but not gated unless configured (from_config: the gate section, default skip), so
         # the Python API and exported-graph parity keep plain dehazing.
         self.gate = HazeGate(**{**vars(GateConfig()), "policy": "off"})
@@ -87,7 +97,8 @@ class Dehazer:
     @classmethod
     def from_spec(cls, spec: "DehazerSpec", random_init: bool = False) -> "Dehazer":
         dehazer = cls(spec.model, device=spec.device, precision=spec.precision, channels_last=spec.channels_last,
-                      random_init=random_init, dcp=dict(spec.dcp), temporal=dict(spec.temporal))
+                      random_init=random_init, dcp=dict(spec.dcp), temporal=dict(spec.temporal),
+                      cpu_runtime=spec.cpu_runtime)
         dehazer.gate = HazeGate(**dict(spec.gate), cut_threshold=dict(spec.temporal)["cut_threshold"])
         return dehazer
 
@@ -104,6 +115,11 @@ class Dehazer:
     @property
     def name(self) -> str:
         return self.loaded.label
+
+    @property
+    def compute(self) -> str:
+        """The precision, and the CPU runtime where it is not torch: what summaries print."""
+        return self.precision if self.runtime == "torch" else f"{self.precision}, {self.runtime}"
 
     def _autocast(self):
         if self.precision == "fp32":
@@ -190,11 +206,16 @@ class Dehazer:
         (one per frame, e.g. cameras batched together in live) or None (independent images)."""
         streams = list(stream) if isinstance(stream, (list, tuple)) else [stream] * x.shape[0]
         if self.temporal is None or all(s is None for s in streams):
-            return self.net(x)
+            return self._network(x, None)
         if len(streams) != x.shape[0]:
             raise ValueError(f"{len(streams)} stream ids for {x.shape[0]} frames")
         self.temporal.begin(x, streams)
-        return self.temporal.steady_level(x, self.net.forward_smoothed(x, self.temporal.smooth))
+        return self.temporal.steady_level(x, self._network(x, self.temporal.smooth))
+
+    def _network(self, x: torch.Tensor, smooth) -> torch.Tensor:
+        if self.coefficients is not None:  # cid-lite's network in a CPU runtime, the rest here
+            return self.net.forward_smoothed(x, smooth, self.coefficients)
+        return self.net(x) if smooth is None else self.net.forward_smoothed(x, smooth)
 
     def __call__(self, frames):
         if isinstance(frames, torch.Tensor):

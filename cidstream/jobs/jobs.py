@@ -29,8 +29,11 @@ MAX_NAME_BYTES = 200
 # Keys of a manifest line that are not config keys.
 JOB_KEYS = ("path", "output", "max_frames", "detect", "compare")
 # Settings that change speed, not the output: a rerun with other values still counts as "same settings".
-RUNTIME_ONLY = {"engine": ("device", "batch", "max_latency_ms", "channels_last"),
-                "input": ("queue_size", "decode_threads", "decode"), "output": ("queue_size", "threads")}
+# settings that change where and how fast a job runs, not what it makes (a CPU runtime: the same output within
+# a level, the same boxes), so changing one does not redo finished files
+RUNTIME_ONLY = {"engine": ("device", "batch", "max_latency_ms", "channels_last", "cpu_runtime"),
+                "input": ("queue_size", "decode_threads", "decode"), "output": ("queue_size", "threads"),
+                "detect": ("cpu_runtime",)}
 
 
 @dataclass
@@ -86,7 +89,10 @@ def fingerprint(job: Job) -> str:
     weights = bundled_weights(job.cfg.model.name) or Path(job.cfg.model.name)
     dehazer, detectors = model_settings(job.cfg, job.detect)  # the specs the models are built from ...
     built_from = {k: v for k, v in dehazer.as_dict().items() if k not in RUNTIME_ONLY["engine"]}  # ... not where
-    payload = {**job.settings(), "dehazer": built_from, "detector": detectors and dataclasses.asdict(detectors),
+    detector = detectors and dataclasses.asdict(detectors)
+    if detector:
+        detector["base"].pop("runtime")
+    payload = {**job.settings(), "dehazer": built_from, "detector": detector,
                "detector_files": detectors and [_file_stamp(p) for p in (detectors.fog, detectors.second) if p],
                "input": _file_stamp(job.input),
                "weights": _file_stamp(weights) if weights.suffix else None,

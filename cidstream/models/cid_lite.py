@@ -99,8 +99,18 @@ class CIDLite(DehazeModel):
     def coefficient_maps(self, x: torch.Tensor):
         """Low-resolution (gain a, offset b) maps (N, 6, h, w), the working-resolution input and the
         bottleneck map; training regularises the maps themselves."""
+        work = self.work_input(x)
+        ab, mid = self.coefficients(work)
+        return ab, work, mid
+
+    def work_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The frame the encoder sees: large frames average-pooled by an integer factor."""
         factor = max(1, min(x.shape[-2:]) // self.work_short_side) if self.work_short_side else 1
-        work = F.avg_pool2d(x, factor, ceil_mode=True) if factor > 1 else x
+        return F.avg_pool2d(x, factor, ceil_mode=True) if factor > 1 else x
+
+    def coefficients(self, work: torch.Tensor):
+        """The network proper, working resolution in, bounded (a, b) maps and bottleneck out: the part a CPU
+        runtime may take over (engine/coefficient_graph.py), since everything before and after it is cheap."""
         s = work * 2.0 - 1.0
         f2 = self.enc2(self.stem(s))
         f3 = self.enc3(f2)
@@ -112,13 +122,15 @@ class CIDLite(DehazeModel):
         # Bound the coefficients at low resolution, then upsample: full-resolution work stays two ops.
         gain = torch.exp(coeffs[:, :3].clamp(-2.0, 2.0))   # a = 1 / t, in [0.14, 7.4]
         offset = torch.tanh(coeffs[:, 3:])                 # b = A (1 - 1 / t), in [-1, 1]
-        return torch.cat((gain, offset), 1), work, mid
+        return torch.cat((gain, offset), 1), mid
 
-    def forward_smoothed(self, x: torch.Tensor, smooth) -> torch.Tensor:
+    def forward_smoothed(self, x: torch.Tensor, smooth=None, coefficients=None) -> torch.Tensor:
         """``forward`` with the low-resolution (a, b) maps passed through ``smooth(name, maps)`` before
-        upsampling: video smooths them over time (engine/temporal.py); the guide stays this frame's."""
-        ab, work, _ = self.coefficient_maps(x)
-        return self.apply_coefficients(smooth("ab", ab), work, x)
+        upsampling: video smooths them over time (engine/temporal.py); the guide stays this frame's.
+        ``coefficients``: the network as another runtime runs it (engine/coefficient_graph.py)."""
+        work = self.work_input(x)
+        ab = coefficients(work) if coefficients is not None else self.coefficients(work)[0]
+        return self.apply_coefficients(ab if smooth is None else smooth("ab", ab), work, x)
 
     @staticmethod
     def apply_coefficients(ab: torch.Tensor, work: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -196,7 +196,8 @@ class DetectionOutputs:
     def finish(self, stats) -> None:
         base = self.detectors.base
         meta = {"input": self.input, "model": self.dehazer.name, "device": str(self.dehazer.device),
-                "detector": base.label, "classes": [base.names[i] for i in (base.class_ids or base.names)],
+                "runtime": self.dehazer.runtime, "detector": base.label, "detector_runtime": base.runtime,
+                "classes": [base.names[i] for i in (base.class_ids or base.names)],
                 "conf": self.cfg.detect.conf, "iou": self.cfg.detect.iou, "imgsz": base.imgsz}
         if self.detectors.fog is not None:
             meta["fog_detector"] = {"detector": self.detectors.fog.label, "view": self.detectors.fog_view}
