@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cidstream.config import data_root, load_config, read_yaml  # noqa: E402
+from cidstream.config import AP_CONF, data_root, load_config, read_yaml  # noqa: E402
 from cidstream.detect import Detector  # noqa: E402
 from cidstream.evaluation.clear_check import REF_CONF, read_every, reference_ap  # noqa: E402
 from cidstream.detect.fusion import fuse  # noqa: E402
@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     check = read_yaml(args.config, "detector training config")["clear_check"]
     cfg = load_config(overrides=[{"gate": {"policy": args.gate}}] if args.gate else ())
     dehazer = Dehazer.from_config(cfg, model=args.model)
-    dets = {"base": Detector(args.base, conf=0.001, imgsz=640), "adapted": Detector(args.adapted, conf=0.001, imgsz=640)}
+    dets = {"base": Detector(args.base, conf=AP_CONF, imgsz=640), "adapted": Detector(args.adapted, conf=AP_CONF, imgsz=640)}
     result = {"base": Path(args.base).name, "adapted": Path(args.adapted).name, "model": args.model,
               "gate": cfg.gate.policy, "reference": f"base detector's boxes with confidence >= {REF_CONF} on the raw "
                                                      "frame", "sources": {}}

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cidstream.bench import machine_name  # noqa: E402
-from cidstream.config import data_root  # noqa: E402
+from cidstream.config import AP_CONF, data_root  # noqa: E402
 from cidstream.detect.detector import Detector  # noqa: E402
 from cidstream.engine import Dehazer  # noqa: E402
 from cidstream.evaluation.clear_check import reference_ap  # noqa: E402
@@ -68,7 +68,7 @@ def dehazer_arms() -> dict:
 
 
 def detector_arms(base: Path) -> dict:
-    return {name: Detector(str(base), conf=0.001, runtime=name) for name in ("torch", *RUNTIMES)}
+    return {name: Detector(str(base), conf=AP_CONF, runtime=name) for name in ("torch", *RUNTIMES)}
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cidstream.config import data_root, load_config, read_yaml  # noqa: E402
+from cidstream.config import AP_CONF, data_root, load_config, read_yaml  # noqa: E402
 from cidstream.detect import Detector  # noqa: E402
 from cidstream.detect.safe_load import load_detector_checkpoint  # noqa: E402
 from cidstream.evaluation.clear_check import clear_check  # noqa: E402
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
             # the blended detector alone (the base arms do not change with the share: eval them once with
             # `cidstream eval --split select`)
             ev = run_eval(str(data / "dawn_fog" / "JPEGImages"), str(data / "dawn_fog" / "Annotations"), dehazers,
-                          Detector(str(path), conf=0.001), "voc", examples=0, split="select", resamples=0)
+                          Detector(str(path), conf=AP_CONF), "voc", examples=0, split="select", resamples=0)
             row = {arm: {"vehicle_ap50": r["vehicle_ap50"], "map50": r["map50"]} for arm, r in ev["results"].items()}
             clear = clear_check({"adapted": str(path)}, sources, reference=args.base, log=lambda m: None)
             row["clear_ap50"] = {k: v["adapted"] for k, v in clear.items()}

@@ -33,11 +33,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cidstream.config import data_root, load_config  # noqa: E402
+from cidstream.config import AP_CONF, data_root, load_config  # noqa: E402
 from cidstream.detect.detectors import Detectors, DetectorsSpec  # noqa: E402
 from cidstream.detect.safe_load import load_detector_checkpoint  # noqa: E402
 from cidstream.detect.stage import DetectStage, hazy_frames  # noqa: E402
 from cidstream.engine import Dehazer  # noqa: E402
+from cidstream.engine.device import cuda_available  # noqa: E402
 from cidstream.evaluation.clear_check import REF_CONF, read_every, reference_ap  # noqa: E402
 from cidstream.evaluation.evaluate import run_eval  # noqa: E402
 from cidstream.frames import Frame, FrameBatch  # noqa: E402
@@ -88,7 +89,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(2)
     t0 = time.perf_counter()
     cfg = load_config()
-    cfg.detect.detector, cfg.detect.fog_detector, cfg.detect.conf = args.detector, args.fog_detector, 0.001
+    cfg.detect.detector, cfg.detect.fog_detector, cfg.detect.conf = args.detector, args.fog_detector, AP_CONF
     spec = DetectorsSpec.from_config(cfg.detect)
     dehazer = Dehazer.from_config(cfg)
     model = dehazer.name
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
                         "dense_m": cfg.gate.dense_m},
                   fog_detector_trained_on={k: fog_meta.get("data", {}).get(k) for k in ("clean_sources",
                                                                                       "real_sources")},
-                  machine=torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")
+                  machine=torch.cuda.get_device_name() if cuda_available() else "cpu")
     view = args.view
     if "select" in args.steps:
         rows = {}

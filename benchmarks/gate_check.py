@@ -34,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cidstream.config import data_root, load_config  # noqa: E402
+from cidstream.config import AP_CONF, data_root, load_config  # noqa: E402
 from cidstream.detect import Detector  # noqa: E402
 from cidstream.evaluation.clear_check import REF_CONF, read_every, reference_ap  # noqa: E402
 from cidstream.evaluation.evaluate import run_eval  # noqa: E402
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(2)
     t_start = time.perf_counter()
     cfg = load_config(overrides=[{"gate": {"policy": "off"}}])
-    detector = CachedDetector(Detector(args.detector, conf=0.001, iou=0.7, imgsz=640, device="cpu"))
+    detector = CachedDetector(Detector(args.detector, conf=AP_CONF, iou=0.7, imgsz=640, device="cpu"))
     bases = {m: FullDehaze(Dehazer.from_config(cfg, model=m)) for m in MODELS}
     result = {"detector": Path(args.detector).name, "gate_calibration": {"measure": cfg.gate.measure,
               "calib_a": cfg.gate.calib_a, "calib_b": cfg.gate.calib_b}, "arms": {k: list(v) for k, v in ARMS.items()},

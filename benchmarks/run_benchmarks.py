@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from cidstream.bench import run_bench
+from cidstream.engine.device import cuda_available
 from cidstream.config import data_root, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +56,7 @@ def main() -> int:
                                       "input": {"decode": args.decode},
                                       "detect": {"detector": args.detector}}])
         frames = args.frames or DEFAULT_FRAMES.get(model, 90)
-        repeats = args.repeats if model != "cid" or torch.cuda.is_available() else 1
+        repeats = args.repeats if model != "cid" or cuda_available() else 1
         print(f"bench {Path(spec).name} {model} batch {batch} x{streams} ({frames} frames x {repeats})",
               file=sys.stderr, flush=True)
         rows.append(run_bench(spec, cfg, frames=frames, repeats=repeats, detect=args.detect,

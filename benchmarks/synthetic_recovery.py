@@ -50,7 +50,7 @@ from cidstream.detect import VEHICLE_CLASSES, Detector  # noqa: E402
 from cidstream.evaluation.ap import GroundTruth, average_precision  # noqa: E402
 from cidstream.evaluation.ap import match  # noqa: E402
 from cidstream.evaluation.bootstrap import bootstrap  # noqa: E402
-from cidstream.config import data_root  # noqa: E402
+from cidstream.config import AP_CONF, data_root  # noqa: E402
 from cidstream.engine import Dehazer  # noqa: E402
 from training import losses as L  # noqa: E402
 from training.generate import degrade_batch, depth_source, to_tensor, to_uint8  # noqa: E402
@@ -64,7 +64,7 @@ RECIPES = ("configs/train/generate_untuned.yaml", "configs/train/eval_dense_patc
 DETECTOR = "weights/yolo11n_coco_from_int8.pt"
 VEHICLE = "vehicle"
 TRUTH_CONF = 0.25   # the detector's confident boxes on the clean frame are the reference
-ARM_CONF = 0.001    # ranked detections on each arm, for AP
+ARM_CONF = AP_CONF  # ranked detections on each arm, for AP
 SHORT_SIDE = 360
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import __version__
 from .cli_config import make_config
+from .config import AP_CONF, BatchConfig, DetectConfig, EngineConfig, GateConfig, words
 from .errors import CidstreamError, ConfigError, OutputError
 from .redact import redact_url  # the last net: no printed error shows a camera's password
 
@@ -35,7 +36,6 @@ EXAMPLES_LIVE = """examples:
 """
 
 
-EVAL_CONF = 0.001  # cidstream eval's detector confidence unless --conf: AP needs the whole ranking
 
 
 def _defaults():
@@ -63,7 +63,7 @@ def _fog_detector_args(p, arms: bool = True) -> None:
                    help="fog-adapted detector for the frames the haze gate dehazes (clear frames go to --detector on "
                         "the raw frame): a .pt file, or the short name given to `cidstream train detector` ('fog', "
                         "its default, finds the last one made) [detect.fog_detector]")
-    p.add_argument("--fog-view", choices=["fused", "dehazed", "raw"],
+    p.add_argument("--fog-view", choices=words(DetectConfig, "fog_view"),
                    help=f"what the fog detector sees: its boxes on the raw and the dehazed frame merged (fused), or "
                         f"one of them (default: {d.fog_view}) [detect.fog_view]")
     if not arms:
@@ -72,7 +72,7 @@ def _fog_detector_args(p, arms: bool = True) -> None:
                    help="a second detector with the same classes (a file or a short name, as --fog-detector): the "
                         "dehazed frames (and raw ones with --compare) go through it too, as the arms dehazed_b "
                         "(raw_b), with the same settings [detect.detector_b]")
-    p.add_argument("--fuse", choices=["wbf", "nms"],
+    p.add_argument("--fuse", choices=words(DetectConfig, "fuse"),
                    help="one more arm per detector: its detections on the raw and the dehazed frame merged by "
                         "weighted box fusion or NMS (fused, fused_b) [detect.fuse]")
 
@@ -87,18 +87,18 @@ def _common(p: argparse.ArgumentParser, repeat_model: bool = False) -> None:
         p.add_argument("--model", "-m", help=f"model name (dcp, cid-lite, cid) or weights file path "
                                              f"(default: {cfg.model.name}) [model.name]")
     p.add_argument("--device", "-d", help=f"auto, cpu, cuda or cuda:N (default: {cfg.engine.device}) [engine.device]")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+    p.add_argument("--precision", choices=words(EngineConfig, "precision"),
                    help=f"compute precision (default: {cfg.engine.precision}) [engine.precision]")
     p.add_argument("--batch", "-b", type=int, help=f"frames per temporal batch (default: {cfg.engine.batch}) "
                                                    "[engine.batch]")
-    p.add_argument("--cpu-runtime", choices=["auto", "torch", "openvino", "onnxruntime"],
+    p.add_argument("--cpu-runtime", choices=words(EngineConfig, "cpu_runtime"),
                    help="on a CPU at fp32, what runs cid-lite's network and the detectors: auto (the fastest "
                         "measured that is installed; docs/benchmarking.md), torch, or a graph of them in openvino or "
                         "onnxruntime, made once and cached (default: auto) [engine.cpu_runtime, detect.cpu_runtime]")
     if not repeat_model:  # eval takes independent images, which are never smoothed
         p.add_argument("--no-temporal", action="store_true",
                        help="video: dehaze every frame on its own, no smoothing over time [temporal.enabled]")
-    p.add_argument("--gate", choices=["off", "skip", "blend"],
+    p.add_argument("--gate", choices=words(GateConfig, "policy"),
                    help=f"haze gating by each frame's measured visibility: off (always dehaze), skip (clear frames "
                         f"stay raw), blend (strength by visibility) (default: {cfg.gate.policy}) [gate.policy]")
     p.add_argument("--fog-meter", metavar="PATH",
@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-images", type=int, help="evaluate only the first N images")
     ev.add_argument("--examples", type=int, default=4, help="example images in eval.html (default %(default)s)")
     _fog_detector_args(ev)
-    _detector_args(ev, conf_default=f"{EVAL_CONF:g} here, as AP needs the whole ranking")
+    _detector_args(ev, conf_default=f"{AP_CONF:g} here, as AP needs the whole ranking")
     _common(ev, repeat_model=True)
 
     batch = sub.add_parser("batch", help="process many video files: resumable, parallel, on Ray if you like",
@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     _fog_detector_args(batch)
     batch.add_argument("--workers", "-w", type=int,
                        help=f"files processed at once (default: {defaults.batch.workers}) [batch.workers]")
-    batch.add_argument("--engine", choices=["local", "ray"], help="local worker processes/threads, or Ray tasks "
+    batch.add_argument("--engine", choices=words(BatchConfig, "engine"), help="local worker processes/threads, or Ray tasks "
                                                                    f"(default: {defaults.batch.engine}) [batch.engine]")
     batch.add_argument("--address", help="Ray cluster address ('auto' joins the cluster this machine belongs to; "
                                          "default: start Ray here) [batch.address]")
@@ -439,7 +439,7 @@ def cmd_eval(args, console) -> int:
 
     cfg = make_config(args)
     if args.conf is None:
-        cfg.detect.conf = EVAL_CONF  # AP needs the whole ranking, not just confident boxes
+        cfg.detect.conf = AP_CONF  # AP needs the whole ranking, not just confident boxes
     _check_detect_flags(args, cfg)
     dehazers = {name: Dehazer.from_config(cfg, model=name) for name in dict.fromkeys(args.model or [cfg.model.name])}
     detectors = Detectors.from_config(cfg.detect, next(iter(dehazers.values())).device)

@@ -122,6 +122,12 @@ class ModelConfig:
     dcp: DCPParams = field(default_factory=DCPParams)
 
 
+def words(section: type, name: str) -> list[str]:
+    """The words a setting may be (its ``OneOf``), for a flag's ``choices``: the rule is written once, here."""
+    hint = typing.get_type_hints(section, include_extras=True)[name]
+    return [w for w in next(m for m in hint.__metadata__ if isinstance(m, OneOf)).values if w != ""]
+
+
 @dataclass
 class EngineConfig:
     device: str = "auto"        # auto (cuda if present, else cpu), cpu, cuda, cuda:N
@@ -154,6 +160,9 @@ class OutputConfig:
     copy_audio: bool = True
     jpeg_quality: Annotated[int, Range(1, 100)] = 95
     queue_size: Annotated[int, Range(1)] = 32  # frames buffered ahead of the encoder
+
+
+AP_CONF = 0.001  # the detector's confidence wherever AP is measured (eval, benchmarks): AP needs the whole ranking
 
 
 @dataclass

@@ -18,6 +18,17 @@ import torch
 from .ops.color import ColorSpec, yuv420_to_rgb
 
 
+
+def to_device(data, device: torch.device) -> torch.Tensor:
+    """A host array or a tensor on ``device``: from the host through pinned memory and asynchronously to a GPU,
+    shared (no copy) where it already is. The one upload every stage uses."""
+    t = data if isinstance(data, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(data))
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
 @dataclass
 class YUVPlanes:
     """4:2:0 planes: y (..., H, W), u and v (..., ceil(H/2), ceil(W/2)); numpy arrays or torch tensors
@@ -45,15 +56,7 @@ class YUVPlanes:
 
     def tensors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The planes as tensors on ``device`` (pinned, non-blocking copies from the host on CUDA)."""
-        out = []
-        for p in (self.y, self.u, self.v):
-            t = p if isinstance(p, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(p))
-            if t.device != device:
-                if device.type == "cuda" and t.device.type == "cpu":
-                    t = t.pin_memory()
-                t = t.to(device, non_blocking=True)
-            out.append(t)
-        return tuple(out)
+        return tuple(to_device(p, device) for p in (self.y, self.u, self.v))
 
 
 @dataclass
@@ -125,8 +128,7 @@ class FrameBatch:
         """uint8 RGB (N, H, W, 3) on ``device``: RGB is copied there, 4:2:0 is copied (half the bytes)
         and converted there."""
         if self.images is not None:
-            t = torch.from_numpy(np.ascontiguousarray(self.images))
-            return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
+            return to_device(self.images, device)
         return yuv420_to_rgb(*self.planes.tensors(device), self.planes.color)
 
     def host_rgb(self) -> np.ndarray:

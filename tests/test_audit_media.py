@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from cidstream.errors import InputError
+from cidstream.engine.device import cuda_available
 from cidstream.io.decode import nvdec_available
 from cidstream.io.images import read_image
 from cidstream.io.sources import VideoSource
@@ -131,7 +132,7 @@ def test_rotated_video_output_plays_upright(tmp_path, capfd):
     assert np.abs(red.mean(0) - want.mean(0)).max() < 3  # the red quadrant is where a player shows it
 
 
-@pytest.mark.skipif(not nvdec_available(), reason="needs CUDA and an FFmpeg with NVDEC")
+@pytest.mark.skipif(not (cuda_available() and nvdec_available()), reason="needs CUDA and an FFmpeg with NVDEC")
 @pytest.mark.parametrize("degrees,hflip", [(90, False), (-90, True), (180, False)])
 def test_rotated_video_nvdec_planes_are_upright(tmp_path, degrees, hflip):
     path = tmp_path / "phone.mp4"

@@ -1,5 +1,6 @@
 """The command line as a user meets it: help, config, bad input, Ctrl-C, bench."""
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -69,17 +70,24 @@ def test_user_error_in_a_real_process_has_no_traceback(tmp_path):
 @pytest.mark.slow
 def test_help_texts_guide_a_new_user():
     top = run_cli_subprocess("--help")
-    assert top.returncode == 0 and "run" in top.stdout and "bench" in top.stdout
+    assert top.returncode == 0
+    for command in ("run", "bench", "eval", "batch", "live", "models", "export", "train"):  # each with its line
+        assert re.search(rf"^    {command} +\w", top.stdout, re.M), command
     run = run_cli_subprocess("run", "--help")
     for flag in ("--output", "--model", "--device", "--batch", "--config", "--max-frames", "examples:"):
         assert flag in run.stdout
 
 
 def test_models_lists_every_model(cli):
+    from cidstream.models.registry import DESCRIPTIONS
+
     code, text = cli("models")
     assert code == 0
+    rows = {line.split("│")[1].strip(): line for line in text.splitlines() if line.count("│") >= 4}
+    assert {"dcp", "cid-lite", "cid"} <= set(rows), text     # one row each, named exactly
     for name in ("dcp", "cid-lite", "cid"):
-        assert name in text
+        assert DESCRIPTIONS[name].split()[0] in rows[name]
+    assert "cid_lite.pt" in rows["cid-lite"] and "not bundled" in rows["cid"]
 
 
 def test_default_yaml_mirrors_the_dataclasses():

@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from cidstream.frames import FrameBatch
+from cidstream.engine.device import cuda_available
 from cidstream.io.decode import FrameDecoder, nvdec_available, resolve_decode
 from cidstream.io.sources import VideoSource
 from cidstream.ops.color import ColorSpec, rgb_to_yuv420, yuv420_to_rgb
 
 VIDEOS = ("highway_720p.mp4", "foggy_road_real.mp4", "traffic_cam_640x360.mp4")  # untagged/601 and BT.709
-ON_GPU = pytest.mark.skipif(not nvdec_available(), reason="needs CUDA and FFmpeg's CUDA device (GPU machine)")
+ON_GPU = pytest.mark.skipif(not (cuda_available() and nvdec_available()), reason="needs CUDA and FFmpeg's CUDA device (GPU machine)")
 
 
 def _rgb_and_planes(path, count=6):

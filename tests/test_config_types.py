@@ -203,8 +203,15 @@ def test_no_hard_coded_shared_data_paths_in_code():
 
 
 def test_config_classes_are_dataclasses_with_defaults():
+    """Every field has a default (a file may leave any key out), and a default-built object holds exactly them."""
     for cls in (TrainConfig, DataEntry, RecipeFile, DomainFile, Config):
-        assert dataclasses.is_dataclass(cls) and cls() is not None
+        assert dataclasses.is_dataclass(cls)
+        made = cls()
+        for f in dataclasses.fields(cls):
+            assert f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING, \
+                f"{cls.__name__}.{f.name} has no default"
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            assert getattr(made, f.name) == default, f"{cls.__name__}.{f.name}"
 
 
 def test_signature_defaults_are_the_config_defaults():

@@ -123,3 +123,15 @@ def test_reader_stop_unblocks_a_full_queue():
     reader.stop(join_timeout=2)
     assert not reader._thread.is_alive()
     assert reader.produced < 100  # the producer stopped instead of decoding on
+
+
+def test_one_device_resolver_answers_for_the_batch_engines():
+    """The batch engines choose threads or processes by whether the device setting means a GPU, asked of
+    engine/device.py like select_device itself (auto follows what torch sees)."""
+    from cidstream.engine.device import cuda_available, means_cuda, select_device
+    from cidstream.jobs.executors import _wants_cuda
+
+    for name in ("cpu", "cuda", "cuda:1", "auto", " AUTO "):
+        assert _wants_cuda(name.strip().lower()) == means_cuda(name)
+    assert means_cuda("cuda:1") and not means_cuda("cpu")
+    assert means_cuda("auto") == cuda_available() == (select_device("auto").type == "cuda")

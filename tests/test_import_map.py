@@ -12,7 +12,8 @@ PACKAGE = ROOT / "cidstream"
 
 # Lower layers never import higher ones; a layer may import its own and any lower one.
 LAYERS = [
-    {"cidstream", "cidstream.errors", "cidstream.config", "cidstream.ffmpeg_options"},
+    {"cidstream", "cidstream.errors", "cidstream.config", "cidstream.ffmpeg_options", "cidstream.user_cache",
+     "cidstream.cpu_runtime"},
     {"cidstream.ops"},
     {"cidstream.frames"},
     {"cidstream.io", "cidstream.models"},
@@ -30,12 +31,13 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports_of(path: Path) -> set[str]:
-    """cidstream modules (or packages) that the file imports, resolved to absolute names."""
+def imports_of(path: Path, source: str | None = None) -> set[str]:
+    """cidstream modules (or packages) that the file imports, resolved to absolute names (``source``: its text,
+    read from ``path`` when not given)."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8") if source is None else source)):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.split(".")[0] in ("cidstream", "training")}
         elif isinstance(node, ast.ImportFrom):
@@ -141,8 +143,8 @@ def test_runtime_never_imports_training():
 
 def test_the_scan_sees_imports_inside_functions(tmp_path):
     """The scanner must count a lazy import; else a cycle hidden in a function passes."""
-    path = PACKAGE / "io" / "sources.py"
-    assert any(t.startswith("cidstream.") for t in imports_of(path))
+    lazy = "def f():\n    from ..engine import dehazer\n    import cidstream.sinks.media\n"
+    assert imports_of(PACKAGE / "io" / "lazy.py", lazy) == {"cidstream.engine.dehazer", "cidstream.sinks.media"}
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
@@ -164,3 +166,30 @@ def test_a_run_without_detection_does_not_load_the_detector_libraries():
             "print(sorted(m for m in ('torchvision', 'ultralytics') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def _code_files():
+    """Every Python file of the runtime, training and the benchmarks, with its text."""
+    for root in (PACKAGE, ROOT / "training", ROOT / "benchmarks"):
+        for path in sorted(root.rglob("*.py")):
+            yield path, path.read_text(encoding="utf-8")
+
+
+def test_only_engine_device_asks_whether_cuda_is_there():
+    """One device resolver: auto, the batch engines, training and the benchmarks all ask engine/device.py."""
+    home = PACKAGE / "engine" / "device.py"
+    wrong = [str(p.relative_to(ROOT)) for p, text in _code_files() if "cuda.is_available(" in text and p != home]
+    assert not wrong, f"cuda.is_available outside engine/device.py: {wrong}"
+    assert "cuda.is_available(" in home.read_text()
+
+
+def test_the_ap_confidence_is_written_once():
+    """The detector confidence AP is measured at is config.AP_CONF, not a literal repeated in each caller."""
+    import re
+
+    literal = re.compile(r"(conf\w*\s*=\s*0\.001\b|conf\w*\s*=.*,\s*0\.001\s*$|CONF\s*=\s*0\.001\b)", re.M)
+    code = lambda text: "\n".join(line.split("#")[0] for line in text.splitlines())  # noqa: E731
+    wrong = [str(p.relative_to(ROOT)) for p, text in _code_files()
+             if p != PACKAGE / "config.py" and literal.search(code(text))]
+    assert not wrong, f"a literal 0.001 detector confidence outside config.py: {wrong}"
+    assert literal.search(code((PACKAGE / "config.py").read_text()))

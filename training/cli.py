@@ -226,18 +226,17 @@ def _step_progress(console, unit: str = ""):
 
 def train_device(spec: str) -> tuple[str, str]:
     """(torch device, Ultralytics device) for --device: auto takes the GPU when there is one."""
-    import torch
-
+    from cidstream.engine.device import cuda_available
     from cidstream.errors import ConfigError
 
     if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
+        spec = "cuda" if cuda_available() else "cpu"
     if spec == "cpu":
         return "cpu", "cpu"
     index = spec.partition(":")[2] if spec.startswith("cuda") else spec
     if not (index or "0").isdigit():
         raise ConfigError(f"--device {spec}: use auto, cpu, cuda, cuda:N or a GPU index")
-    if not torch.cuda.is_available():
+    if not cuda_available():
         raise ConfigError(f"--device {spec}: no CUDA GPU is available here (use --device cpu or auto)")
     return f"cuda:{index or 0}", index or "0"
 

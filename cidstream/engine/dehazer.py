@@ -9,6 +9,7 @@ import torch
 
 from ..config import GateConfig
 from ..cpu_runtime import resolve_cpu_runtime
+from ..frames import to_device
 from ..models import CIDLite, DehazeModel, ExportedModel, LoadedModel, load_model
 from ..models.base import frames_to_input, output_to_frames
 from .device import DTYPES, select_device, select_precision
@@ -128,10 +129,7 @@ class Dehazer:
 
     def upload(self, frames: np.ndarray) -> torch.Tensor:
         """(N, H, W, 3) uint8 host array -> uint8 tensor on the device (pinned, async on CUDA)."""
-        t = torch.from_numpy(np.ascontiguousarray(frames))
-        if self.device.type == "cuda":
-            return t.pin_memory().to(self.device, non_blocking=True)
-        return t
+        return to_device(frames, self.device)
 
     @torch.inference_mode()
     def process(self, frames: torch.Tensor, stream: str | None = None) -> torch.Tensor:

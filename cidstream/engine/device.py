@@ -8,17 +8,29 @@ from ..errors import DeviceError
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def cuda_available() -> bool:
+    """The one place cidstream asks whether a CUDA GPU is there (the batch engines, training and the benchmarks
+    ask through here; tests/test_import_map.py holds it to that)."""
+    return torch.cuda.is_available()
+
+
+def means_cuda(name: str) -> bool:
+    """Whether a device setting (auto, cpu, cuda, cuda:N) runs on a GPU here; existence is select_device's check."""
+    name = str(name or "auto").strip().lower()
+    return name.startswith("cuda") or (name == "auto" and cuda_available())
+
+
 def select_device(name: str = "auto") -> torch.device:
     asked = str(name or "auto").strip()
     name = asked.lower()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if cuda_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError as exc:
         raise DeviceError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from exc
     if device.type == "cuda":
-        if not torch.cuda.is_available():
+        if not cuda_available():
             raise DeviceError(f"device '{asked}' requested but no CUDA GPU is available (use --device cpu or auto)")
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:

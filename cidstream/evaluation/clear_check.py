@@ -10,6 +10,7 @@ import av
 import numpy as np
 
 from .ap import GroundTruth, average_precision
+from ..config import AP_CONF
 from ..detect.detections import Detections
 from ..detect.detector import VEHICLE_CLASSES, Detector
 
@@ -42,10 +43,10 @@ def clear_check(detectors: dict[str, str], sources: list[dict], reference: str, 
     ``reference``'s confident boxes, vehicle classes only. The reference runs once, at the ranking
     confidence: its boxes above ``ref_conf`` are the truth, and its whole ranking is its own arm when
     it is among ``detectors``. ``progress(step, done, total)``: frames detected per source."""
-    ref_det = Detector(reference, classes=classes, conf=0.001, imgsz=imgsz, device=device)
+    ref_det = Detector(reference, classes=classes, conf=AP_CONF, imgsz=imgsz, device=device)
     same = Path(reference).resolve()
     dets = {name: None if Path(path).resolve() == same else
-            Detector(path, classes=classes, conf=0.001, imgsz=imgsz, device=device) for name, path in detectors.items()}
+            Detector(path, classes=classes, conf=AP_CONF, imgsz=imgsz, device=device) for name, path in detectors.items()}
     out = {}
     for src in sources:
         path = Path(src["path"])

@@ -61,13 +61,9 @@ def cpu_count() -> int:
 
 
 def _wants_cuda(device: str) -> bool:
-    if device.startswith("cuda"):
-        return True
-    if device != "auto":
-        return False
-    import torch
+    from ..engine.device import means_cuda
 
-    return torch.cuda.is_available()
+    return means_cuda(device)
 
 
 class ProcessEngine(Engine):
