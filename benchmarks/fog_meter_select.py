@@ -1,6 +1,6 @@
 """Choose the fog meter's design across scenes, on select data only (issues 23 and 35).
 
-Each candidate is trained by `cidstream train haze` from a config that holds out whole scenes of the select
+Each candidate is trained by `cidstream train fog-meter` from a config that holds out whole scenes of the select
 data: the dawn_fog and smog_street select halves (real fog from many cameras) and intersection_cctv's
 select half (a clear camera). This script then scores the held-out scenes: fog recall at the visibility
 threshold the 2 % rule picks on the clear select halves (fog_measures.choose), the AUC of held-out fog

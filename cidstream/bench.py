@@ -30,7 +30,8 @@ from .io.reader import BackgroundReader
 from .ops.color import rgb_to_yuv420
 from .pipeline import DehazeStage, Pipeline, source_batches
 from .sinks import ThreadedSink
-from .sinks.media import EncoderSettings, NullSink, Sink, VideoSink, uses_i420
+from .sinks.base import NullSink, Sink
+from .sinks.media import EncoderSettings, VideoSink, uses_i420
 
 # Copies of the input run at once (--streams): each holds a decoder, an encoder and their threads and
 # queues, so beyond this the machine's threads and memory, not the model, would be measured.

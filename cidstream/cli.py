@@ -102,7 +102,7 @@ def _common(p: argparse.ArgumentParser, repeat_model: bool = False) -> None:
                    help=f"haze gating by each frame's measured visibility: off (always dehaze), skip (clear frames "
                         f"stay raw), blend (strength by visibility) (default: {cfg.gate.policy}) [gate.policy]")
     p.add_argument("--fog-meter", metavar="PATH",
-                   help="fog meter weights for the gate (cidstream train haze; default: the bundled meter) "
+                   help="fog meter weights for the gate (cidstream train fog-meter; default: the bundled meter) "
                         "[gate.meter]")
     p.add_argument("--config", "-c", help="YAML config file (keys as in configs/default.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -1,7 +1,8 @@
 """One config system: YAML files in ``configs/`` mapped onto these dataclasses.
 
-Precedence: dataclass defaults < ``configs/default.yaml`` (when running from a checkout)
-< ``--config FILE`` < explicit CLI flags and ``--set section.key=value``.
+Precedence: the dataclass defaults < ``--config FILE`` < explicit CLI flags and ``--set section.key=value``.
+The defaults live in code only, so an installed wheel and a checkout behave alike; ``configs/default.yaml``
+is their commented copy to start a config from (tests/test_cli.py holds it equal to ``Config()``).
 
 A setting is declared once: its field's type says what it may be (``Annotated[int, Range(1)]``,
 ``Annotated[str, OneOf("tcp", "udp")]``) and ``validate`` enforces that for every field, so no list
@@ -26,7 +27,7 @@ import yaml
 
 from .errors import ConfigError
 
-DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"  # documentation, not read
 
 
 def data_root() -> Path:
@@ -122,6 +123,9 @@ class ModelConfig:
     dcp: DCPParams = field(default_factory=DCPParams)
 
 
+VIS_MIN_M, VIS_MAX_M = 10.0, 20000.0   # visibility readings are clipped to these metres (engine/haze.py)
+
+
 def words(section: type, name: str) -> list[str]:
     """The words a setting may be (its ``OneOf``), for a flag's ``choices``: the rule is written once, here."""
     hint = typing.get_type_hints(section, include_extras=True)[name]
@@ -202,8 +206,8 @@ class LiveConfig:
     status_every_s: Annotated[float, Range(0, lo_open=True)] = 2.0  # cidstream live: status and stats.json refresh
     # cidstream live: a fog event when a camera's visibility stays below fog_event_m for fog_hold_s, a clear event
     # when it then stays above fog_clear_m (at least fog_event_m: the gap keeps events from chattering)
-    fog_event_m: Annotated[float, Range(10, 20000)] = 1000.0   # fog as meteorology counts it: < 1 km
-    fog_clear_m: Annotated[float, Range(10, 20000)] = 1500.0
+    fog_event_m: Annotated[float, Range(VIS_MIN_M, VIS_MAX_M)] = 1000.0   # fog as meteorology counts it: < 1 km
+    fog_clear_m: Annotated[float, Range(VIS_MIN_M, VIS_MAX_M)] = 1500.0
     fog_hold_s: Annotated[float, Range(0)] = 10.0
 
 
@@ -250,9 +254,9 @@ class GateConfig:
     # off (always dehazed) | skip (raw frame at or above clear_m) | blend; YAML reads an unquoted off as false
     policy: Annotated[typing.Union[str, bool], OneOf("off", "skip", "blend", aliases=((False, "off"),))] = "blend"
     # visibility at or above which a frame counts as clear (skip: raw; blend: strength 0); the calibrated range
-    clear_m: Annotated[float, Range(10, 20000)] = 10000.0
-    dense_m: Annotated[float, Range(10, 20000)] = 2000.0  # blend: full dehazing at or below this (at most clear_m)
-    # learned: the fog meter (engine/fog_meter.py, cidstream train haze) gives visibility and its uncertainty;
+    clear_m: Annotated[float, Range(VIS_MIN_M, VIS_MAX_M)] = 10000.0
+    dense_m: Annotated[float, Range(VIS_MIN_M, VIS_MAX_M)] = 2000.0  # blend: full dehazing at or below this (at most clear_m)
+    # learned: the fog meter (engine/fog_meter.py, cidstream train fog-meter) gives visibility and its uncertainty;
     # contrast, transmission, dark: training-free levels turned into metres by calib_a/calib_b below
     measure: Annotated[str, OneOf("learned", "contrast", "transmission", "dark")] = "learned"
     meter: str = ""             # the learned measure's weights file (--fog-meter); empty: the bundled one
@@ -701,8 +705,6 @@ def parse_assignment(text: str) -> dict:
 
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[dict] = ()) -> Config:
     cfg = Config()
-    if DEFAULT_CONFIG_FILE.is_file():
-        merge(cfg, read_yaml(DEFAULT_CONFIG_FILE))
     if path is not None:
         merge(cfg, read_yaml(path))
     for data in overrides:

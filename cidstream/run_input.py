@@ -16,7 +16,8 @@ from .frames import StreamInfo
 from .io import source_from_config
 from .sinks import sink_from_config
 from .io.atomic import OutputLock, file_ids, same_file
-from .sinks.media import Sink, output_kind
+from .sinks.base import Sink
+from .sinks.media import output_kind
 from .io.sources import image_names
 
 

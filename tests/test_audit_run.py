@@ -434,7 +434,8 @@ def test_writer_backlog_is_bounded_in_frames(highway_frames):
     how long stopping takes. A slow encoder cannot be produced reliably on a shared CPU: the inner sink
     here is a fake that takes 20 ms per batch."""
     from cidstream.frames import BatchResult, Frame, FrameBatch
-    from cidstream.sinks.media import Sink, ThreadedSink
+    from cidstream.sinks.base import Sink
+    from cidstream.sinks.media import ThreadedSink
 
     class SlowSink(Sink):
         def write_result(self, result):

@@ -329,3 +329,14 @@ def test_publish_replaces_a_folder_in_one_step(tmp_path):
     publish(new, final)
     assert [p.name for p in final.iterdir()] == ["new.txt"]
     assert not new.exists() and not list((tmp_path / "stage").iterdir())
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "true", "2.5"])
+def test_a_manifest_max_frames_is_held_to_the_flag_rule(archive, tmp_path, value):
+    """A manifest's max_frames follows --max-frames' own rule (config.FLAG_RANGES), with the same words."""
+    from cidstream.errors import ConfigError
+
+    csv_path = tmp_path / "list.csv"
+    csv_path.write_text(f"path,max_frames\n{archive / 'highway.mp4'},{value}\n")
+    with pytest.raises(ConfigError, match=r"max_frames must be an integer at least 1"):
+        collect_jobs([str(csv_path)], load_config())

@@ -150,7 +150,7 @@ real:
 train: {{steps: 6, batch: 8, real_batch: 4}}
 """)
     out = tmp_path / "meter.pt"
-    code, text = cli("train", "haze", "--config", config, "--out", out, "--run-dir", tmp_path / "run", "--device", "cpu")
+    code, text = cli("train", "fog-meter", "--config", config, "--out", out, "--run-dir", tmp_path / "run", "--device", "cpu")
     assert code == 0, text
     _, meta = read_meter(out)
     assert meta["trained_on"]["samples"] and meta["loss"][-1]["step"] == 6

@@ -100,15 +100,16 @@ def register(sub) -> None:
                                                      "a GPU index (default auto)")
     fog.set_defaults(func=cmd_detector)
 
-    hz = tsub.add_parser("haze", help="train the fog meter the haze gate reads (visibility with an uncertainty)",
+    hz = tsub.add_parser("fog-meter", aliases=["haze"],  # haze: its first name, kept for scripts that use it
+                         help="train the fog meter the haze gate reads (visibility with an uncertainty)",
                          description="Train the fog meter (cidstream/engine/fog_meter.py) on synthetic fog of known "
                                      "visibility over clear frames, the generator's nuisances without fog labelled "
                                      "clear, real frames with measured visibility, and real haze as weak labels "
                                      "(configs/train/haze.yaml says which halves of which sets). Shows the build "
                                      "and training progress with time left. OUT holds the "
                                      "weights and what they saw; the training sets are cached in RUN_DIR.",
-                         epilog="examples:\n  cidstream train haze                       # writes runs/haze/fog_meter.pt"
-                                "\n  cidstream train haze --out cidstream/weights/fog_meter.pt   # the bundled "
+                         epilog="examples:\n  cidstream train fog-meter                       # writes runs/haze/fog_meter.pt"
+                                "\n  cidstream train fog-meter --out cidstream/weights/fog_meter.pt   # the bundled "
                                 "meter\n  cidstream run in.mp4 --fog-meter runs/haze/fog_meter.pt     # use another",
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     hz.add_argument("--config", default=str(REPO / "configs" / "train" / "haze.yaml"),

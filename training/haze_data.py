@@ -1,4 +1,4 @@
-"""The fog meter's training set (`cidstream train haze`): small copies of frames, each with what is known
+"""The fog meter's training set (`cidstream train fog-meter`): small copies of frames, each with what is known
 of its visibility.
 
 Three kinds of label, one per sample:

@@ -1,4 +1,4 @@
-"""`cidstream train haze`: train the fog meter (cidstream/engine/fog_meter.py) from configs/train/haze.yaml.
+"""`cidstream train fog-meter`: train the fog meter (cidstream/engine/fog_meter.py) from configs/train/haze.yaml.
 
 Losses: Gaussian negative log-likelihood of log10 visibility where it is known (the meter learns its own
 uncertainty), squared hinges where only a bound is known (clear: at least; weak fog: at most), and the paper's
@@ -18,7 +18,7 @@ from typing import Annotated, Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from cidstream.config import OneOf, Range, check_rules, config_error, mark_of, merge, plain, read_yaml
+from cidstream.config import VIS_MAX_M, OneOf, Range, check_rules, config_error, mark_of, merge, plain, read_yaml
 from cidstream.detect.safe_load import load_plain
 from cidstream.engine.fog_meter import STAT_SETS, FogMeter
 from cidstream.evaluation.splits import SPLITS
@@ -38,7 +38,7 @@ class SyntheticSection:
     variants: Annotated[int, Range(1)] = 10
     fog_share: Annotated[float, Range(0, 1)] = 0.6
     nuisance_share: Annotated[float, Range(0, 1)] = 0.3
-    visibility_m: list[float] = field(default_factory=lambda: [20.0, 20000.0])
+    visibility_m: list[float] = field(default_factory=lambda: [20.0, VIS_MAX_M])
     far_m: list[float] = field(default_factory=lambda: [200.0, 1000.0])
     near: Annotated[float, Range(0, 1, lo_open=True)] = 0.05
     min_crop_area: Annotated[float, Range(0, 1, lo_open=True)] = 0.3
@@ -85,7 +85,7 @@ class TrainSection:
 class HazeTrainConfig:
     recipe: str = "configs/train/generate.yaml"
     seed: int = 0
-    clear_label_m: Annotated[float, Range(100, 20000)] = 10000.0
+    clear_label_m: Annotated[float, Range(100, VIS_MAX_M)] = 10000.0
     model: ModelSection = field(default_factory=ModelSection)
     synthetic: SyntheticSection = field(default_factory=SyntheticSection)
     clean: list[dict] = field(default_factory=list)

@@ -1,7 +1,7 @@
 """The learned fog meter: each frame's visibility in metres, with an uncertainty, from the gate's small copy.
 
 Training-free measures (engine/haze.py) read the scene as much as the air: a textured close-up reads
-clear and a dark, flat road reads foggy. This small network is trained by ``cidstream train haze``
+clear and a dark, flat road reads foggy. This small network is trained by ``cidstream train fog-meter``
 (training/haze_train.py) on synthetic fog of known visibility over many clear scenes, the generator's
 nuisances without fog labelled clear, and real fog, so it learns which loss of contrast is fog. It sees
 the RGB copy plus three maps the classical measures use (local contrast, dark channel, saturation) and
@@ -27,6 +27,11 @@ FORMAT = "cidstream-fog-meter"
 FORMAT_VERSION = 1
 BUNDLED = Path(__file__).resolve().parents[1] / "weights" / "fog_meter.pt"
 LOG_VIS_MIN, LOG_VIS_MAX = 1.0, 4.5     # the head's output range: 10 m .. 31.6 km (reported clipped to 20 km)
+# the dark channel and DCP transmission on the meter's small copy (engine/haze.small_copy, 90 px short side),
+# shared with the training-free measures in engine/haze.py
+PATCH = 5                # dark-channel window (15 px at 270 px, scaled)
+OMEGA = 0.95
+TOP_FRACTION = 0.01      # airlight from the brightest 1 % of the dark channel (few pixels at 90 px)
 BANDS = 6        # horizontal bands, top to bottom, of the banded contrast statistic
 # Frame statistic sets by name -> count. classic: the classical measures and frame means; nss: those, the
 # fog-aware natural-scene statistics (ops/fog_nss.py) and the contrast of each horizontal band (on a fixed
@@ -43,10 +48,10 @@ def frame_maps(x: torch.Tensor, which: str = "classic") -> tuple[torch.Tensor, t
     contrast per horizontal band."""
     luma = grey(x)
     contrast = relative_contrast(luma)
-    dark = dark_channel(x, 5)
+    dark = dark_channel(x, PATCH)
     mx, mn = x.amax(dim=1, keepdim=True), x.amin(dim=1, keepdim=True)
     saturation = (mx - mn) / (mx + 0.05)
-    airlight, transmission = dcp_transmission(x, dark, 5, 0.95, 0.01)
+    airlight, transmission = dcp_transmission(x, dark, PATCH, OMEGA, TOP_FRACTION)
     ddof = 1 if luma[0].numel() > 1 else 0   # a one-pixel frame has no spread (0, not NaN)
     dims = (1, 2, 3)
     stats = torch.stack([
@@ -118,13 +123,13 @@ def read_meter(path: str | Path) -> tuple[FogMeter, dict]:
     """(model in eval mode on the CPU, metadata); a clear WeightsError for anything else."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"fog meter weights not found: {path} (train them: cidstream train haze)")
+        raise WeightsError(f"fog meter weights not found: {path} (train them: cidstream train fog-meter)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsError(f"cannot read fog meter weights {path}: {type(exc).__name__}") from exc
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise WeightsError(f"{path} is not a fog meter weights file (made by cidstream train haze)")
+        raise WeightsError(f"{path} is not a fog meter weights file (made by cidstream train fog-meter)")
     if obj.get("format_version") != FORMAT_VERSION:
         raise WeightsError(f"{path}: fog meter format version {obj.get('format_version')} is not supported "
                            f"(expects {FORMAT_VERSION})")

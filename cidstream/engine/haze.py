@@ -15,16 +15,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..config import GateConfig, OneOf, TemporalConfig, rules
+from ..config import VIS_MAX_M, VIS_MIN_M, GateConfig, OneOf, TemporalConfig, rules
 from ..ops.filters import dark_channel, dcp_transmission, grey, relative_contrast
-from .fog_meter import load_meter, measure_visibility
+from .fog_meter import OMEGA, PATCH, TOP_FRACTION, load_meter, measure_visibility
 from .steady_gate import SteadyGate
 
 SHORT_SIDE = 90          # pixels: the measure runs on a copy this small (cost is flat in frame size)
-PATCH = 5                # dark-channel window on that copy (15 px at 270 px, scaled)
-OMEGA = 0.95
-TOP_FRACTION = 0.01      # airlight from the brightest 1 % of the dark channel (few pixels at 90 px)
-VIS_MIN_M, VIS_MAX_M = 10.0, 20000.0
 # The words of gate.policy and gate.measure are their types' OneOf in cidstream/config.py, listed once there.
 _WORDS: dict[str, OneOf] = {key: rule for key, rule in rules(GateConfig()) if isinstance(rule, OneOf)}
 POLICIES = _WORDS["policy"].values     # off, skip, blend

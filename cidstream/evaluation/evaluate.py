@@ -18,7 +18,7 @@ from ..detect.detectors import Detectors
 from ..detect.stage import DetectStage
 from ..frames import BatchResult, Frame, FrameBatch
 from ..pipeline import DehazeStage, Pipeline
-from ..sinks.media import Sink
+from ..sinks.base import Sink
 from ..errors import ConfigError, InputError, OutputError
 from ..io.images import image_header, read_image
 from ..io.sources import list_images

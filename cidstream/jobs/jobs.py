@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Config, merge, parse_assignment, validate
+from ..config import FLAG_RANGES, Config, merge, parse_assignment, validate
 from ..engine.fog_meter import meter_file
 from ..errors import ConfigError, InputError
 from ..io.images import natural_path_key
@@ -326,8 +326,9 @@ def _make_jobs(entries, detect: bool, compare: bool, max_frames: int | None, bas
         job_compare = _as_bool(opts["compare"], where) if "compare" in opts else compare
         job_detect = job_detect or job_compare
         frames = _yaml_value(opts["max_frames"]) if "max_frames" in opts else max_frames
-        if frames is not None and (not isinstance(frames, int) or frames < 1):
-            raise ConfigError(f"{where}: max_frames must be a positive integer, got {frames!r}")
+        rule = FLAG_RANGES["max_frames"][0]   # the --max-frames rule, written once in config.py
+        if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or not rule.holds(frames)):
+            raise ConfigError(f"{where}: max_frames must be an integer {rule.describe()}, got {frames!r}")
         stem = os.path.normpath(stem.strip("/") or item.stem)
         if stem == "." or Path(stem).is_absolute() or Path(stem).parts[0] == "..":
             raise ConfigError(f"{where}: output '{stem}' must stay inside the output folder")

@@ -26,7 +26,8 @@ from ..io.camera import LiveSource
 from ..io.decode import resolve_decode
 from ..pipeline import DehazeStage, Pipeline, sink_needs
 from ..sinks.detections import DetectionLog
-from ..sinks.media import EncoderSettings, Sink, ThreadedSink
+from ..sinks.base import Sink
+from ..sinks.media import EncoderSettings, ThreadedSink
 from ..sinks.segments import SegmentedVideoSink
 from .fog_watch import FogEvent, FogWatch
 

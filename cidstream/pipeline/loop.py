@@ -26,7 +26,8 @@ from ..frames import BatchResult, DeviceFrames, FrameBatch
 from ..io.reader import END, BackgroundReader
 from ..io.sources import Source
 from ..ops.color import rgb_to_yuv420
-from ..sinks.media import Sink, uses_i420
+from ..sinks.base import Sink
+from ..sinks.media import uses_i420
 from .stages import Dehazed, DehazeStage
 
 if TYPE_CHECKING:  # the detection stage's modules load Ultralytics' helpers: only runs that detect import them

@@ -10,7 +10,8 @@ import numpy as np
 from ..errors import OutputError
 from ..frames import BatchResult, StreamInfo
 from ..io.atomic import partial_path, write_atomic, write_error
-from .media import EncoderSettings, ImageFolderSink, Sink, ThreadedSink, VideoSink, sink_from_config
+from .base import Sink
+from .media import EncoderSettings, ImageFolderSink, ThreadedSink, VideoSink, sink_from_config
 from ..detect.detections import Detections
 from ..detect.draw import side_by_side
 from .report import ReportCollector, build_report, write_report

@@ -17,7 +17,7 @@ from .. import __version__
 from ..engine.haze import VIS_MAX_M, VIS_MIN_M, gate_counts
 from ..frames import BatchResult
 from ..io.atomic import write_atomic
-from .media import Sink
+from .base import Sink
 from ..detect.detections import Detections, box_iou
 from ..detect.draw import side_by_side
 

@@ -13,7 +13,8 @@ import numpy as np
 from ..config import LiveConfig
 from ..errors import OutputError
 from ..frames import Frame, StreamInfo
-from .media import EncoderSettings, Sink, VideoSink
+from .base import Sink
+from .media import EncoderSettings, VideoSink
 
 FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
 
