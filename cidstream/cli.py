@@ -399,7 +399,7 @@ def cmd_bench(args, console) -> int:
 def cmd_models(args, console) -> int:
     from rich.table import Table
 
-    from .models import DESCRIPTIONS, bundled_weights, model_names
+    from .models import MODELS, bundled_weights, model_names
 
     table = Table(title="cidstream models")
     for col in ("name", "weights", "description"):
@@ -410,7 +410,7 @@ def cmd_models(args, console) -> int:
         else:
             path = bundled_weights(name)
             weights = path.name if path else "[yellow]not bundled[/]"
-        table.add_row(name, weights, DESCRIPTIONS[name])
+        table.add_row(name, weights, MODELS[name].description)
     console.print(table)
     console.print("Any weights file works too: --model path/to/weights.pt (cidstream format or official CID .pk).")
     return 0

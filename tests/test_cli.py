@@ -79,14 +79,14 @@ def test_help_texts_guide_a_new_user():
 
 
 def test_models_lists_every_model(cli):
-    from cidstream.models.registry import DESCRIPTIONS
+    from cidstream.models.registry import MODELS
 
     code, text = cli("models")
     assert code == 0
     rows = {line.split("│")[1].strip(): line for line in text.splitlines() if line.count("│") >= 4}
     assert {"dcp", "cid-lite", "cid"} <= set(rows), text     # one row each, named exactly
     for name in ("dcp", "cid-lite", "cid"):
-        assert DESCRIPTIONS[name].split()[0] in rows[name]
+        assert MODELS[name].description.split()[0] in rows[name]
     assert "cid_lite.pt" in rows["cid-lite"] and "not bundled" in rows["cid"]
 
 

@@ -1,4 +1,5 @@
 """Model layouts, weights files, and the DCP baseline's physics."""
+import dataclasses
 import math
 
 import numpy as np
@@ -109,7 +110,8 @@ def test_a_model_without_weights_says_so(monkeypatch, tmp_path):
 
     with pytest.raises(WeightsError, match="model 'cid' has no weights.*official"):
         load_model("cid")
-    monkeypatch.setitem(registry.BUNDLED_WEIGHTS, "cid-lite", tmp_path / "not_shipped.pt")
+    monkeypatch.setitem(registry.MODELS, "cid-lite", dataclasses.replace(registry.MODELS["cid-lite"],
+                                                                         bundled=tmp_path / "not_shipped.pt"))
     with pytest.raises(WeightsError, match="model 'cid-lite' has no weights"):
         load_model("cid-lite")
 

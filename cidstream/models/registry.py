@@ -13,15 +13,25 @@ from .dcp import DarkChannelPrior
 from .exported import exported_format, load_exported
 from .weights import WeightsFile, load_state, read_weights
 
-ARCHITECTURES: dict[str, type[DehazeModel]] = {"cid": CIDNet, "cid-lite": CIDLite, "dcp": DarkChannelPrior}
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-# Weights shipped inside the package, by model name; a missing file means "not trained yet".
-BUNDLED_WEIGHTS = {"cid-lite": WEIGHTS_DIR / "cid_lite.pt"}
-DESCRIPTIONS = {
-    "dcp": "dark channel prior + guided filter (training-free baseline)",
-    "cid-lite": "real-time CID variant (light encoder, affine head)",
-    "cid": "the paper's CID network (Res2Net-101 encoder); needs the official weights file",
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model by name: its class, what it is, and the weights shipped inside the package for it (None: none
+    needed or none bundled; a listed file that is missing means "not trained yet")."""
+
+    cls: type[DehazeModel]
+    description: str
+    bundled: Path | None = None
+
+
+MODELS: dict[str, ModelEntry] = {
+    "cid": ModelEntry(CIDNet, "the paper's CID network (Res2Net-101 encoder); needs the official weights file"),
+    "cid-lite": ModelEntry(CIDLite, "real-time CID variant (light encoder, affine head)", WEIGHTS_DIR / "cid_lite.pt"),
+    "dcp": ModelEntry(DarkChannelPrior, "dark channel prior + guided filter (training-free baseline)"),
 }
+ARCHITECTURES: dict[str, type[DehazeModel]] = {name: entry.cls for name, entry in MODELS.items()}  # name -> class
 WEIGHT_SUFFIXES = (".pt", ".pth", ".pk", ".pkl", ".ckpt", ".bin")
 
 
@@ -38,7 +48,7 @@ class LoadedModel:
 
 
 def model_names() -> list[str]:
-    return list(ARCHITECTURES)
+    return list(MODELS)
 
 
 def canonical_name(spec: str) -> str:
@@ -52,7 +62,8 @@ def canonical_name(spec: str) -> str:
 
 
 def bundled_weights(name: str) -> Path | None:
-    path = BUNDLED_WEIGHTS.get(canonical_name(name))
+    entry = MODELS.get(canonical_name(name))
+    path = entry.bundled if entry is not None else None
     return path if path is not None and path.exists() else None
 
 
