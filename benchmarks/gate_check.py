@@ -40,6 +40,7 @@ from cidstream.evaluation.clear_check import REF_CONF, read_every, reference_ap 
 from cidstream.evaluation.evaluate import run_eval  # noqa: E402
 from cidstream.engine import Dehazer  # noqa: E402
 from cidstream.engine.haze import apply_gate, gate_strength  # noqa: E402
+from cidstream.frames import HazeRecord  # noqa: E402
 
 MODELS = ("cid-lite", "dcp")
 # skip@13000: the fog meter's threshold by the 2 % rule on select data (benchmarks/fog_meter_select.py), rounded
@@ -88,11 +89,13 @@ class Arm:
         self.device = base.dehazer.device
         self.strengths: list[float] = []
 
-    def process_measured(self, frames: torch.Tensor, stream=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def process_measured(self, frames: torch.Tensor, stream=None) -> tuple[torch.Tensor, HazeRecord]:
         dehazed, haze = self.base(frames)
-        s = gate_strength(haze[1], self.policy, self.clear_m, self.dense_m)
+        s = gate_strength(haze.visibility_m, self.policy, self.clear_m, self.dense_m)
         self.strengths.extend(s.tolist())
-        return apply_gate(frames, dehazed, s), torch.stack([haze[0], haze[1], s, haze[3]])
+        values = haze.values.clone()
+        values[HazeRecord.ROWS.index("strength")] = s
+        return apply_gate(frames, dehazed, s), HazeRecord(values)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.process_measured(torch.from_numpy(np.ascontiguousarray(batch)))[0].numpy()
@@ -108,7 +111,7 @@ class FullDehaze:
         key = hashlib.blake2b(frames.cpu().numpy().tobytes(), digest_size=16).digest()
         if key not in self.cache:
             out, haze = self.dehazer.process_measured(frames)
-            self.cache[key] = (out.cpu(), haze.cpu())
+            self.cache[key] = (out.cpu(), HazeRecord(haze.values.cpu()))
         return self.cache[key]
 
 

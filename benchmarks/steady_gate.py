@@ -60,9 +60,9 @@ def score(raws: list, outs: list, gate: HazeGate | None, stream: str) -> dict:
     for raw, out in zip(raws, outs):
         if gate is not None:
             haze = gate.decide(raw, stream)
-            out = apply_gate(raw, out, haze[2])
-            strengths += haze[2].tolist()
-            vis += haze[1].tolist()
+            out = apply_gate(raw, out, haze.strength)
+            strengths += haze.strength.tolist()
+            vis += haze.visibility_m.tolist()
         meter.update_batch(raw.numpy(), out.numpy())
     res = meter.result()
     row = {"flicker_ratio": res["flicker_ratio"], "warp_ratio": res["warp_ratio"]}

@@ -316,7 +316,7 @@ def run_bench(input_spec: str, cfg: Config, frames: int = 90, repeats: int = 3, 
     measured = list(map(DehazeStage(dehazer), batches))
     dehazed = [d.frames for d in measured]
     res.network_frames = n if dehazer.gate.policy == "off" or not dehazer.gate.skip_raw else \
-        sum(int((d.haze[2] > 0).sum()) for d in measured)
+        sum(int((d.haze.strength > 0).sum()) for d in measured)
     stream = dehaze_stage.streams(batches[0])
     host_out = [b.cpu().numpy() for b in dehazed]
     meter = StabilityMeter()

@@ -29,6 +29,33 @@ def to_device(data, device: torch.device) -> torch.Tensor:
         t = t.pin_memory()
     return t.to(device, non_blocking=True)
 
+
+class HazeRecord:
+    """Each frame's haze measure (engine/haze.py HazeGate.decide), by name: ``level``, ``visibility_m``, the gate
+    ``strength``, the meter's ``uncertainty`` factor and the ``steady_m`` visibility the gate followed. The rows of
+    one (5, N) array (a tensor on the device, or host floats), so a batch's record moves and slices as one piece."""
+
+    ROWS = ("level", "visibility_m", "strength", "uncertainty", "steady_m")
+    __slots__ = ("values",)
+
+    def __init__(self, values):
+        if tuple(values.shape[:1]) != (len(self.ROWS),):
+            raise ValueError(f"a haze record has {len(self.ROWS)} rows, got shape {tuple(values.shape)}")
+        self.values = values
+
+    level = property(lambda self: self.values[0])
+    visibility_m = property(lambda self: self.values[1])
+    strength = property(lambda self: self.values[2])
+    uncertainty = property(lambda self: self.values[3])
+    steady_m = property(lambda self: self.values[4])
+
+    def __len__(self) -> int:
+        return int(self.values.shape[1])
+
+    def select(self, indices) -> "HazeRecord":
+        return HazeRecord(self.values[:, indices])
+
+
 @dataclass
 class YUVPlanes:
     """4:2:0 planes: y (..., H, W), u and v (..., ceil(H/2), ceil(W/2)); numpy arrays or torch tensors
@@ -184,7 +211,7 @@ class BatchResult:
     arms: Mapping[str, list] = field(default_factory=dict)  # arm (dehazed, raw, raw_b, dehazed_b, fused, fused_b)
     i420_frames: object = None      # -> list[Detections]; (N, H*3/2, W) uint8 I420: numpy, DeviceFrames or None
     raw_frames: object = None       # host RGB of the raw frames when they were on the device
-    haze_values: object = None      # (5, N) haze level, visibility_m, gate strength, visibility uncertainty, steady visibility
+    haze_values: object = None      # the (5, N) rows of a HazeRecord (on the device, or host floats)
     #                                 factor (NaN: the measure gives none) (engine/haze.py), or None
 
     def __post_init__(self):
@@ -216,10 +243,9 @@ class BatchResult:
         return _host(self.i420_frames)
 
     @property
-    def haze(self) -> np.ndarray | None:
-        """(5, N) host floats: haze level, visibility in metres, gate strength, visibility uncertainty factor
-        and the steady visibility the gate followed, per frame (None: not measured)."""
-        return None if self.haze_values is None else np.asarray(_host(self.haze_values), dtype=np.float64)
+    def haze(self) -> HazeRecord | None:
+        """Each frame's haze measure as host floats (None: not measured)."""
+        return None if self.haze_values is None else HazeRecord(np.asarray(_host(self.haze_values), dtype=np.float64))
 
     def haze_record(self, i: int) -> dict:
         """{"haze", "visibility_m", "visibility_factor", "visibility_steady_m", "gate"} of frame ``i`` for the
@@ -229,12 +255,11 @@ class BatchResult:
         h = self.haze
         if h is None:
             return {}
-        record = {"haze": round(float(h[0, i]), 4), "visibility_m": round(float(h[1, i]), 1)}
-        if h.shape[0] > 3 and np.isfinite(h[3, i]):
-            record["visibility_factor"] = round(float(h[3, i]), 3)
-        if h.shape[0] > 4:
-            record["visibility_steady_m"] = round(float(h[4, i]), 1)
-        return {**record, "gate": round(float(h[2, i]), 3)}
+        record = {"haze": round(float(h.level[i]), 4), "visibility_m": round(float(h.visibility_m[i]), 1)}
+        if np.isfinite(h.uncertainty[i]):
+            record["visibility_factor"] = round(float(h.uncertainty[i]), 3)
+        record["visibility_steady_m"] = round(float(h.steady_m[i]), 1)
+        return {**record, "gate": round(float(h.strength[i]), 3)}
 
     @property
     def raw(self) -> np.ndarray:

@@ -64,7 +64,8 @@ def _report_with_visibility(vis: list[float]) -> dict:
 
     n = len(vis)
     frames = [Frame(np.zeros((8, 8, 3), np.uint8), i, time=i / 25) for i in range(n)]
-    haze = np.stack([np.full(n, 4.0), np.array(vis), np.ones(n)])
+    # rows of a HazeRecord: level, visibility, strength, uncertainty (none: a training-free measure), steady
+    haze = np.stack([np.full(n, 4.0), np.array(vis), np.ones(n), np.full(n, np.nan), np.array(vis)])
     col = ReportCollector({2: "car"}, compare=False)
     empty = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))
     col.write_result(BatchResult(FrameBatch.of(frames), None, {"dehazed": [empty] * n}, haze_values=haze))

@@ -55,10 +55,10 @@ def test_skip_returns_raw_frames_bit_exact_when_clear(clean):
                     measure="contrast")  # every frame ~20 km: clear
     out, haze = gate(raw, dehazed)
     assert torch.equal(out, raw)
-    assert haze.shape == (5, 2) and haze[2].eq(0).all()
+    assert len(haze) == 2 and haze.strength.eq(0).all()
     gate = HazeGate("skip", clear_m=5000, dense_m=1000, calib_a=5.0, calib_b=-1e-3, measure="contrast")  # ~150 m
     out, haze = gate(raw, dehazed)
-    assert torch.equal(out, dehazed) and haze[2].eq(1).all()
+    assert torch.equal(out, dehazed) and haze.strength.eq(1).all()
 
 
 def test_blend_strength_monotonic_and_mix():
@@ -81,8 +81,8 @@ def test_off_returns_dehazed_unchanged_and_still_measures(clean):
     d.device = torch.device("cpu")
     out, haze = d.process_measured(torch.from_numpy(frames))
     assert np.array_equal(out.numpy(), expected)
-    assert haze.shape == (5, 2) and haze[2].eq(1).all()
-    assert haze[0, 1] > haze[0, 0]
+    assert len(haze) == 2 and haze.strength.eq(1).all()
+    assert haze.level[1] > haze.level[0]
 
 
 @pytest.mark.parametrize("override, message", [

@@ -52,7 +52,7 @@ def test_clear_frames_skip_the_network_and_come_out_bit_identical(clear_and_fog)
     seen = _Counted(dehazer)
     frames = torch.from_numpy(clear)
     out, haze = dehazer.process_measured(frames, "cam")
-    assert (haze[2] == 0).all() and (haze[1] >= 10000).all()   # measured clear: left raw
+    assert (haze.strength == 0).all() and (haze.visibility_m >= 10000).all()   # measured clear: left raw
     assert seen.frames == 0
     assert torch.equal(out, frames)
     every = _dehazer(skip_raw=False)                           # the old way, kept for comparisons
@@ -66,7 +66,7 @@ def test_a_batch_mixing_clear_and_foggy_frames(clear_and_fog):
     dehazer = _dehazer()
     seen = _Counted(dehazer)
     out, haze = dehazer.process_measured(mixed, None)
-    assert haze[2].tolist() == [0.0, 1.0, 0.0, 1.0]
+    assert haze.strength.tolist() == [0.0, 1.0, 0.0, 1.0]
     assert seen.frames == 2                                    # only the two foggy frames went through
     assert torch.equal(out[0], mixed[0]) and torch.equal(out[2], mixed[2])
     alone = _dehazer(policy="off").process(torch.from_numpy(fog[:2]), None)

@@ -183,7 +183,7 @@ def test_default_haze_gate_is_the_configured_gate():
         out_default, haze_default = HazeGate()(raw, dehazed)
         out_cfg, haze_cfg = configured(raw, dehazed)
         assert torch.equal(out_default, out_cfg)
-        assert torch.allclose(haze_default, haze_cfg)
+        assert torch.allclose(haze_default.values, haze_cfg.values, equal_nan=True)
     g = GateConfig()
     gate = HazeGate()
     assert (gate.policy, gate.clear_m, gate.dense_m, gate.measure, gate.calib_a, gate.calib_b) == \
@@ -197,7 +197,8 @@ def test_report_counts_gated_frames_as_the_run_stats_do():
     from cidstream.frames import BatchResult, Frame, FrameBatch
 
     strength = torch.tensor([0.0, 0.0004, 0.5, 0.9996, 1.0])   # 0.0004 and 0.9996 are blended, not raw / full
-    haze = torch.stack([torch.full((5,), 4.0), torch.full((5,), 3000.0), strength])
+    vis = torch.full((5,), 3000.0)   # rows of a HazeRecord: level, visibility, strength, uncertainty, steady
+    haze = torch.stack([torch.full((5,), 4.0), vis, strength, torch.full((5,), float("nan")), vis])
     assert gate_counts(strength) == (1, 3)
     frames = [Frame(np.zeros((8, 8, 3), np.uint8), i) for i in range(5)]
     empty = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))

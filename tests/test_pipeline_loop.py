@@ -70,7 +70,7 @@ def test_the_result_of_a_batch_is_frozen():
 def test_the_haze_measure_travels_in_the_stage_output_not_on_the_dehazer():
     dehazer = Dehazer("dcp", device="cpu")
     out = DehazeStage(dehazer)(FrameBatch.of(_frames(3), "clip"))
-    assert isinstance(out, Dehazed) and out.frames.shape == (3, 48, 64, 3) and out.haze.shape == (5, 3)
+    assert isinstance(out, Dehazed) and out.frames.shape == (3, 48, 64, 3) and len(out.haze) == 3
     assert not hasattr(dehazer, "last_haze")
 
 
@@ -109,7 +109,7 @@ def test_live_batch_is_split_per_camera_with_its_share_of_everything():
     part = whole.select([1, 3], "b")
     assert [f.index for f in part.batch.frames] == [1, 3]
     assert np.array_equal(part.dehazed, whole.dehazed[[1, 3]])
-    assert np.array_equal(part.haze, whole.haze[:, [1, 3]])
+    assert np.array_equal(part.haze.values, whole.haze.select([1, 3]).values)
     assert [d.xyxy[0, 0] for d in part.detections] == [whole.detections[i].xyxy[0, 0] for i in (1, 3)]
     # only the forms the cameras' sinks read are shared out (on CUDA, the others are never downloaded)
     slim = whole.select([0, 2], "a", needs=frozenset({"i420"}))

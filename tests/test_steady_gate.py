@@ -8,6 +8,7 @@ import torch
 from cidstream.config import load_config
 from cidstream.engine import Dehazer
 from cidstream.engine.haze import HazeGate, gate_strength
+from cidstream.frames import HazeRecord
 from cidstream.engine.steady_gate import SteadyGate
 from cidstream.io import source_from_config
 
@@ -68,8 +69,8 @@ def test_images_are_gated_frame_by_frame():
                                         np.full((90, 160, 3), 200, np.uint8)]))
     for streams in (None, [None, None]):
         haze = gate.decide(frames, streams)
-        assert torch.equal(haze[2], gate_strength(haze[1], gate.policy, gate.clear_m, gate.dense_m))
-        assert torch.equal(haze[4], haze[1])                  # the steady visibility is the reading itself
+        assert torch.equal(haze.strength, gate_strength(haze.visibility_m, gate.policy, gate.clear_m, gate.dense_m))
+        assert torch.equal(haze.steady_m, haze.visibility_m)   # the steady visibility is the reading itself
 
 
 @pytest.mark.slow
@@ -81,10 +82,10 @@ def test_default_run_on_real_fog_changes_strength_at_most_max_step(shared_data):
         frames = torch.from_numpy(np.stack([f.rgb() for f in src]))
     steady = HazeGate.from_config(cfg.gate)
     per_frame = HazeGate(**{**vars(cfg.gate), "steady": False})
-    s_steady = torch.cat([steady.decide(frames[i:i + 4], "clip")[2] for i in range(0, 48, 4)])
-    h = torch.cat([per_frame.decide(frames[i:i + 4], "clip") for i in range(0, 48, 4)], dim=1)
-    assert h[2].diff().abs().max() > 0.05
+    s_steady = torch.cat([steady.decide(frames[i:i + 4], "clip").strength for i in range(0, 48, 4)])
+    h = HazeRecord(torch.cat([per_frame.decide(frames[i:i + 4], "clip").values for i in range(0, 48, 4)], dim=1))
+    assert h.strength.diff().abs().max() > 0.05
     assert s_steady.diff().abs().max() <= cfg.gate.max_step + 1e-6
     dehazer = Dehazer.from_config(load_config(overrides=[{"engine": {"device": "cpu"}, "model": {"name": "dcp"}}]))
     _, haze = dehazer.process_measured(frames[:4], stream="clip")
-    assert haze.shape == (5, 4) and torch.equal(haze[1], h[1, :4])   # the per-frame reading is kept as it is
+    assert len(haze) == 4 and torch.equal(haze.visibility_m, h.visibility_m[:4])   # the per-frame reading is kept as it is

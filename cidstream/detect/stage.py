@@ -26,7 +26,7 @@ def hazy_frames(haze, n: int) -> np.ndarray:
     dehazer) every frame does."""
     if haze is None:
         return np.ones(n, bool)
-    strength = haze[2]
+    strength = haze.strength
     strength = strength.cpu().numpy() if isinstance(strength, torch.Tensor) else np.asarray(strength)
     return strength > 0
 

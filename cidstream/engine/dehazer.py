@@ -9,7 +9,7 @@ import torch
 
 from ..config import GateConfig
 from ..cpu_runtime import resolve_cpu_runtime
-from ..frames import to_device
+from ..frames import HazeRecord, to_device
 from ..models import CIDLite, DehazeModel, ExportedModel, LoadedModel, load_model
 from ..models.base import frames_to_input, output_to_frames
 from .device import DTYPES, select_device, select_precision
@@ -140,9 +140,9 @@ class Dehazer:
         return self.process_measured(frames, stream)[0]
 
     @torch.inference_mode()
-    def process_measured(self, frames: torch.Tensor, stream=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``process``, and each frame's haze measure: (dehazed frames, (5, N) level, visibility_m, gate
-        strength, uncertainty factor and steady visibility on the device: HazeGate.decide). Clear frames are kept
+    def process_measured(self, frames: torch.Tensor, stream=None) -> tuple[torch.Tensor, HazeRecord]:
+        """``process``, and each frame's haze measure: (dehazed frames, the HazeRecord of HazeGate.decide, on the
+        device). Clear frames are kept
         raw or blended by their visibility (engine/haze.py), since dehazing a clear frame can cost detections; on
         video the strength follows the stream's smoothed visibility. The measure runs under every policy (it is
         cheap).
@@ -159,8 +159,8 @@ class Dehazer:
         if self.gate.policy == "off":
             return self._dehaze(frames, stream), haze
         if not self.gate.skip_raw:
-            return apply_gate(frames, self._dehaze(frames, stream), haze[2]), haze
-        keep = (haze[2] > 0).cpu()  # a few bytes: which frames the network must see
+            return apply_gate(frames, self._dehaze(frames, stream), haze.strength), haze
+        keep = (haze.strength > 0).cpu()  # a few bytes: which frames the network must see
         streams = list(stream) if isinstance(stream, (list, tuple)) else [stream] * frames.shape[0]
         if self.temporal is not None:
             for key in {k for k, kept in zip(streams, keep.tolist()) if not kept and k is not None}:
@@ -174,7 +174,7 @@ class Dehazer:
             at = idx.to(frames.device)
             out = frames.clone()  # the frames left raw stay as they came
             out[at] = self._dehaze(frames[at], [streams[i] for i in idx.tolist()])
-        return apply_gate(frames, out, haze[2]), haze
+        return apply_gate(frames, out, haze.strength), haze
 
     def _dehaze(self, frames: torch.Tensor, stream) -> torch.Tensor:
         """The network alone on uint8 frames on the device: the dehazed uint8 frames."""

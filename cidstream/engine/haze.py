@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import VIS_MAX_M, VIS_MIN_M, GateConfig, OneOf, TemporalConfig, rules
+from ..frames import HazeRecord
 from ..ops.filters import dark_channel, dcp_transmission, grey, relative_contrast
 from .fog_meter import OMEGA, PATCH, TOP_FRACTION, load_meter, measure_visibility
 from .steady_gate import SteadyGate
@@ -159,9 +160,9 @@ class HazeGate:
         """(level, visibility_m, uncertainty factor) of uint8 (N, H, W, 3) frames, as configured."""
         return measured_visibility(raw, self.measure, self.calib_a, self.calib_b, self.meter, small)
 
-    def decide(self, raw: torch.Tensor, streams=None) -> torch.Tensor:
-        """(5, N) float tensor on the frames' device: level, visibility_m, strength, uncertainty factor and the
-        steady visibility the strength follows (the per-frame reading where frames are independent).
+    def decide(self, raw: torch.Tensor, streams=None) -> HazeRecord:
+        """Each frame's level, visibility_m, strength, uncertainty factor and the steady visibility the strength
+        follows (the per-frame reading where frames are independent), as floats on the frames' device.
         ``streams``: one key or None per frame, or one key for all (see Dehazer.process)."""
         small = small_copy(raw)
         level, vis, factor = self.measure_frames(raw, small)
@@ -170,16 +171,16 @@ class HazeGate:
             s, steady = gate_strength(vis, self.policy, self.clear_m, self.dense_m), vis
         else:
             s, steady = self.steady.update(vis, small, keys, tuple(raw.shape[1:3]), self._strength, self.clear_m)
-        return torch.stack([level.float(), vis.float(), s.to(vis.device, torch.float32), factor.float(),
-                            steady.to(vis.device, torch.float32)])
+        return HazeRecord(torch.stack([level.float(), vis.float(), s.to(vis.device, torch.float32), factor.float(),
+                                       steady.to(vis.device, torch.float32)]))
 
     def _strength(self, visibility: torch.Tensor) -> torch.Tensor:
         return gate_strength(visibility, self.policy, self.clear_m, self.dense_m)
 
-    def __call__(self, raw: torch.Tensor, dehazed: torch.Tensor, streams=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(gated uint8 frames, the (5, N) tensor of ``decide``)."""
+    def __call__(self, raw: torch.Tensor, dehazed: torch.Tensor, streams=None) -> tuple[torch.Tensor, HazeRecord]:
+        """(gated uint8 frames, the record of ``decide``)."""
         haze = self.decide(raw, streams)
-        return (dehazed if self.policy == "off" else apply_gate(raw, dehazed, haze[2])), haze
+        return (dehazed if self.policy == "off" else apply_gate(raw, dehazed, haze.strength)), haze
 
 
 def gate_counts(strength) -> tuple[int, int]:

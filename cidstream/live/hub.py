@@ -84,7 +84,7 @@ class CameraRun:
             for sink in self.sinks:
                 sink.write_result(result)
             if haze is not None:
-                for frame, visibility in zip(frames, haze[4].tolist()):   # the steady visibility
+                for frame, visibility in zip(frames, haze.steady_m.tolist()):
                     event = self.fog.update(frame.captured_at or now, visibility)
                     if event is not None:
                         self._record_fog(event, now)
@@ -94,8 +94,8 @@ class CameraRun:
             return
         self.latencies_ms.extend((now - f.captured_at) * 1000.0 for f in frames)
         if haze is not None:
-            self.visibility_m.extend(haze[1].tolist())
-            self.gated += sum(gate_counts(haze[2]))
+            self.visibility_m.extend(haze.visibility_m.tolist())
+            self.gated += sum(gate_counts(haze.strength))
         self.processed += len(frames)
         self._rate.append((now, self.processed))
 

@@ -251,7 +251,7 @@ class Pipeline:
                 if uses_i420(self.needs, self.device.type, h, w) else None
             out = DeviceFrames(d.frames, prefetch="dehazed" in self.needs)
             raw = DeviceFrames(d.raw, prefetch="raw" in self.needs) if fb.images is None or self.cuda else None
-            haze = None if d.haze is None else DeviceFrames(d.haze, prefetch=True)  # 5 x N floats
+            haze = None if d.haze is None else DeviceFrames(d.haze.values, prefetch=True)  # 5 x N floats
         return BatchResult(fb, out, arms, i420, raw, haze)
 
     def process(self, fb: FrameBatch) -> BatchResult:
@@ -269,7 +269,7 @@ class Pipeline:
         stats.batches += 1
         haze = result.haze
         if haze is not None:
-            raw, blended = gate_counts(haze[2])
+            raw, blended = gate_counts(haze.strength)
             stats.frames_left_raw += raw
             stats.frames_blended += blended
         stats.seconds = time.perf_counter() - self._start

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..engine.dehazer import Dehazer
-from ..frames import FrameBatch
+from ..frames import FrameBatch, HazeRecord
 
 _RUNS = itertools.count()
 
@@ -20,7 +20,7 @@ class Dehazed:
 
     raw: torch.Tensor
     frames: torch.Tensor
-    haze: torch.Tensor | None
+    haze: HazeRecord | None
 
 
 class DehazeStage:

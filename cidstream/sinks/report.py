@@ -81,7 +81,7 @@ class ReportCollector(Sink):
         dets = {s: result.stream(s) for s in self.streams}
         haze = result.haze
         if haze is not None:
-            raw, blended = gate_counts(haze[2])
+            raw, blended = gate_counts(haze.strength)
             self.frames_raw += raw
             self.frames_blended += blended
         for i, frame in enumerate(result.batch.frames):
