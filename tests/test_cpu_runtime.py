@@ -66,6 +66,7 @@ def test_config_and_flag_reach_the_dehazer_spec():
         load_config(None, [{"engine": {"cpu_runtime": "tensorrt"}}])
 
 
+@pytest.mark.slow  # exports graphs: make test runs it, make test-fast does not
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_graph_matches_torch_within_a_level_with_temporal_smoothing(runtime, fog_frames, capsys):
     reference = dehaze_video(Dehazer("cid-lite", device="cpu", precision="fp32"), fog_frames)
@@ -82,6 +83,7 @@ def test_graph_matches_torch_within_a_level_with_temporal_smoothing(runtime, fog
     assert "warning" not in capsys.readouterr().err
 
 
+@pytest.mark.slow  # exports graphs: make test runs it, make test-fast does not
 def test_graph_is_made_once_and_reused(fog_frames, capsys):
     Dehazer("cid-lite", device="cpu", precision="fp32", cpu_runtime="onnxruntime").process(
         torch.from_numpy(fog_frames[:2]))
@@ -95,6 +97,7 @@ def test_graph_is_made_once_and_reused(fog_frames, capsys):
     assert {p: p.stat().st_mtime_ns for p in made} == stamps
 
 
+@pytest.mark.slow  # exports graphs: make test runs it, make test-fast does not
 def test_a_corrupt_cached_graph_is_made_again(fog_frames, capsys):
     dehazer = Dehazer("cid-lite", device="cpu", precision="fp32", cpu_runtime="onnxruntime")
     dehazer.process(torch.from_numpy(fog_frames[:2]))
@@ -111,6 +114,7 @@ def test_a_corrupt_cached_graph_is_made_again(fog_frames, capsys):
     assert np.abs(out.astype(np.int16) - ref).max() <= 1
 
 
+@pytest.mark.slow  # exports graphs: make test runs it, make test-fast does not
 def test_a_graph_that_cannot_be_made_leaves_torch_with_one_warning(fog_frames, tmp_path, monkeypatch, capsys):
     # a real fault: the cache folder's place is taken by a file, so the graph cannot be written (as root too)
     blocker = tmp_path / "cache"
@@ -125,6 +129,7 @@ def test_a_graph_that_cannot_be_made_leaves_torch_with_one_warning(fog_frames, t
     assert os.path.isfile(blocker)
 
 
+@pytest.mark.slow  # exports graphs: make test runs it, make test-fast does not
 def test_one_graph_serves_sizes_that_are_multiples_of_16_and_others_get_their_own(fog_frames, capsys):
     import cv2
 

@@ -104,6 +104,7 @@ def graph_detectors(weights, module_cache):
     return made
 
 
+@pytest.mark.slow  # exports graphs: make test runs it, make test-fast does not
 @pytest.mark.parametrize("runtime", GRAPHS)
 def test_graph_finds_the_boxes_torch_finds(runtime, graph_detectors, torch_boxes, frames):
     det = graph_detectors[runtime]["detector"]
@@ -124,6 +125,7 @@ def test_graph_finds_the_boxes_torch_finds(runtime, graph_detectors, torch_boxes
             assert np.abs(a - b).max() < 2.0
 
 
+@pytest.mark.slow  # exports graphs: make test runs it, make test-fast does not
 @pytest.mark.parametrize("runtime", GRAPHS)
 def test_first_use_exports_once_quietly(runtime, graph_detectors):
     said = graph_detectors[runtime]
@@ -132,6 +134,7 @@ def test_first_use_exports_once_quietly(runtime, graph_detectors):
     assert len(lines) == 1 and "preparing the detector" in lines[0] and runtime in lines[0], said["stderr"]
 
 
+@pytest.mark.slow  # exports graphs: make test runs it, make test-fast does not
 def test_graph_is_cached_per_runtime(weights, graph_detectors, module_cache, capfd):
     entries = _entries(module_cache)
     graphs = {n for n in entries if not n.startswith(".")}
@@ -146,6 +149,7 @@ def test_graph_is_cached_per_runtime(weights, graph_detectors, module_cache, cap
     assert _entries(module_cache) == entries  # the same files, not made again
 
 
+@pytest.mark.slow  # exports graphs: make test runs it, make test-fast does not
 def test_exported_model_file_runs_as_given(weights, graph_detectors, module_cache, tmp_path, frames, torch_boxes):
     onnx = next(module_cache.glob("*.onnx"))
     given = Path(shutil.copy(onnx, tmp_path / "detector.onnx"))
@@ -166,6 +170,7 @@ def test_torch_stays_torch(weights, monkeypatch, tmp_path):
         Detector(weights, runtime="tensorrt")
 
 
+@pytest.mark.slow  # exports graphs: make test runs it, make test-fast does not
 def test_config_builds_every_detector_on_the_configured_runtime(weights, graph_detectors):
     cfg = Config()
     assert cfg.detect.cpu_runtime == "auto"
@@ -182,6 +187,7 @@ def test_config_builds_every_detector_on_the_configured_runtime(weights, graph_d
     assert (dets.base.runtime, dets.fog.runtime, dets.second.runtime) == ("torch",) * 3
 
 
+@pytest.mark.slow  # exports graphs: make test runs it, make test-fast does not
 def test_a_graph_that_cannot_be_made_leaves_torch_with_one_warning(weights, frames, torch_boxes, tmp_path,
                                                                    monkeypatch, capfd):
     cache = tmp_path / "cache"
@@ -201,6 +207,7 @@ def test_a_graph_that_cannot_be_made_leaves_torch_with_one_warning(weights, fram
     assert not [p for p in cache.rglob("*") if p.name != "cpu-graphs"]  # nothing left behind
 
 
+@pytest.mark.slow  # exports graphs: make test runs it, make test-fast does not
 def test_a_damaged_cached_graph_is_made_again(weights, graph_detectors, module_cache, frames, torch_boxes, tmp_path,
                                               monkeypatch, capfd):
     cache = tmp_path / "cache"
@@ -231,6 +238,7 @@ print(det.runtime, det(__import__("numpy").zeros((1, 360, 640, 3), "uint8"))[0].
 """
 
 
+@pytest.mark.slow  # exports graphs: make test runs it, make test-fast does not
 def test_two_processes_making_the_same_graph_at_once_both_get_it_whole(weights, tmp_path):
     env = dict(os.environ, CIDSTREAM_CACHE=str(tmp_path / "cache"), YOLO_OFFLINE="1")
     go = tmp_path / "go"
