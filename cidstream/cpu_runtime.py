@@ -19,6 +19,8 @@ from .errors import ConfigError
 from .user_cache import cache_root
 
 RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
+
+
 def graphs_dir() -> Path:
     """Where graphs made for a CPU runtime are kept."""
     return cache_root() / "cpu-graphs"
