@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import cpu_runtime
+from ..cpu_runtime import resolve_cpu_runtime, warn
 from ..config import DetectConfig
 from ..errors import CidstreamError, WeightsError
-from . import cpu_graph
+from .cpu_graph import (FASTEST, first_line, graph_path, make_graph, match_threads, quiet, remove_graph,
+                        runtime_of)
 from .cache import cached_label
 from .detections import Detections
 from .safe_load import check_detector_file, check_model_yaml
@@ -233,7 +234,7 @@ class Detector:
                  iou: float = _DETECT.iou, imgsz: int = _DETECT.imgsz, device: str | torch.device = "cpu",
                  runtime: str = "torch"):
         # an unknown name fails before any loading
-        wanted = cpu_runtime.resolve_cpu_runtime(runtime, device, order=cpu_graph.FASTEST)
+        wanted = resolve_cpu_runtime(runtime, device, order=FASTEST)
         self.requested_runtime = str(runtime or "auto").lower()
         self.spec = resolve_detector_spec(model)
         self.yolo = load_yolo(self.spec)
@@ -251,7 +252,7 @@ class Detector:
         self._threads = torch.get_num_threads()  # what a graph runtime runs on (see _match_threads)
         self._graph: Path | None = None  # the graph file or folder a graph runtime loaded
         self._threads_warned = False
-        self._runtime = cpu_graph.runtime_of(self.yolo.model)
+        self._runtime = runtime_of(self.yolo.model)
         if self._runtime != "torch":  # an exported model the user passed: it runs as it is
             self._match_threads(self.yolo, self.yolo.model)
         elif wanted != "torch":
@@ -271,20 +272,20 @@ class Detector:
             return  # a model built from a YAML (no weights file to export): PyTorch runs it
         threads = torch.get_num_threads()
         try:
-            path = cpu_graph.graph_path(self.yolo.model.state_dict(), self.names, runtime, self.imgsz)
+            path = graph_path(self.yolo.model.state_dict(), self.names, runtime, self.imgsz)
             for attempt in (1, 2):
                 made = not path.exists()
                 if made:
-                    cpu_graph.make_graph(weights, runtime, self.imgsz, path)
+                    make_graph(weights, runtime, self.imgsz, path)
                 try:
                     graph = self._load_graph(path)
                     break
                 except Exception:
                     if made or attempt == 2:
                         raise
-                    cpu_graph.remove_graph(path)  # a damaged cached graph: make it again
+                    remove_graph(path)  # a damaged cached graph: make it again
         except Exception as exc:
-            cpu_runtime.warn(f"detector {self.label}: cannot run it with {runtime} ({cpu_graph.first_line(exc)}); "
+            warn(f"detector {self.label}: cannot run it with {runtime} ({first_line(exc)}); "
                              "running it with torch")
             return
         finally:
@@ -298,7 +299,7 @@ class Detector:
 
         graph = YOLO(str(path), task="detect")
         self._match_threads(graph, path)
-        with cpu_graph.quiet():
+        with quiet():
             self._predict(torch.zeros((1, 3, self.stride * 2, self.stride * 2)), yolo=graph)
             names = {int(k): v for k, v in graph.names.items()}
         if names != self.names:
@@ -306,19 +307,19 @@ class Detector:
         return graph
 
     def _match_threads(self, yolo, path) -> None:
-        """Have a graph run on torch's thread count (see cpu_graph.match_threads): set before each predict."""
-        if cpu_graph.runtime_of(str(path)) not in ("onnxruntime", "openvino"):
+        """Have a graph run on torch's thread count (see match_threads): set before each predict."""
+        if runtime_of(str(path)) not in ("onnxruntime", "openvino"):
             return
 
         def on_predict_start(predictor):  # Ultralytics callback: the predictor's model is loaded by now
             if self._threads_warned:
                 return
             try:
-                cpu_graph.match_threads(predictor.model.backend, path, self._threads)
+                match_threads(predictor.model.backend, path, self._threads)
             except Exception as exc:  # never fail a run over its thread count
                 self._threads_warned = True
-                cpu_runtime.warn(f"cannot set the thread count of detector {self.label}'s graph "
-                                 f"({cpu_graph.first_line(exc)}); it runs on its runtime's default")
+                warn(f"cannot set the thread count of detector {self.label}'s graph "
+                                 f"({first_line(exc)}); it runs on its runtime's default")
 
         yolo.add_callback("on_predict_start", on_predict_start)
 
