@@ -66,5 +66,10 @@ def fingerprint(*parts) -> str:
     return h.hexdigest()[:20]
 
 
+def say(message: str) -> None:
+    """A line about making a graph, on stderr (stdout stays the run's)."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    say(f"warning: {message}")

@@ -12,7 +12,6 @@ import io
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import warnings
 from functools import partial
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..cpu_runtime import fingerprint, graphs_dir
+from ..cpu_runtime import fingerprint, graphs_dir, say
 
 # what detect.cpu_runtime auto takes, in order: OpenVINO ran YOLO11n fastest on the 2-core machines we measured
 # (benchmarks/cpu_runtimes.py; docs/benchmarking.md "CPU runtimes")
@@ -181,6 +180,3 @@ def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

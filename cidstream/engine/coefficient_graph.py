@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cpu_runtime import fingerprint, graphs_dir, warn
+from ..cpu_runtime import fingerprint, graphs_dir, say, warn
 from ..io.atomic import partial_path
 
 OPSET = 18
@@ -99,8 +98,7 @@ class CoefficientGraph:
         if free_size:
             dims.update({2: MULTIPLE * Dim("h16", min=1, max=512), 3: MULTIPLE * Dim("w16", min=1, max=512)})
         what = "working frames of sides that are multiples of 16" if free_size else f"{w}x{h} working frames"
-        print(f"preparing cid-lite for {self.runtime}, {what} (once per weights; kept in {path.parent})",
-              file=sys.stderr, flush=True)
+        say(f"preparing cid-lite for {self.runtime}, {what} (once per weights; kept in {path.parent})")
         t0 = time.perf_counter()
         path.parent.mkdir(parents=True, exist_ok=True)
         pair = example.expand(2, -1, -1, -1).contiguous()   # a batch of 1 would fix the batch size
@@ -116,7 +114,7 @@ class CoefficientGraph:
             os.replace(tmp, path)   # whole or absent, also with two processes making it at once
         finally:
             tmp.unlink(missing_ok=True)
-        print(f"  made in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        say(f"  made in {time.perf_counter() - t0:.0f} s")
 
     def _load(self, path: Path):
         threads = max(1, torch.get_num_threads())
