@@ -1,17 +1,21 @@
 """Does the output look natural? Colour cast, flat-region spread and brightness of each model on real fog.
 
     python benchmarks/naturalness.py --model dcp --model cid-lite [--model path/to/weights.pt ...] \
-        [--out benchmarks/results/naturalness.json] [--data $CIDSTREAM_DATA] [--short 360]
+        [--out benchmarks/results/naturalness.json] [--data $CIDSTREAM_DATA] [--short 360] \
+        [--split select|report] [--fade]
 
-Sets (from $CIDSTREAM_DATA, selection halves only, so the figures can steer choices without
-touching the report halves):
+Sets (from $CIDSTREAM_DATA; the labelled sets by half, ``--split select`` by default, so the figures
+can steer choices without touching the report halves):
 
 * sample: every 5th frame of our own synthetic clip samples/hazy_traffic.mp4 (flat sky, poles);
 * real_hazy: the 10 PNGs;
-* dawn_fog: the 'select' half of dawn_fog/JPEGImages (cidstream.evaluation.splits);
+* dawn_fog: the chosen half of dawn_fog/JPEGImages (cidstream.evaluation.splits);
 * foggy_road_real: every 5th frame of videos/foggy_road_real.mp4;
-* highway_fog_cam: frames of 'select' days with visibility < 5000 m (visibility.tsv), about 40
+* highway_fog_cam: frames of the chosen half's days with visibility < 5000 m (visibility.tsv), about 40
   spread evenly.
+
+``--fade`` adds FADE (Choi, You and Bovik's fog density; ``pip install fade-python``, import ``pyfade``; not a
+cidstream dependency) of the input ("raw") and of each output, on the same scaled images: lower = less fog.
 
 Every image is scaled to a ``--short`` px short side before the model; the figures
 (cidstream/evaluation/naturalness.py) compare each output with that input. Prints a markdown table
@@ -61,12 +65,12 @@ def images_of(folder: Path) -> list[Path]:
 
 
 def load_set(name: str, data: Path, short: int, video_stride: int = 5, highway_count: int = 40,
-             highway_max_vis: float = 5000.0) -> list[tuple[str, np.ndarray]]:
-    """(item name, RGB uint8 at ``short`` px) for one set."""
+             highway_max_vis: float = 5000.0, split: str = "select") -> list[tuple[str, np.ndarray]]:
+    """(item name, RGB uint8 at ``short`` px) for one set; ``split``: the half of the labelled sets."""
     if name == "real_hazy":
         paths = images_of(data / "real_hazy")
     elif name == "dawn_fog":
-        paths = in_split(images_of(data / "dawn_fog" / "JPEGImages"), "select")
+        paths = in_split(images_of(data / "dawn_fog" / "JPEGImages"), split)
     elif name in ("sample", "foggy_road_real"):
         video = SAMPLE if name == "sample" else data / "videos" / "foggy_road_real.mp4"
         with open_source(str(video)) as src:
@@ -75,7 +79,7 @@ def load_set(name: str, data: Path, short: int, video_stride: int = 5, highway_c
         root = data / "highway_fog_cam"
         with open(root / "visibility.tsv", newline="") as fh:
             rows = [r for r in csv.DictReader(fh, delimiter="\t")
-                    if split_of(Path(r["frame"]).parent.name) == "select" and float(r["visibility_m"]) < highway_max_vis]
+                    if split_of(Path(r["frame"]).parent.name) == split and float(r["visibility_m"]) < highway_max_vis]
         rows.sort(key=lambda r: r["frame"])
         if len(rows) > highway_count:
             rows = [rows[i] for i in np.linspace(0, len(rows) - 1, highway_count).round().astype(int)]
@@ -93,6 +97,11 @@ def finite_or_none(x):
     if isinstance(x, float) and not np.isfinite(x):
         return None
     return x
+
+
+def fade_summary(values) -> dict:
+    v = np.asarray([float(x) for x in values])
+    return {"mean": float(v.mean()), "median": float(np.median(v)), "n": int(v.size)}
 
 
 def fmt(v: dict) -> str:
@@ -117,29 +126,50 @@ def main(argv=None) -> int:
     p.add_argument("--short", type=int, default=360, help="short side the images are scaled to")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "naturalness.json"))
     p.add_argument("--device", default="cpu")
+    p.add_argument("--split", choices=("select", "report"), default="select",
+                   help="half of dawn_fog and highway_fog_cam (report: only for figures no choice is made on)")
+    p.add_argument("--fade", action="store_true", help="also FADE fog density of input and outputs (needs pyfade)")
     args = p.parse_args(argv)
     models = args.model or ["dcp", "cid-lite"]
     data = Path(args.data)
     if not data.is_dir():
         p.error(f"no data folder {data}")
+    if args.fade:
+        try:
+            import pyfade
+        except ImportError:
+            p.error("--fade needs the fade-python package (pip install fade-python)")
     dehazers = {m: Dehazer(m, device=args.device) for m in models}
-    per_image, agg = {}, {}
+    per_image, agg, fade = {}, {}, {}
     t0 = time.time()
     for s in args.set or SETS:
-        items = load_set(s, data, args.short)
+        items = load_set(s, data, args.short, split=args.split)
         per_image[s], agg[s] = {}, {}
+        if args.fade:
+            fade[s] = {"raw": fade_summary([pyfade.fade_array(img) for _, img in items])}
         for m, d in dehazers.items():
-            res = {}
+            res, densities = {}, []
             for name, img in items:
-                res[name] = naturalness(img, d(img))
+                out = d(img)
+                res[name] = naturalness(img, out)
+                if args.fade:
+                    densities.append(pyfade.fade_array(out))
+                    res[name]["fade"] = float(densities[-1])
             per_image[s][m], agg[s][m] = res, aggregate(res.values())
+            if args.fade:
+                fade[s][m] = fade_summary(densities)
         print(f"{s}: {len(items)} images ({time.time() - t0:.0f} s)", file=sys.stderr)
     text = table(agg)
     print(text)
+    if fade:
+        print("\n| set | " + " | ".join(fade[next(iter(fade))]) + " |  (FADE mean, median in brackets)")
+        for s, arms in fade.items():
+            print(f"| {s} | " + " | ".join(f"{v['mean']:.2f} ({v['median']:.2f})" for v in arms.values()) + " |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"command": " ".join(["python", "benchmarks/naturalness.py", *(argv or sys.argv[1:])]),
-                               "models": models, "short": args.short, "machine": platform.machine(),
+                               "models": models, "short": args.short, "split": args.split,
+                               "machine": platform.machine(), "fade": fade,
                                "aggregate": finite_or_none(agg), "per_image": finite_or_none(per_image)},
                               indent=1, allow_nan=False) + "\n")
     print(f"wrote {out}", file=sys.stderr)

@@ -39,6 +39,12 @@ def haze(x: torch.Tensor, depth: torch.Tensor, beta: torch.Tensor, airlight: tor
     ``height_falloff`` (N,) thins the fog towards the top of the frame: beta * exp(-k * (1 - y / H)).
     ``airlight`` is (N, 3).
     """
+    return scatter(x, transmission(x, depth, beta, patchiness, height_falloff, generator), airlight)
+
+
+def transmission(x: torch.Tensor, depth: torch.Tensor, beta: torch.Tensor, patchiness: torch.Tensor | None = None,
+                 height_falloff: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The transmission map t (N, 1, H, W) that ``haze`` applies: training supervises a dehazer's own with it."""
     n, _, h, w = x.shape
     b = _col(beta, x).expand(n, 1, h, w)
     if patchiness is not None and generator is not None and bool((patchiness > 0).any()):
@@ -47,8 +53,12 @@ def haze(x: torch.Tensor, depth: torch.Tensor, beta: torch.Tensor, airlight: tor
     if height_falloff is not None:
         rows = torch.linspace(0.0, 1.0, h, device=x.device, dtype=x.dtype).view(1, 1, h, 1)
         b = b * torch.exp(-_col(height_falloff, x) * (1.0 - rows))
-    t = torch.exp(-b * depth.to(x.dtype))
-    a = airlight.to(device=x.device, dtype=x.dtype).view(n, 3, 1, 1)
+    return torch.exp(-b * depth.to(x.dtype))
+
+
+def scatter(x: torch.Tensor, t: torch.Tensor, airlight: torch.Tensor) -> torch.Tensor:
+    """I = J t + A (1 - t) for a transmission map and an (N, 3) airlight."""
+    a = airlight.to(device=x.device, dtype=x.dtype).view(x.shape[0], 3, 1, 1)
     return (x * t + a * (1.0 - t)).clamp(0.0, 1.0)
 
 

@@ -69,17 +69,26 @@ def pick_domains(recipe: Recipe, n: int, generator: torch.Generator) -> list[int
     return torch.multinomial(weights / weights.sum(), n, replacement=True, generator=generator).tolist()
 
 
-def degrade_batch(recipe: Recipe, clean: torch.Tensor, depth: torch.Tensor, generator: torch.Generator):
-    """Assign a domain per sample, run each domain's steps on its samples; returns (hazy, domains, params)."""
+def degrade_batch(recipe: Recipe, clean: torch.Tensor, depth: torch.Tensor, generator: torch.Generator,
+                  truth: dict | None = None):
+    """Assign a domain per sample, run each domain's steps on its samples; returns (hazy, domains, params).
+    With ``truth`` (a dict) it also gets each sample's transmission ``t`` (N, 1, H, W) and ``airlight`` (N, 3):
+    t = 1 and a black airlight for a sample whose domain has no haze step."""
     chosen = pick_domains(recipe, clean.shape[0], generator)
     hazy = clean.clone()
     params: list = [None] * clean.shape[0]
+    if truth is not None:
+        truth["t"] = clean.new_ones((clean.shape[0], 1, *clean.shape[-2:]))
+        truth["airlight"] = clean.new_zeros((clean.shape[0], 3))
     for k, domain in enumerate(recipe.domains):
         idx = [i for i, c in enumerate(chosen) if c == k]
         if not idx:
             continue
-        out, records = degrade(clean[idx], depth[idx], domain, generator)
+        part: dict = {}
+        out, records = degrade(clean[idx], depth[idx], domain, generator, part if truth is not None else None)
         hazy[idx] = out
+        for key, value in part.items():
+            truth[key][idx] = value
         for i, rec in zip(idx, records):
             params[i] = rec
     return hazy, [recipe.domains[c].name for c in chosen], params

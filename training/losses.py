@@ -48,6 +48,14 @@ def total_variation(out: torch.Tensor) -> torch.Tensor:
     return (out[..., 1:, :] - out[..., :-1, :]).abs().mean() + (out[..., :, 1:] - out[..., :, :-1]).abs().mean()
 
 
+def scattering_supervision(maps: dict, truth: dict) -> torch.Tensor:
+    """Per-sample L1 between cid-lite's scattering head and the generator's own transmission (pooled to the
+    head's size) and airlight, shape (N,): phase 1 learns the physics, not only the picture."""
+    t_true = F.adaptive_avg_pool2d(truth["t"].to(maps["t_net"]), maps["t_net"].shape[-2:])
+    return ((maps["t_net"] - t_true).abs().mean(dim=(1, 2, 3))
+            + (maps["airlight"] - truth["airlight"].to(maps["airlight"])).abs().mean(dim=1))
+
+
 def colour_balance(out: torch.Tensor, inp: torch.Tensor) -> torch.Tensor:
     """Keep the output's channel balance and brightness near the input's: no new casts, no crushing."""
     mo, mi = out.mean(dim=(2, 3)), inp.mean(dim=(2, 3))

@@ -189,16 +189,20 @@ def draw(value, n: int, generator: torch.Generator):
     return torch.full((n,), float(value))
 
 
-def apply_step(x: torch.Tensor, depth: torch.Tensor, step: Step, generator: torch.Generator) -> tuple[torch.Tensor,
-                                                                                                       dict]:
-    """Draw the step's parameters for the batch, apply it, and return what was drawn (per sample)."""
+def apply_step(x: torch.Tensor, depth: torch.Tensor, step: Step, generator: torch.Generator,
+               truth: dict | None = None) -> tuple[torch.Tensor, dict]:
+    """Draw the step's parameters for the batch, apply it, and return what was drawn (per sample).
+    A haze step also puts its transmission map and airlight into ``truth`` when one is given."""
     n = x.shape[0]
     p = {k: draw(v, n, generator) for k, v in step.params.items()}
     op = step.op
     if op == "haze":
         tint = torch.tensor([TINTS[t] for t in p["tint"]])
         airlight = (tint * p["airlight"].view(-1, 1)).clamp(0, 1)
-        y = D.haze(x, depth, p["beta"], airlight, p["patchiness"], p["height_falloff"], generator)
+        t = D.transmission(x, depth, p["beta"], p["patchiness"], p["height_falloff"], generator)
+        y = D.scatter(x, t, airlight)
+        if truth is not None:
+            truth["t"], truth["airlight"] = t, airlight.to(x)
     elif op == "low_light":
         y = D.low_light(x, p["gamma"], p["exposure"])
     elif op == "glow":
@@ -225,11 +229,13 @@ def apply_step(x: torch.Tensor, depth: torch.Tensor, step: Step, generator: torc
     return y, drawn
 
 
-def degrade(x: torch.Tensor, depth: torch.Tensor, domain: Domain, generator: torch.Generator):
-    """All steps of a domain on a batch; returns the degraded batch and per-sample parameter records."""
+def degrade(x: torch.Tensor, depth: torch.Tensor, domain: Domain, generator: torch.Generator,
+            truth: dict | None = None):
+    """All steps of a domain on a batch; returns the degraded batch and per-sample parameter records
+    (``truth``: see apply_step)."""
     records = [[] for _ in range(x.shape[0])]
     for step in domain.steps:
-        x, drawn = apply_step(x, depth, step, generator)
+        x, drawn = apply_step(x, depth, step, generator, truth)
         for rec, d in zip(records, drawn):
             rec.append({"op": step.op, **d})
     return x, records

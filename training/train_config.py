@@ -82,6 +82,8 @@ class Phase:
     teacher_weight: Annotated[float, Range(0)] = 0.0  # L1 to the classical DCP's output on real frames
     pseudo_label_weight: Annotated[float, Range(0)] = 0.0  # detection loss on dehazed real crops
     smooth_weight: Annotated[float, Range(0)] = 0.0  # cid-lite: smooth coefficient maps in flat regions
+    physics_weight: Annotated[float, Range(0)] = 0.0  # scattering head: L1 to the generator's t and airlight
+    transmission_teacher_weight: Annotated[float, Range(0)] = 0.0  # scattering head: L1 to DCP's t on real frames
 
 
 @dataclass

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from cidstream.detect.safe_load import load_plain
 from cidstream.errors import ConfigError
@@ -43,6 +44,7 @@ class PairSampler:
         self.depth = [depth(torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255.0)[0] for f in frames]
 
     def batch(self, n: int, generator: torch.Generator):
+        """(clean, hazy, truth): truth holds each sample's ``domain``, transmission ``t`` and ``airlight``."""
         cleans, depths = [], []
         for _ in range(n):
             i = int(torch.randint(len(self.frames), (1,), generator=generator))
@@ -51,32 +53,39 @@ class PairSampler:
             cleans.append(c)
             depths.append(d)
         clean = torch.stack(cleans).to(self.device)
-        hazy, domains, _ = degrade_batch(self.recipe, clean, torch.stack(depths).to(self.device), generator)
-        return clean, hazy, domains
+        truth: dict = {}
+        hazy, truth["domains"], _ = degrade_batch(self.recipe, clean, torch.stack(depths).to(self.device), generator,
+                                                  truth)
+        return clean, hazy, truth
 
 
 class RealSampler:
     """Random crops of unlabeled real hazy frames; with ``teachers`` (one image per frame, e.g. the
-    classical DCP's output on the whole frame) also the teacher's crop of the same region."""
+    classical DCP's output on the whole frame) also the teacher's crop of the same region, and with
+    ``transmissions`` (one H x W x 1 uint8 map per frame, DCP's transmission) that map's crop."""
 
-    def __init__(self, frames: list[np.ndarray], crop: int, device, teachers: list[np.ndarray] | None = None):
+    def __init__(self, frames: list[np.ndarray], crop: int, device, teachers: list[np.ndarray] | None = None,
+                 transmissions: list[np.ndarray] | None = None):
         self.frames, self.crop, self.device, self.teachers = frames, crop, device, teachers
+        self.transmissions = transmissions
 
     def _crops(self, n: int, generator: torch.Generator) -> list[torch.Tensor]:
         out = []
         for _ in range(n):
             i = int(torch.randint(len(self.frames), (1,), generator=generator))
             imgs = [torch.from_numpy(self.frames[i]).permute(2, 0, 1).float() / 255.0]
-            if self.teachers is not None:
-                imgs.append(torch.from_numpy(self.teachers[i]).permute(2, 0, 1).float() / 255.0)
+            for extra in (self.teachers, self.transmissions):
+                if extra is not None:
+                    imgs.append(torch.from_numpy(extra[i]).permute(2, 0, 1).float() / 255.0)
             out.append(random_crop(imgs, self.crop, generator))
         return [torch.stack(t).to(self.device) for t in zip(*out)]
 
     def batch(self, n: int, generator: torch.Generator) -> torch.Tensor:
         return self._crops(n, generator)[0]
 
-    def batch_with_teacher(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return tuple(self._crops(n, generator))
+    def batch_with_teacher(self, n: int, generator: torch.Generator) -> list[torch.Tensor]:
+        """[real, teacher image, teacher transmission], without the ones this sampler was not given."""
+        return self._crops(n, generator)
 
 
 class LabelledRealSampler:
@@ -108,6 +117,20 @@ def dcp_teacher(frames: list[np.ndarray]) -> list[np.ndarray]:
 
     dcp = Dehazer("dcp", device="cpu")
     return [dcp(f[None])[0] for f in frames]
+
+
+@torch.no_grad()
+def dcp_transmission(frames: list[np.ndarray]) -> list[np.ndarray]:
+    """DCP's refined transmission of each whole frame (sky guard included), H x W x 1 uint8: a prior on real
+    fog for the scattering head, without DCP's airlight and so without its casts."""
+    from cidstream.models import DarkChannelPrior
+
+    dcp = DarkChannelPrior()
+    out = []
+    for f in frames:
+        t, _ = dcp.transmission(torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255.0)
+        out.append((t[0].permute(1, 2, 0) * 255 + 0.5).clamp(0, 255).to(torch.uint8).numpy())
+    return out
 
 
 @dataclass
@@ -159,13 +182,18 @@ class Trainer:
             torch.set_num_threads(int(t["threads"]))
         torch.manual_seed(int(t["seed"]))
         self.model = build(cfg["model"]["arch"], **cfg["model"]["config"]).to(self.device)
+        if getattr(self.model, "head_kind", None) == "scattering":
+            # The brightness-keeping gain is a display step on top of the physics: training learns t and A
+            # without it (with it, the restoration loss would fight it by dehazing less); export builds the
+            # model from the config again, so the shipped weights keep the config's value.
+            self.model.keep_brightness = 0.0
         d = cfg["data"]
         self.recipe = load_recipe(resolve(d["recipe"]))
         self.log("loading clean and real frames")
         clean, target = load_data(cfg)
         self.pairs = PairSampler(clean, self.recipe, int(t["crop"]), self.device)
-        teachers, labels = self._real_targets(target)
-        self.real = RealSampler(target, int(t["crop"]), self.device, teachers)
+        teachers, labels, transmissions = self._real_targets(target)
+        self.real = RealSampler(target, int(t["crop"]), self.device, teachers, transmissions)
         self.detection = None
         if self._any_phase("pseudo_label_weight"):
             from .pseudo_labels import DetectionLoss
@@ -182,26 +210,28 @@ class Trainer:
                              "target": d["target"], "recipe": d["recipe"]}
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
-    def _real_targets(self, target: list[np.ndarray]) -> tuple[list | None, list[np.ndarray]]:
-        """DCP teacher outputs and pseudo-labels of the real frames. They take minutes on a CPU and
+    def _real_targets(self, target: list[np.ndarray]) -> tuple[list | None, list[np.ndarray], list | None]:
+        """DCP teacher outputs, pseudo-labels and DCP transmissions of the real frames. They take minutes on a CPU and
         depend only on the frames and the detector settings, so they are cached beside the run
         (RUN_DIR/../.cache), keyed by a hash of the frames and those settings: phases rerun from a
         copied run directory start at once."""
         t = self.cfg["train"]
         want_teacher = self._any_phase("teacher_weight") or self._any_phase("pseudo_label_weight")
         want_labels = self._any_phase("pseudo_label_weight")
+        want_t = self._any_phase("transmission_teacher_weight")
         empty = [np.zeros((0, 5), np.float32)] * len(target)
         if not want_teacher:
-            return None, empty
+            return None, empty, dcp_transmission(target) if want_t else None
         key = hashlib.sha256(json.dumps([t["detector"], t["pseudo_conf"], t["pseudo_iou"], want_labels,
-                                         TARGETS_FORMAT]).encode())
+                                         TARGETS_FORMAT] + ([want_t] if want_t else [])).encode())
         for frame in target:
             key.update(frame.tobytes())
         cache = self.run_dir.parent / ".cache" / f"real_targets_{key.hexdigest()[:20]}.pt"
         if cache.exists():
             self.log(f"DCP teacher and pseudo-labels from {cache}")
             stored = load_plain(cache, "training cache")
-            return [t.numpy() for t in stored["teachers"]], [b.numpy() for b in stored["labels"]]
+            maps = [m.numpy() for m in stored["transmissions"]] if want_t else None
+            return [t.numpy() for t in stored["teachers"]], [b.numpy() for b in stored["labels"]], maps
         self.log("DCP teacher on the real frames")
         teachers = dcp_teacher(target)
         labels = empty
@@ -212,12 +242,14 @@ class Trainer:
             labels = pseudo_labels(resolve(t["detector"]), target, teachers, conf=float(t["pseudo_conf"]),
                                    iou=float(t["pseudo_iou"]))
             self.log(f"pseudo-labels: {sum(map(len, labels))} boxes on {len(labels)} real frames")
+        maps = dcp_transmission(target) if want_t else None
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp")
         torch.save({"teachers": [torch.from_numpy(t) for t in teachers],
-                    "labels": [torch.from_numpy(b) for b in labels]}, tmp)
+                    "labels": [torch.from_numpy(b) for b in labels],
+                    "transmissions": [torch.from_numpy(m) for m in maps or []]}, tmp)
         tmp.replace(cache)
-        return teachers, labels
+        return teachers, labels, maps
 
     def _any_phase(self, key: str) -> bool:
         return any(ph is not None and float(ph[key]) > 0 for ph in self.cfg["phases"].values())
@@ -242,41 +274,63 @@ class Trainer:
             loss = loss + float(self.cfg["train"]["detector_weight"]) * feature_loss(self.features, out, clean)
         return loss
 
-    def _real(self, p, n: int, g):
-        """A batch of real hazy crops, its dehazed version and map, and the teacher-student term
-        (L1 to the classical DCP's output on the whole frame; 0 without ``teacher_weight``)."""
-        teacher_w = float(p["teacher_weight"])
-        if teacher_w > 0:
-            real, teacher = self.real.batch_with_teacher(n, g)
-        else:
-            real, teacher = self.real.batch(n, g), None
-        out_r, mid_r = self.model.forward_with_map(real)
-        consistency = (out_r - teacher).abs().mean() if teacher is not None else out_r.new_zeros(())
-        return real, out_r, mid_r, teacher_w * consistency, {"teacher": float(consistency.detach())} if teacher_w else {}
+    def _synthetic(self, p, hazy, clean, truth):
+        """Dehazed synthetic batch, its bottleneck map and the per-sample supervised loss; with
+        ``physics_weight`` (scattering head) the generator's transmission and airlight are supervised too."""
+        physics_w = float(p["physics_weight"])
+        if physics_w <= 0:
+            out, mid = self.model.forward_with_map(hazy)
+            return out, mid, self._supervised(out, clean), {}
+        maps = self.model.scattering_maps(hazy)
+        out = self.model.apply_coefficients(maps["ab"], maps["work"], hazy)
+        physics = L.scattering_supervision(maps, truth)
+        return out, maps["mid"], self._supervised(out, clean) + physics_w * physics, {
+            "physics": float(physics.detach().mean())}
 
-    def _step_pretrain(self, p, clean, hazy, g):
-        out, _ = self.model.forward_with_map(hazy)
-        loss = self._supervised(out, clean).mean()
-        real, out_r, _, teach, extra = self._real(p, hazy.shape[0], g)
+    def _real(self, p, n: int, g):
+        """A batch of real hazy crops, its dehazed version and map, and the teacher-student terms: L1 to the
+        classical DCP's output on the whole frame (``teacher_weight``) and, for the scattering head, L1 of
+        its transmission to DCP's (``transmission_teacher_weight``)."""
+        teacher_w, t_w = float(p["teacher_weight"]), float(p["transmission_teacher_weight"])
+        crops = self.real.batch_with_teacher(n, g)
+        real = crops[0]
+        teacher = crops[1] if self.real.teachers is not None else None
+        total, extra = real.new_zeros(()), {}
+        if t_w > 0:
+            maps = self.model.scattering_maps(real)
+            out_r, mid_r = self.model.apply_coefficients(maps["ab"], maps["work"], real), maps["mid"]
+            dcp_t = F.adaptive_avg_pool2d(crops[-1], maps["t"].shape[-2:])
+            t_loss = (maps["t"] - dcp_t).abs().mean()
+            total, extra["t_teacher"] = total + t_w * t_loss, float(t_loss.detach())
+        else:
+            out_r, mid_r = self.model.forward_with_map(real)
+        if teacher_w > 0:
+            consistency = (out_r - teacher).abs().mean()
+            total, extra["teacher"] = total + teacher_w * consistency, float(consistency.detach())
+        return real, out_r, mid_r, total, extra
+
+    def _step_pretrain(self, p, clean, hazy, truth, g):
+        _, _, supervised, extra = self._synthetic(p, hazy, clean, truth)
+        real, out_r, _, teach, more = self._real(p, hazy.shape[0], g)
         unsup = (p["dark_channel_weight"] * L.dark_channel_prior_loss(out_r, inp=real)
                  + p["tv_weight"] * L.total_variation(out_r)
                  + p["balance_weight"] * L.colour_balance(out_r, real))
-        return loss + p["unsupervised_weight"] * unsup + teach, {"unsup": float(unsup.detach()), **extra}
+        return (supervised.mean() + p["unsupervised_weight"] * unsup + teach,
+                {"unsup": float(unsup.detach()), **extra, **more})
 
-    def _step_adapt(self, p, clean, hazy, g):
-        out, mid_s = self.model.forward_with_map(hazy)
-        loss = self._supervised(out, clean).mean()
-        _, _, mid_t, teach, extra = self._real(p, hazy.shape[0], g)
+    def _step_adapt(self, p, clean, hazy, truth, g):
+        _, mid_s, supervised, extra = self._synthetic(p, hazy, clean, truth)
+        _, _, mid_t, teach, more = self._real(p, hazy.shape[0], g)
         coral = L.coral_bounded(L.unit_scale(L.spatial_samples(mid_s)), L.unit_scale(L.spatial_samples(mid_t)))
-        return loss + p["coral_weight"] * coral + teach, {"coral": float(coral.detach()), **extra}
+        return supervised.mean() + p["coral_weight"] * coral + teach, {"coral": float(coral.detach()), **extra, **more}
 
-    def _step_finetune(self, p, clean, hazy, g):
-        out, mid = self.model.forward_with_map(hazy)
+    def _step_finetune(self, p, clean, hazy, truth, g):
+        out, mid, supervised, extra = self._synthetic(p, hazy, clean, truth)
         weights = self.learner(mid.mean(dim=(2, 3)))
-        loss = (weights.to(out) * self._supervised(out, clean)).mean()
-        extra = {"w_max": float(weights.max())}
-        if float(p["teacher_weight"]) > 0:  # real haze keeps its anchor while the head adapts
-            _, _, _, teach, more = self._real(p, hazy.shape[0], g)
+        loss = (weights.to(out) * supervised).mean()
+        extra = {"w_max": float(weights.max()), **extra}
+        if float(p["teacher_weight"]) > 0 or float(p["transmission_teacher_weight"]) > 0:
+            _, _, _, teach, more = self._real(p, hazy.shape[0], g)  # real haze keeps its anchor while the head adapts
             loss, extra = loss + teach, {**extra, **more}
         return loss, extra
 
@@ -341,8 +395,8 @@ class Trainer:
         t0 = time.perf_counter()
         for step in range(start, steps):
             g = torch.Generator().manual_seed((int(t["seed"]) * 7919 + PHASES.index(phase)) * 1_000_003 + step)
-            clean, hazy, _ = self.pairs.batch(int(t["batch"]), g)
-            loss, extra = step_fn(p, clean, hazy, g)
+            clean, hazy, truth = self.pairs.batch(int(t["batch"]), g)
+            loss, extra = step_fn(p, clean, hazy, truth, g)
             more, terms = self._large_real_crop_terms(p, int(t["pseudo_batch"]), g)
             loss, extra = loss + more, {**extra, **terms}
             opt.zero_grad()
@@ -371,7 +425,8 @@ class Trainer:
             fh.write(json.dumps(row) + "\n")
         path = self.run_dir / "log.csv"
         fields = ["phase", "step", "loss", "lr", "seconds", "psnr", "ssim", "psnr_input", "real_dark_channel",
-                  "real_dark_channel_input", "real_brightness", "unsup", "teacher", "coral", "w_max", "detection", "smooth"]
+                  "real_dark_channel_input", "real_brightness", "unsup", "teacher", "coral", "w_max", "detection", "smooth",
+                  "physics", "t_teacher"]
         new = not path.exists()
         with path.open("a", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")

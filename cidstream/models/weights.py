@@ -21,7 +21,11 @@ FORMAT_VERSION = 1
 OFFICIAL_CID_NORMALIZATION = Normalization(input="symmetric", output="clamp")
 # Network sizes a weights file's config may hold: key -> (how many integers, 1 for a single one; the
 # least each may be). cid-lite's work_short_side 0 (or null) means "never downscale".
-ARCH_SIZES = {"cid-lite": {"widths": (4, 1), "work_short_side": (1, 0)}, "cid": {"layers": (3, 1)}}
+ARCH_SIZES = {"cid-lite": {"widths": (4, 1), "work_short_side": (1, 0), "refine_radius": (1, 1)},
+              "cid": {"layers": (3, 1)}}
+# Other settings a weights file's config may hold: key -> the words it may be, or the (low, high) range of a number.
+ARCH_SETTINGS = {"cid-lite": {"head": ("affine", "scattering"), "t_min": (0.01, 1.0), "sky_tolerance": (0.0, 1.0),
+                              "keep_brightness": (0.0, 1.0), "max_gain": (1.0, 4.0)}}
 
 
 @dataclass
@@ -89,6 +93,17 @@ def check_config(arch: str, config, path: Path) -> dict:
             what = f"{count} positive integers" if count > 1 else f"an integer of at least {least}"
             raise WeightsError(f"weights {path}: {arch} {key} must be {what}, got {value!r} "
                                "(stored in the weights file)")
+    for key, allowed in ARCH_SETTINGS.get(arch, {}).items():
+        if key not in config:
+            continue
+        value = config[key]
+        if isinstance(allowed[0], str):
+            ok, what = value in allowed, "one of " + ", ".join(allowed)
+        else:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and allowed[0] <= value <= allowed[1]
+            what = f"a number from {allowed[0]} to {allowed[1]}"
+        if not ok:
+            raise WeightsError(f"weights {path}: {arch} {key} must be {what}, got {value!r} (stored in the weights file)")
     return config
 
 
