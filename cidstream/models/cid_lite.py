@@ -9,7 +9,8 @@ makes 25+ fps at 640x360 on two CPU cores possible.
 Two heads fill (a, b):
 
 * ``scattering`` (the shipped weights since round 5): the decoder predicts one transmission map t and the
-  bottleneck one near-grey airlight A per frame; a = g / t and b = g A (1 - 1 / t). One t for all three
+  bottleneck one near-grey airlight A per frame (``airlight_colour: frame``: only its brightness, its colour
+  being that of the frame's haziest pixels); a = g / t and b = g A (1 - 1 / t). One t for all three
   colours and one A per frame cannot paint blotches or tints into flat regions, the sky guard (as the
   runtime's DCP) keeps t near 1 where the frame is within ``sky_tolerance`` of A, and g is a global gain
   that keeps at least ``keep_brightness`` of the input's mean luminance without pushing A past white.
@@ -71,6 +72,7 @@ def guided_upsample(coeffs: torch.Tensor, work: torch.Tensor, full: torch.Tensor
 
 
 HEADS = ("affine", "scattering")
+AIRLIGHT_COLOURS = ("network", "frame")
 
 
 class CIDLite(DehazeModel):
@@ -81,12 +83,15 @@ class CIDLite(DehazeModel):
 
     def __init__(self, widths=(16, 24, 48, 96), work_short_side: int = 360, head: str = "affine",
                  t_min: float = 0.2, sky_tolerance: float = 0.1, keep_brightness: float = 0.6,
-                 max_gain: float = 1.6, refine_radius: int = 2):
+                 max_gain: float = 1.6, refine_radius: int = 2, airlight_colour: str = "network"):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"cid-lite head must be one of {', '.join(HEADS)}, got {head!r}")
         self.head_kind, self.t_min, self.sky_tolerance = head, float(t_min), float(sky_tolerance)
         self.keep_brightness, self.max_gain, self.refine_radius = float(keep_brightness), float(max_gain), int(refine_radius)
+        if airlight_colour not in AIRLIGHT_COLOURS:
+            raise ValueError(f"cid-lite airlight_colour must be one of {', '.join(AIRLIGHT_COLOURS)}, got {airlight_colour!r}")
+        self.airlight_colour = airlight_colour
         c1, c2, c3, c4 = self.widths = tuple(widths)
         # Frames whose short side is at least twice this are average-pooled by an integer factor
         # before the encoder: the coefficients are smooth, so 720p and 1080p cost about what 360p does.
@@ -113,7 +118,7 @@ class CIDLite(DehazeModel):
         if self.head_kind == "scattering":
             cfg |= {"head": "scattering", "t_min": self.t_min, "sky_tolerance": self.sky_tolerance,
                     "keep_brightness": self.keep_brightness, "max_gain": self.max_gain,
-                    "refine_radius": self.refine_radius}
+                    "refine_radius": self.refine_radius, "airlight_colour": self.airlight_colour}
         return cfg
 
     def forward_features(self, x: torch.Tensor):
@@ -174,8 +179,14 @@ class CIDLite(DehazeModel):
         t_net = self.t_min + (1.0 - self.t_min) * torch.sigmoid(logits)
         air = self.airlight_head(mid.float().mean(dim=(2, 3)))
         level = 0.2 + 0.8 * torch.sigmoid(air[:, :1])                 # brightness in [0.2, 1]
-        tint = air[:, 1:] - air[:, 1:].mean(dim=1, keepdim=True)
-        airlight = (level * (1.0 + 0.15 * torch.tanh(tint))).clamp(0.05, 1.0)   # each colour within 15 %
+        if self.airlight_colour == "frame":
+            # the colour of the frame's haziest pixels (a soft top of the per-pixel minimum over colours)
+            weights = torch.softmax(small.amin(dim=1).flatten(1) * 40.0, dim=1).unsqueeze(1)   # N x 1 x hw
+            colour = (small.flatten(2) * weights).sum(dim=2)                                  # N x 3
+            ratio = (colour / colour.mean(dim=1, keepdim=True).clamp(min=1e-3)).clamp(0.85, 1.15)
+        else:
+            ratio = 1.0 + 0.15 * torch.tanh(air[:, 1:] - air[:, 1:].mean(dim=1, keepdim=True))
+        airlight = (level * ratio).clamp(0.05, 1.0)   # each colour within 15 % of the level
         a_map = airlight.view(-1, 3, 1, 1)
         t = t_net
         if self.sky_tolerance > 0:  # |I - A| < K: sky and fog banks, where a small t would amplify noise
