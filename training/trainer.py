@@ -183,10 +183,11 @@ class Trainer:
         torch.manual_seed(int(t["seed"]))
         self.model = build(cfg["model"]["arch"], **cfg["model"]["config"]).to(self.device)
         if getattr(self.model, "head_kind", None) == "scattering":
-            # The brightness-keeping gain is a display step on top of the physics: training learns t and A
-            # without it (with it, the restoration loss would fight it by dehazing less); export builds the
-            # model from the config again, so the shipped weights keep the config's value.
-            self.model.keep_brightness = 0.0
+            # The brightness-keeping gain and the unamplified detail are display steps on top of the physics:
+            # training learns t and A without them (with the gain, the restoration loss would fight it by
+            # dehazing less); export builds the model from the config again, so the shipped weights keep the
+            # config's values.
+            self.model.keep_brightness, self.model.detail_eps = 0.0, 0.0
         d = cfg["data"]
         self.recipe = load_recipe(resolve(d["recipe"]))
         self.log("loading clean and real frames")

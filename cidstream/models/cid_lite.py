@@ -25,7 +25,7 @@ from torch import nn
 
 from .base import DehazeModel, Normalization
 from .blocks import AttentionBlock
-from ..ops.filters import box_filter
+from ..ops.filters import box_filter, grey, guided_filter
 
 
 def conv_bn_act(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, groups: int = 1, act: bool = True):
@@ -83,7 +83,8 @@ class CIDLite(DehazeModel):
 
     def __init__(self, widths=(16, 24, 48, 96), work_short_side: int = 360, head: str = "affine",
                  t_min: float = 0.2, sky_tolerance: float = 0.1, keep_brightness: float = 0.6,
-                 max_gain: float = 1.6, refine_radius: int = 2, airlight_colour: str = "network"):
+                 max_gain: float = 1.6, refine_radius: int = 2, airlight_colour: str = "network",
+                 detail_eps: float = 0.0):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"cid-lite head must be one of {', '.join(HEADS)}, got {head!r}")
@@ -91,7 +92,7 @@ class CIDLite(DehazeModel):
         self.keep_brightness, self.max_gain, self.refine_radius = float(keep_brightness), float(max_gain), int(refine_radius)
         if airlight_colour not in AIRLIGHT_COLOURS:
             raise ValueError(f"cid-lite airlight_colour must be one of {', '.join(AIRLIGHT_COLOURS)}, got {airlight_colour!r}")
-        self.airlight_colour = airlight_colour
+        self.airlight_colour, self.detail_eps = airlight_colour, float(detail_eps)
         c1, c2, c3, c4 = self.widths = tuple(widths)
         # Frames whose short side is at least twice this are average-pooled by an integer factor
         # before the encoder: the coefficients are smooth, so 720p and 1080p cost about what 360p does.
@@ -118,7 +119,8 @@ class CIDLite(DehazeModel):
         if self.head_kind == "scattering":
             cfg |= {"head": "scattering", "t_min": self.t_min, "sky_tolerance": self.sky_tolerance,
                     "keep_brightness": self.keep_brightness, "max_gain": self.max_gain,
-                    "refine_radius": self.refine_radius, "airlight_colour": self.airlight_colour}
+                    "refine_radius": self.refine_radius, "airlight_colour": self.airlight_colour,
+                    "detail_eps": self.detail_eps}
         return cfg
 
     def forward_features(self, x: torch.Tensor):
@@ -212,7 +214,13 @@ class CIDLite(DehazeModel):
 
     def apply_coefficients(self, ab: torch.Tensor, work: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         ab = guided_upsample(ab, work, x, radius=self.refine_radius)
-        return torch.addcmul(ab[:, 3:], ab[:, :3], x.float())
+        x = x.float()
+        if self.detail_eps > 0:
+            # Dehaze the edge-preserving base of the frame and add its fine residue back unamplified: the
+            # noise and codec grain of flat regions (variance under detail_eps) are not multiplied by 1 / t.
+            base = guided_filter(grey(x), x, 2, self.detail_eps)
+            return torch.addcmul(ab[:, 3:], ab[:, :3], base) + (x - base)
+        return torch.addcmul(ab[:, 3:], ab[:, :3], x)
 
     def encoder_modules(self) -> list[nn.Module]:
         """What the adaptation phases freeze: everything up to the bottleneck."""

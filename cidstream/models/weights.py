@@ -25,7 +25,7 @@ ARCH_SIZES = {"cid-lite": {"widths": (4, 1), "work_short_side": (1, 0), "refine_
               "cid": {"layers": (3, 1)}}
 # Other settings a weights file's config may hold: key -> the words it may be, or the (low, high) range of a number.
 ARCH_SETTINGS = {"cid-lite": {"head": ("affine", "scattering"), "t_min": (0.01, 1.0), "sky_tolerance": (0.0, 1.0),
-                              "keep_brightness": (0.0, 1.0), "max_gain": (1.0, 4.0),
+                              "keep_brightness": (0.0, 1.0), "max_gain": (1.0, 4.0), "detail_eps": (0.0, 1.0),
                               "airlight_colour": ("network", "frame")}}
 
 
