@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         print(f"{model:40s} {runtime:12s} {median:7.2f} {ratio:14.2f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine_name(), "size": [360, 640], "batch": 4, "rounds": args.rounds,
+    out.write_text(json.dumps({"machine": machine_name(torch.device("cpu")), "size": [360, 640], "batch": 4, "rounds": args.rounds,
                                "frames": args.frames, "results": rows}, indent=1) + "\n")
     print(f"wrote {out}", file=sys.stderr)
     return 0

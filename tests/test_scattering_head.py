@@ -150,3 +150,31 @@ def test_frame_airlight_takes_the_colour_of_the_haziest_pixels():
     assert float(blue_sky[2] / blue_sky[0]) > 1.08             # the fog's colour, not the fields'
     with pytest.raises(ValueError, match="airlight_colour"):
         build("cid-lite", head="scattering", airlight_colour="sky")
+
+
+def test_export_takes_only_the_display_settings_from_a_config(tmp_path):
+    import yaml
+
+    from cidstream.errors import ConfigError
+    from training.trainer import export, load_train_config
+
+    from .conftest import REPO
+
+    committed = yaml.safe_load((REPO / "configs" / "train" / "cid_lite.yaml").read_text())
+    run_cfg = load_train_config(REPO / "configs" / "train" / "cid_lite.yaml")
+    run_cfg["model"]["config"].update(keep_brightness=0.5, detail_eps=0.0)     # what the run was started with
+    net = build("cid-lite", **run_cfg["model"]["config"])
+    ckpt = tmp_path / "after_finetune.pt"
+    torch.save({"phase": "finetune", "step": 1, "done": ["finetune"], "model": net.state_dict(), "config": run_cfg,
+                "data": {}, "metrics": {}}, ckpt)
+    plain = load_model(str(export(ckpt, tmp_path / "plain.pt"))).model
+    assert (plain.keep_brightness, plain.detail_eps) == (0.5, 0.0)
+    shown = load_model(str(export(ckpt, tmp_path / "shown.pt", REPO / "configs" / "train" / "cid_lite.yaml"))).model
+    want = committed["model"]["config"]
+    assert (shown.keep_brightness, shown.detail_eps) == (want["keep_brightness"], want.get("detail_eps", 0.0))
+    for key, value in net.state_dict().items():
+        assert torch.equal(shown.state_dict()[key], value)
+    other = dict(committed, model={**committed["model"], "config": {**committed["model"]["config"], "t_min": 0.3}})
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    with pytest.raises(ConfigError, match="display settings"):
+        export(ckpt, tmp_path / "x.pt", tmp_path / "other.yaml")

@@ -125,6 +125,10 @@ def register(sub) -> None:
                                      "data, metrics, date) from RUN_DIR/checkpoint.pt or after_<phase>.pt.")
     ex.add_argument("checkpoint")
     ex.add_argument("-o", "--output", required=True, help="weights file to write, e.g. cid_lite.pt")
+    ex.add_argument("--display-from", metavar="CONFIG",
+                    help="take cid-lite's display settings (keep_brightness, detail_eps: training switches them off) "
+                         "from this training config instead of the checkpoint's; the rest of its model section "
+                         "must match the checkpoint's")
     ex.set_defaults(func=cmd_export)
 
     va = tsub.add_parser("validate", help="PSNR/SSIM of models on the held-apart synthetic pairs",
@@ -442,7 +446,7 @@ def cmd_export(args, console) -> int:
 
     check_checkpoint(Path(args.checkpoint))
     check_export_output(Path(args.checkpoint), args.output)
-    path = export(args.checkpoint, args.output)
+    path = export(args.checkpoint, args.output, args.display_from)
     console.print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     return 0
 

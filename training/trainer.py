@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from cidstream.detect.safe_load import load_plain
 from cidstream.errors import ConfigError
 from cidstream.models import build, save_weights
+from cidstream.models.cid_lite import DISPLAY_SETTINGS
 
 from . import losses as L
 from .datasets import load_frames, random_crop
@@ -187,7 +188,8 @@ class Trainer:
             # training learns t and A without them (with the gain, the restoration loss would fight it by
             # dehazing less); export builds the model from the config again, so the shipped weights keep the
             # config's values.
-            self.model.keep_brightness, self.model.detail_eps = 0.0, 0.0
+            for key in DISPLAY_SETTINGS:
+                setattr(self.model, key, 0.0)
         d = cfg["data"]
         self.recipe = load_recipe(resolve(d["recipe"]))
         self.log("loading clean and real frames")
@@ -462,13 +464,28 @@ class Trainer:
                 "phase_seconds": getattr(self, "phase_seconds", {})}
 
 
-def export(checkpoint: str | Path, out: str | Path) -> Path:
-    """Runtime weights with metadata from a training checkpoint (checkpoint.pt or after_<phase>.pt)."""
+def export(checkpoint: str | Path, out: str | Path, display_from: str | Path | None = None) -> Path:
+    """Runtime weights with metadata from a training checkpoint (checkpoint.pt or after_<phase>.pt).
+    ``display_from``: a training config whose model display settings (cid_lite.DISPLAY_SETTINGS, which training
+    switches off) replace the checkpoint's; every other model setting must be the checkpoint's."""
     state = load_plain(checkpoint, "training checkpoint")
     cfg = state["config"]
+    if display_from is not None:
+        cfg = display_settings_from(cfg, load_train_config(display_from), display_from)
     model = build(cfg["model"]["arch"], **cfg["model"].get("config", {}))
     model.load_state_dict(state["model"])
     phases = state["done"] or [state["phase"]]
     return save_weights(model, out, training={"phases": phases, "config": cfg,
                                               "phase_seconds": state.get("phase_seconds", {})},
                         data=state.get("data", {}), metrics=state.get("metrics", {}))
+
+
+def display_settings_from(cfg: dict, other: dict, where) -> dict:
+    """``cfg`` with the model display settings of ``other`` (the same model otherwise, or a ConfigError)."""
+    mine, theirs = cfg["model"], other["model"]
+    learned = lambda m: {k: v for k, v in m.get("config", {}).items() if k not in DISPLAY_SETTINGS}  # noqa: E731
+    if mine["arch"] != theirs["arch"] or learned(mine) != learned(theirs):
+        raise ConfigError(f"{where}: its model section differs from the checkpoint's in more than the display "
+                          f"settings ({', '.join(DISPLAY_SETTINGS)}): export the checkpoint without it")
+    display = {k: v for k, v in theirs.get("config", {}).items() if k in DISPLAY_SETTINGS}
+    return {**cfg, "model": {**mine, "config": {**mine.get("config", {}), **display}}}

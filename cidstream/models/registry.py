@@ -28,7 +28,10 @@ class ModelEntry:
 
 MODELS: dict[str, ModelEntry] = {
     "cid": ModelEntry(CIDNet, "the paper's CID network (Res2Net-101 encoder); needs the official weights file"),
-    "cid-lite": ModelEntry(CIDLite, "real-time CID variant (light encoder, affine head)", WEIGHTS_DIR / "cid_lite.pt"),
+    "cid-lite": ModelEntry(CIDLite, "real-time CID variant (light encoder, scattering head: one transmission map, "
+                                    "one airlight)", WEIGHTS_DIR / "cid_lite.pt"),
+    "cid-lite-affine": ModelEntry(CIDLite, "cid-lite of rounds 1-4 (free affine head; its training saw every dawn_fog "
+                                           "image unlabeled)", WEIGHTS_DIR / "cid_lite_affine.pt"),
     "dcp": ModelEntry(DarkChannelPrior, "dark channel prior + guided filter (training-free baseline)"),
 }
 ARCHITECTURES: dict[str, type[DehazeModel]] = {name: entry.cls for name, entry in MODELS.items()}  # name -> class
