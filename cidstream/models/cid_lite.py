@@ -4,7 +4,8 @@ Design: a small inverted-residual encoder down to 1/16, an attention bottleneck 
 ``mid_conv`` idea at 96 channels), and a decoder that stops at 1/4 of the working resolution. Full-resolution
 work is only ``J = a * I + b`` on coefficient maps upsampled by a guided filter, which is the atmospheric
 scattering model's own form (J = I / t + A (1 - 1 / t)) and keeps every input pixel's detail. This is what
-makes 25+ fps at 640x360 on two CPU cores possible.
+makes real time on two CPU cores possible (``detail_eps`` adds a full-resolution guided filter and about
+halves that speed: docs/benchmarking.md, "Round 5 dehazer").
 
 Two heads fill (a, b):
 
@@ -199,9 +200,9 @@ class CIDLite(DehazeModel):
             t = torch.minimum(t * (self.sky_tolerance / distance).clamp(min=1.0), torch.ones_like(t))
         dehazed = ((small - a_map) / t + a_map).clamp(0.0, 1.0)
         luma = lambda v: 0.299 * v[:, 0:1] + 0.587 * v[:, 1:2] + 0.114 * v[:, 2:3]  # noqa: E731
-        ratio = luma(small).mean(dim=(2, 3), keepdim=True) / luma(dehazed).mean(dim=(2, 3), keepdim=True).clamp(min=1e-3)
+        darkening = luma(small).mean(dim=(2, 3), keepdim=True) / luma(dehazed).mean(dim=(2, 3), keepdim=True).clamp(min=1e-3)
         ceiling = (1.0 / airlight.amax(dim=1)).view(-1, 1, 1, 1).clamp(min=1.0)
-        gain = (self.keep_brightness * ratio).clamp(min=1.0)
+        gain = (self.keep_brightness * darkening).clamp(min=1.0)
         gain = torch.minimum(gain, torch.minimum(ceiling, torch.full_like(ceiling, self.max_gain)))
         inv = 1.0 / t
         ab = torch.cat((gain * inv.expand(-1, 3, -1, -1), gain * a_map * (1.0 - inv)), 1)
