@@ -14,6 +14,11 @@ can steer choices without touching the report halves):
 * highway_fog_cam: frames of the chosen half's days with visibility < 5000 m (visibility.tsv), about 40
   spread evenly.
 
+Each run also counts, per model, the look goals of issue 40 its set medians meet (``GOALS``: sky spread
+<= 1.5, flat spread <= 1.5, cast <= 2.0, sky Δab <= 2.5, L out/in >= 0.75 except on the night clip; a NaN sky
+figure counts as met), the "look cells" round 5's selection rule ranks by (docs/training.md).
+``--goals-of FILE`` prints that count for an earlier run's JSON without running anything.
+
 ``--fade`` adds FADE (Choi, You and Bovik's fog density; ``pip install fade-python``, import ``pyfade``; not a
 cidstream dependency) of the input ("raw") and of each output, on the same scaled images: lower = less fog.
 
@@ -99,6 +104,34 @@ def finite_or_none(x):
     return x
 
 
+GOALS = (("sky_spread_ratio", "<=", 1.5), ("flat_spread_ratio", "<=", 1.5), ("cast", "<=", 2.0),
+         ("sky_cast", "<=", 2.5), ("brightness_ratio", ">=", 0.75))
+NIGHT_SETS = ("foggy_road_real",)   # no brightness goal at night
+
+
+def look_cells(agg: dict) -> dict[str, dict]:
+    """Per model: the look goals its set medians meet, of how many, and the ones missed (set:figure=value)."""
+    out: dict[str, dict] = {}
+    for s, models in agg.items():
+        for m, a in models.items():
+            cell = out.setdefault(m, {"met": 0, "of": 0, "missed": []})
+            for key, op, limit in GOALS:
+                if key == "brightness_ratio" and s in NIGHT_SETS:
+                    continue
+                v = (a.get(key) or {}).get("median")
+                ok = v is None or not np.isfinite(v) or (v <= limit if op == "<=" else v >= limit)
+                cell["of"] += 1
+                cell["met"] += bool(ok)
+                if not ok:
+                    cell["missed"].append(f"{s}:{key}={v:.2f}")
+    return out
+
+
+def print_look_cells(cells: dict) -> None:
+    for m, c in cells.items():
+        print(f"{m}: {c['met']}/{c['of']} look goals met; missed: {', '.join(c['missed']) or 'none'}")
+
+
 def fade_summary(values) -> dict:
     v = np.asarray([float(x) for x in values])
     return {"mean": float(v.mean()), "median": float(np.median(v)), "n": int(v.size)}
@@ -129,7 +162,11 @@ def main(argv=None) -> int:
     p.add_argument("--split", choices=("select", "report"), default="select",
                    help="half of dawn_fog and highway_fog_cam (report: only for figures no choice is made on)")
     p.add_argument("--fade", action="store_true", help="also FADE fog density of input and outputs (needs pyfade)")
+    p.add_argument("--goals-of", metavar="JSON", help="only count the look goals met in an earlier run's JSON")
     args = p.parse_args(argv)
+    if args.goals_of:
+        print_look_cells(look_cells(json.loads(Path(args.goals_of).read_text())["aggregate"]))  # NaN is null there
+        return 0
     models = args.model or ["dcp", "cid-lite"]
     data = Path(args.data)
     if not data.is_dir():
@@ -161,6 +198,8 @@ def main(argv=None) -> int:
         print(f"{s}: {len(items)} images ({time.time() - t0:.0f} s)", file=sys.stderr)
     text = table(agg)
     print(text)
+    cells = look_cells(agg)
+    print_look_cells(cells)
     if fade:
         print("\n| set | " + " | ".join(fade[next(iter(fade))]) + " |  (FADE mean, median in brackets)")
         for s, arms in fade.items():
@@ -170,7 +209,8 @@ def main(argv=None) -> int:
     out.write_text(json.dumps({"command": " ".join(["python", "benchmarks/naturalness.py", *(argv or sys.argv[1:])]),
                                "models": models, "short": args.short, "split": args.split,
                                "machine": platform.machine(), "fade": fade,
-                               "aggregate": finite_or_none(agg), "per_image": finite_or_none(per_image)},
+                               "look_goals": cells, "aggregate": finite_or_none(agg),
+                               "per_image": finite_or_none(per_image)},
                               indent=1, allow_nan=False) + "\n")
     print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -114,3 +114,22 @@ def test_dcp_on_a_real_hazy_image(shared_data):
     assert 0 <= r["flat_fraction"] <= 1
     if math.isfinite(r["flat_spread_ratio"]):
         assert 0.2 < r["flat_spread_ratio"] < 20
+
+
+def test_look_goals_count_the_medians_of_each_set():
+    import importlib.util
+
+    from .conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("naturalness_bench", REPO / "benchmarks" / "naturalness.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    fig = lambda median: {"mean": median, "median": median, "n": 1}  # noqa: E731
+    day = {"sky_spread_ratio": fig(1.4), "flat_spread_ratio": fig(2.0), "cast": fig(1.0), "sky_cast": fig(float("nan")),
+           "brightness_ratio": fig(0.7)}
+    night = {"sky_spread_ratio": fig(1.6), "flat_spread_ratio": fig(1.0), "cast": fig(3.0), "sky_cast": fig(1.0),
+             "brightness_ratio": fig(0.3)}
+    cells = bench.look_cells({"sample": {"m": day}, "foggy_road_real": {"m": night}})["m"]
+    assert (cells["met"], cells["of"]) == (5, 9)   # night: no brightness goal; a NaN sky figure counts as met
+    assert cells["missed"] == ["sample:flat_spread_ratio=2.00", "sample:brightness_ratio=0.70",
+                               "foggy_road_real:sky_spread_ratio=1.60", "foggy_road_real:cast=3.00"]
