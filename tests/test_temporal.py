@@ -185,15 +185,17 @@ def test_config_and_flag(cli):
 
 
 @pytest.mark.slow
-def test_real_clip_smoothing(shared_data):
-    """On the real foggy clip smoothing steadies both models: dcp's averaged airlight lowers its
-    flicker (24 frames: 0.69 -> 0.62), cid-lite's averaged maps its warping error (1.46 -> 1.25)."""
+@pytest.mark.parametrize("model, margin", [("cid-lite-affine", 0.1), ("cid-lite", 0.03)])
+def test_real_clip_smoothing(shared_data, model, margin):
+    """On the real foggy clip smoothing steadies both kinds of model: dcp's averaged airlight lowers its
+    flicker (24 frames: 0.69 -> 0.62), cid-lite's averaged maps its warping error (affine head 1.46 -> 1.25;
+    the scattering head, whose maps are one transmission and one airlight, 1.48 -> 1.42)."""
     clip = shared_data / "videos" / "foggy_road_real.mp4"
     with open_source(str(clip), max_frames=24) as src:
         frames = [f.rgb() for f in src]
     plain = run(Dehazer("dcp", device="cpu", temporal=False), frames)
     smooth = run(Dehazer("dcp", device="cpu"), frames)
     assert flicker_ratio(frames, smooth) < flicker_ratio(frames, plain) - 0.03
-    plain = run(Dehazer("cid-lite", device="cpu", temporal=False), frames)
-    smooth = run(Dehazer("cid-lite", device="cpu"), frames)
-    assert warp_error_ratio(frames, smooth) < warp_error_ratio(frames, plain) - 0.1
+    plain = run(Dehazer(model, device="cpu", temporal=False), frames)
+    smooth = run(Dehazer(model, device="cpu"), frames)
+    assert warp_error_ratio(frames, smooth) < warp_error_ratio(frames, plain) - margin
