@@ -11,6 +11,7 @@ from . import __version__
 from .cli_config import make_config
 from .config import AP_CONF, BatchConfig, DetectConfig, EngineConfig, GateConfig, words
 from .errors import CidstreamError, ConfigError, OutputError
+from .evaluation.splits import ALL, SPLIT_CHOICES
 from .redact import redact_url  # the last net: no printed error shows a camera's password
 
 EXAMPLES_RUN = """examples:
@@ -196,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "0, or the offset the labels show (a warning says so)")
     ev.add_argument("-o", "--output", default="eval_out",
                     help="folder for eval.json and eval.html (default %(default)s)")
-    ev.add_argument("--split", choices=["all", "select", "report"], default="all",
+    ev.add_argument("--split", choices=SPLIT_CHOICES, default=ALL,
                     help="evaluate one fixed half of the images (by a hash of the file name; configs/splits/ lists "
                          "them): choose models and settings on 'select', report figures from 'report' "
                          "(default %(default)s)")

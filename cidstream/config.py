@@ -104,6 +104,10 @@ X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
 
 # --- the settings -----------------------------------------------------------------------------------------
 
+# what runs cid-lite's network and the detectors on a CPU (cpu_runtime.py): one word list for both settings
+CPU_RUNTIMES = OneOf("auto", "torch", "openvino", "onnxruntime")
+
+
 @dataclass
 class DCPParams:
     patch: Annotated[int, Range(1, 255)] = 15   # dark-channel window, pixels
@@ -141,7 +145,7 @@ class EngineConfig:
     max_latency_ms: Annotated[float, Range(0)] = 100.0  # live sources: flush a partial batch after this long
     channels_last: bool = True
     # cid-lite's network on a CPU at fp32: auto = OpenVINO, else onnxruntime (a graph made once, cached); torch
-    cpu_runtime: Annotated[str, OneOf("auto", "torch", "openvino", "onnxruntime")] = "auto"
+    cpu_runtime: Annotated[str, CPU_RUNTIMES] = "auto"
 
 
 @dataclass
@@ -187,7 +191,7 @@ class DetectConfig:
     detector_b: str = ""        # a second detector as extra arms (raw_b/dehazed_b): comparisons
     fuse: Annotated[str, OneOf("", "wbf", "nms")] = ""  # an extra arm: raw and dehazed detections merged
     # the detectors on a CPU: auto = OpenVINO, else onnxruntime (Ultralytics' export, made once, cached); torch
-    cpu_runtime: Annotated[str, OneOf("auto", "torch", "openvino", "onnxruntime")] = "auto"
+    cpu_runtime: Annotated[str, CPU_RUNTIMES] = "auto"
 
 
 @dataclass

@@ -230,20 +230,19 @@ def _step_progress(console, unit: str = ""):
 
 
 def train_device(spec: str) -> tuple[str, str]:
-    """(torch device, Ultralytics device) for --device: auto takes the GPU when there is one."""
-    from cidstream.engine.device import cuda_available
-    from cidstream.errors import ConfigError
+    """(torch device, Ultralytics device) for --device, resolved by select_device like every command; a bare
+    GPU index (Ultralytics' spelling) is cuda:N. A ConfigError, as this flag's errors always were."""
+    from cidstream.engine.device import select_device
+    from cidstream.errors import ConfigError, DeviceError
 
-    if spec == "auto":
-        spec = "cuda" if cuda_available() else "cpu"
-    if spec == "cpu":
+    try:
+        device = select_device(f"cuda:{spec}" if spec.isdigit() else spec)
+    except DeviceError as exc:
+        raise ConfigError(str(exc)) from None
+    if device.type == "cpu":
         return "cpu", "cpu"
-    index = spec.partition(":")[2] if spec.startswith("cuda") else spec
-    if not (index or "0").isdigit():
-        raise ConfigError(f"--device {spec}: use auto, cpu, cuda, cuda:N or a GPU index")
-    if not cuda_available():
-        raise ConfigError(f"--device {spec}: no CUDA GPU is available here (use --device cpu or auto)")
-    return f"cuda:{index or 0}", index or "0"
+    index = device.index or 0
+    return f"cuda:{index}", str(index)
 
 
 def check_cache_name(name: str) -> None:

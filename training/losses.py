@@ -34,12 +34,15 @@ def dark_channel_prior_loss(out: torch.Tensor, patch: int = 9, inp: torch.Tensor
     Measured on the output clamped to [0, 1]: unclamped, a network lowers it by going negative.
     With the input given, pixels within ``sky_tolerance`` of its airlight (sky, where the prior
     does not hold) are left out, as the runtime's DCP does."""
+    # filters.dark_channel(out.clamp(0, 1), patch) in value; max_pool2d kept for its gradient, which gives a
+    # window's share to one pixel of a tie (dark_channel splits it): training stays bit-identical
     dark = -F.max_pool2d(-out.clamp(0, 1).amin(dim=1, keepdim=True), patch, 1, patch // 2)
     if inp is None:
         return dark.mean()
+    from cidstream.config import DCPParams
     from cidstream.ops.filters import dark_channel, estimate_airlight
 
-    airlight = estimate_airlight(inp, dark_channel(inp, patch), 0.001)
+    airlight = estimate_airlight(inp, dark_channel(inp, patch), DCPParams().top_fraction)
     keep = ((inp - airlight).abs().mean(dim=1, keepdim=True) > sky_tolerance).float()
     return (dark * keep).sum() / keep.sum().clamp(min=1.0)
 

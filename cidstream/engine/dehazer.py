@@ -12,7 +12,7 @@ from ..cpu_runtime import resolve_cpu_runtime
 from ..frames import HazeRecord, to_device
 from ..models import CIDLite, DehazeModel, ExportedModel, LoadedModel, load_model
 from ..models.base import frames_to_input, output_to_frames
-from .device import DTYPES, select_device, select_precision
+from .device import DTYPES, is_auto, select_device, select_precision
 from .coefficient_graph import FASTEST, CoefficientGraph
 from .haze import HazeGate, apply_gate
 from .temporal import TemporalSmoother
@@ -76,7 +76,7 @@ class Dehazer:
         self.exported = isinstance(self.net, ExportedModel)
         self.precision = select_precision(precision, self.device)
         if self.exported:
-            self.device = self.net.use_device(self.device, explicit=(device or "auto").lower() != "auto")
+            self.device = self.net.use_device(self.device, explicit=not is_auto(device))
             self.precision = self.net.precision
         elif not self.net.low_precision_ok:
             self.precision = "fp32"
@@ -152,7 +152,7 @@ class Dehazer:
         frame was left raw starts its temporal smoothing afresh when it is dehazed again."""
         if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
             raise ValueError(f"expected uint8 frames shaped (N, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
-        frames = frames.to(self.device, non_blocking=True)
+        frames = to_device(frames, self.device)
         if self.exported:  # a size the graph cannot take is an error on the first frame, clear or not
             self.net.check_size(*frames.shape[1:3])
         haze = self.gate.decide(frames, stream)

@@ -14,15 +14,26 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def means_cuda(name: str) -> bool:
-    """Whether a device setting (auto, cpu, cuda, cuda:N) runs on a GPU here; existence is select_device's check."""
-    name = str(name or "auto").strip().lower()
-    return name.startswith("cuda") or (name == "auto" and cuda_available())
+def device_word(name) -> str:
+    """A device setting as every rule here reads it: none given is auto; case and spaces do not count."""
+    return str(name or "auto").strip().lower()
+
+
+def is_auto(name) -> bool:
+    """Whether a device setting leaves the choice to select_device (auto, or none given)."""
+    return device_word(name) == "auto"
+
+
+def means_cuda(name: str, gpus: float | None = None) -> bool:
+    """Whether a device setting (auto, cpu, cuda, cuda:N) runs on a GPU: here, or where ``gpus`` GPUs are (a Ray
+    cluster's count; auto takes one if there is any). Existence is select_device's check."""
+    if is_auto(name):
+        return cuda_available() if gpus is None else gpus > 0
+    return device_word(name).startswith("cuda")
 
 
 def select_device(name: str = "auto") -> torch.device:
-    asked = str(name or "auto").strip()
-    name = asked.lower()
+    asked, name = str(name).strip(), device_word(name)
     if name == "auto":
         return torch.device("cuda" if cuda_available() else "cpu")
     try:

@@ -11,6 +11,8 @@ import hashlib
 from pathlib import Path
 
 SPLITS = ("select", "report")
+ALL = "all"  # no split: every item
+SPLIT_CHOICES = (ALL, *SPLITS)  # what a --split flag takes
 
 
 def split_of(name: str) -> str:
@@ -21,7 +23,7 @@ def split_of(name: str) -> str:
 
 def in_split(paths, split: str | None) -> list:
     """The paths whose name falls into ``split`` (None or 'all': every path)."""
-    if split in (None, "all"):
+    if split in (None, ALL):
         return list(paths)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: use select, report or all")

@@ -60,10 +60,11 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _wants_cuda(device: str) -> bool:
+def _wants_cuda(device: str, gpus: float | None = None) -> bool:
+    """Whether ``device`` runs on a GPU here, or (``gpus``: a Ray cluster's count) there: engine/device.py decides."""
     from ..engine.device import means_cuda
 
-    return means_cuda(device)
+    return means_cuda(device, gpus)
 
 
 class ProcessEngine(Engine):
@@ -143,7 +144,7 @@ class RayEngine(Engine):
             raise ConfigError(f"cannot start or reach Ray at {address or 'this machine'}: "
                               f"{str(exc).splitlines()[0]}") from None
         resources = ray.cluster_resources()
-        gpus = batch_cfg.gpus_per_task if _cluster_wants_gpu(device, resources) else 0
+        gpus = batch_cfg.gpus_per_task if _wants_cuda(device, resources.get("GPU", 0)) else 0
         cpus = batch_cfg.cpus_per_task
         capacity = int(resources.get("CPU", 1) // cpus)
         if gpus:
@@ -175,12 +176,6 @@ class RayEngine(Engine):
 
     def close(self) -> None:
         self.ray.shutdown()
-
-
-def _cluster_wants_gpu(device: str, resources: dict) -> bool:
-    if device.startswith("cuda"):
-        return True
-    return device == "auto" and resources.get("GPU", 0) > 0
 
 
 def make_engine(batch_cfg, device: str, out_dir: str) -> Engine:
