@@ -24,9 +24,9 @@ import statistics
 import sys
 import tempfile
 import time
+from itertools import islice
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from cidstream.config import AP_CONF, data_root  # noqa: E402
 from cidstream.detect.detector import Detector  # noqa: E402
 from cidstream.engine import Dehazer  # noqa: E402
 from cidstream.evaluation.clear_check import reference_ap  # noqa: E402
+from cidstream.io.containers import rgb_frames  # noqa: E402
 
 SIZES = ((360, 640), (720, 1280))
 BATCH = 4
@@ -46,9 +47,8 @@ RUNTIMES = ("onnxruntime", "openvino")
 
 
 def frames_of(clip: str, n: int, size: tuple[int, int]) -> np.ndarray:
-    with av.open(str(data_root() / "videos" / clip)) as c:
-        return np.stack([cv2.resize(f.to_ndarray(format="rgb24"), size[::-1], interpolation=cv2.INTER_AREA)
-                         for _, f in zip(range(n), c.decode(video=0))])
+    frames = islice(rgb_frames(data_root() / "videos" / clip), n)
+    return np.stack([cv2.resize(f, size[::-1], interpolation=cv2.INTER_AREA) for f in frames])
 
 
 def timed(fn, frames: np.ndarray) -> tuple[float, list]:

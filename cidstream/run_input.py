@@ -16,6 +16,8 @@ from .frames import StreamInfo
 from .io import source_from_config
 from .sinks import sink_from_config
 from .io.atomic import OutputLock, file_ids, same_file
+from .detect.arms import Arm
+from .io.probe import announced_frames
 from .sinks.base import Sink
 from .sinks.media import output_kind
 from .io.sources import image_names
@@ -40,7 +42,7 @@ class InputRun:
 
 
 DETECTION_FILES = ("detections.jsonl", "detections.mot.txt", "detections.coco.json", "report.json", "report.html")
-COMPARE_FILES = tuple(f"detections_{arm}.{kind}" for arm in ("raw", "raw_b", "dehazed_b", "fused", "fused_b")
+COMPARE_FILES = tuple(f"detections_{arm}.{kind}" for arm in Arm if arm not in (Arm.DEHAZED, Arm.DEHAZED_BASE)
                       for kind in ("mot.txt", "coco.json"))  # the extra arms' files only when asked for
 
 
@@ -54,17 +56,6 @@ def input_files(spec: str, max_frames: int | None = None) -> tuple[list[Path], b
     if is_image_input(spec):
         return list_images(spec)[:max_frames], True
     return [Path(spec)], False
-
-
-def _video_frames(spec: str) -> int | None:
-    """Frames a video file announces (None when unknown or unreadable: opening it will say why)."""
-    import av
-
-    try:
-        with av.open(spec) as c:
-            return c.streams.video[0].frames or None if c.streams.video else None
-    except (av.error.FFmpegError, OSError, UnicodeDecodeError):
-        return None
 
 
 def planned_outputs(output: str | Path, names: list[str] | None, images: bool, detect: bool = False,
@@ -102,7 +93,7 @@ def check_output(spec: str, output: str | Path, detect: bool = False, compare: b
             elif images:
                 frames = len(paths)
             elif paths:
-                frames = _video_frames(spec)
+                frames = announced_frames(spec)  # no estimate: a refusal needs the count
                 frames = None if frames is None else min(frames, max_frames or frames)
         if frames != 1:
             what = f"{frames} frames" if frames else "several frames"

@@ -193,3 +193,54 @@ def test_the_ap_confidence_is_written_once():
              if p != PACKAGE / "config.py" and literal.search(code(text))]
     assert not wrong, f"a literal 0.001 detector confidence outside config.py: {wrong}"
     assert literal.search(code((PACKAGE / "config.py").read_text()))
+
+
+AV_MODULES = {"av", "av.container"}  # av.open is av.container.open
+
+
+def av_opens(source: str) -> list[int]:
+    """Lines that use PyAV's ``open``: ``av.open``, also through ``import av as X``, ``av.container.open``,
+    and names bound by ``from av import open``."""
+    tree = ast.parse(source)
+    modules, openers = {}, set()  # local name -> the av module it is; local names of av's open
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name in AV_MODULES:
+                    modules[a.asname or "av"] = a.name if a.asname else "av"
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module in AV_MODULES:
+            for a in node.names:
+                if f"{node.module}.{a.name}" in AV_MODULES:
+                    modules[a.asname or a.name] = f"{node.module}.{a.name}"
+                elif a.name == "open":
+                    openers.add(a.asname or a.name)
+
+    def module_of(node) -> str | None:
+        if isinstance(node, ast.Name):
+            return modules.get(node.id)
+        if isinstance(node, ast.Attribute):
+            base = module_of(node.value)
+            return base and f"{base}.{node.attr}"
+        return None
+
+    return sorted(node.lineno for node in ast.walk(tree)
+                  if isinstance(node, ast.Attribute) and node.attr == "open" and module_of(node.value) in AV_MODULES
+                  or isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in openers)
+
+
+def test_only_io_opens_media_with_pyav():
+    """io/ is the one place that opens media (issue 39): elsewhere io.containers and io.probe do it."""
+    io = PACKAGE / "io"
+    wrong = [f"{p.relative_to(ROOT)}:{line}" for p, text in _code_files() if io not in p.parents
+             for line in av_opens(text)]
+    assert not wrong, "av.open outside cidstream/io/ (use an io function): " + ", ".join(wrong)
+    assert any(av_opens(text) for p, text in _code_files() if io in p.parents)
+
+
+def test_the_av_open_scan_sees_aliases():
+    """The scan must catch every spelling of PyAV's open, and nothing else, or the test above passes vacuously."""
+    source = ("import av\nimport av as pyav\nfrom av import open as av_open\nfrom av import container\n"
+              "av.open('a')\npyav.open('b')\nav_open('c')\ncontainer.open('d')\nav.container.open('e')\n"
+              "opener = av.open\nav.error.FFmpegError\nopen('f')\nPath('g').open()\n")
+    assert av_opens(source) == [5, 6, 7, 8, 9, 10]
+    assert av_opens("def f():\n    from av import open\n    return open('x')\n") == [3]

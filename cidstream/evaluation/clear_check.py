@@ -6,25 +6,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 
 from .ap import GroundTruth, average_precision
 from ..config import AP_CONF
 from ..detect.detections import Detections
 from ..detect.detector import VEHICLE_CLASSES, Detector
+from ..io.containers import rgb_frames
 
 REF_CONF = 0.25
 
 
 def read_every(path: str | Path, step: int) -> list[np.ndarray]:
-    """Every ``step``-th frame of a video as RGB uint8."""
-    frames = []
-    with av.open(str(path)) as c:
-        for i, f in enumerate(c.decode(video=0)):
-            if i % step == 0:
-                frames.append(f.to_ndarray(format="rgb24"))
-    return frames
+    """Every ``step``-th frame of a video as RGB uint8, as stored (io.containers.rgb_frames)."""
+    return list(rgb_frames(path, step))
 
 
 def reference_ap(reference: list[Detections], found: list[Detections], ref_conf: float = REF_CONF) -> float:

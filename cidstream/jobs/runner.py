@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import BatchConfig
+from ..io.probe import announced_frames
 from .executors import Engine
 from .jobs import Job
 from .ledger import DONE, FAILED, PENDING, REFUSED, RUNNING, Ledger, now
@@ -193,19 +194,12 @@ def _record(job: Job, res: dict, elapsed: float, ledger: Ledger, result: JobsRes
 
 
 def probe_frames(path: str) -> int | None:
-    """The frame count a file's header announces (for the progress bar); None when unknown or unreadable."""
-    import av
-
+    """The frame count a file's header announces, or estimates from its duration (for the progress bar);
+    None when unknown or unreadable."""
     try:
-        with av.open(path) as c:
-            s = c.streams.video[0]
-            if s.frames:
-                return int(s.frames)
-            if s.duration and s.time_base and s.average_rate:
-                return int(float(s.duration * s.time_base) * float(s.average_rate))
-    except Exception:  # the worker reports unreadable files properly
+        return announced_frames(path, estimate=True)
+    except Exception:  # any failure at all: the worker reports unreadable files properly
         return None
-    return None
 
 
 def resolve_paths(cfg, out_dir: Path) -> None:

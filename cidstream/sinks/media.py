@@ -17,6 +17,7 @@ from ..config import OutputConfig
 from ..errors import OutputError
 from ..frames import BatchResult, Frame, FrameBatch, StreamInfo
 from ..io.atomic import partial_path, write_error
+from ..io.containers import open_input_container, open_output_container
 from .base import NullSink, Sink
 from .hwcodec import encoder_options, resolve_encoder
 from ..io.images import IMAGE_SUFFIXES, write_image
@@ -117,7 +118,7 @@ class VideoSink(Sink):
         self.codec = encoder.codec
         self.expected_frames = info.frame_count
         try:
-            self.container = av.open(str(self.writing), mode="w", options=container_options or {})
+            self.container = open_output_container(self.writing, container_options)
         except (av.error.FFmpegError, OSError) as exc:
             raise OutputError(f"cannot write video {self.path}: {ffmpeg_message(exc)}") from exc
         self.stream = None
@@ -132,7 +133,7 @@ class VideoSink(Sink):
 
     def _open_audio(self, source: str) -> None:
         try:
-            self._audio_in = av.open(source)
+            self._audio_in = open_input_container(source)
             a_in = self._audio_in.streams.audio[0]
             self._audio_out = self.container.add_stream_from_template(a_in)
             self._audio_packets = self._audio_in.demux(a_in)
