@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .arms import Arm
 from .detections import Detections
 from .detector import Detector
 from .detectors import Detectors
@@ -13,11 +14,11 @@ from .fusion import fuse as fuse_views
 from .tracking import Tracker
 
 
-def arm_names(detector_b: bool, fuse: str | None, compare: bool = True) -> tuple[str, ...]:
+def arm_names(detector_b: bool, fuse: str | None, compare: bool = True) -> tuple[Arm, ...]:
     """The arms beyond dehazed (and raw in compare mode): raw_b and dehazed_b through the second
     detector, fused (raw and dehazed detections merged) per detector."""
-    b = (("raw_b",) if compare else ()) + ("dehazed_b",) if detector_b else ()
-    fused = (("fused",) + (("fused_b",) if detector_b else ())) if fuse else ()
+    b = ((Arm.RAW_B,) if compare else ()) + (Arm.DEHAZED_B,) if detector_b else ()
+    fused = ((Arm.FUSED,) + ((Arm.FUSED_B,) if detector_b else ())) if fuse else ()
     return b + fused
 
 
@@ -71,7 +72,7 @@ class DetectStage:
         self.compare, self.track, self.frame_rate = compare, track, frame_rate
         self.keep_base = keep_base and self.detectors.fog is not None
         self.extra = arm_names(self.detectors.second is not None, self.detectors.fuse, compare)
-        self.arms = (("raw", "dehazed") if compare else ("dehazed",)) + self.extra
+        self.arms = ((Arm.RAW, Arm.DEHAZED) if compare else (Arm.DEHAZED,)) + self.extra
         self.trackers: dict[tuple, Tracker] = {}
         self.frame_rates: dict[str, float] = {}   # per stream, where it differs from frame_rate (live cameras)
 
@@ -84,7 +85,7 @@ class DetectStage:
         raw_arm = raw is not None and self.compare
         with_raw = raw_arm or bool(d.fuse)   # fusion merges raw and dehazed detections (raw None: the dehazed)
         raw = dehazed if raw is None else raw
-        arms: dict[str, list[Detections]] = {}
+        arms: dict[Arm, list[Detections]] = {}
         if d.fog is None:
             hazy, clear = every[:0], every
         else:
@@ -97,30 +98,30 @@ class DetectStage:
         on_raw, on_dehazed = _detect_parts(d.base, [(raw, base_raw), (dehazed, base_dehazed)])
         by_raw = dict(zip(base_raw.tolist(), on_raw))
         if raw_arm:
-            arms["raw"] = on_raw
+            arms[Arm.RAW] = on_raw
         if d.fog is None:
-            arms["dehazed"] = on_dehazed
+            arms[Arm.DEHAZED] = on_dehazed
         else:
             if self.keep_base or d.fuse:
-                arms["dehazed_base"] = on_dehazed
+                arms[Arm.DEHAZED_BASE] = on_dehazed
             views = {"dehazed": [(dehazed, hazy)], "raw": [(raw, hazy)],
                      "fused": [(raw, hazy), (dehazed, hazy)]}[d.fog_view]
             found = _detect_parts(d.fog, views)
             fog = found[0] if len(found) == 1 else [fuse_views([a, b], "wbf") for a, b in zip(*found)]
             chosen = dict(zip(hazy.tolist(), fog))
-            arms["dehazed"] = [chosen[i] if i in chosen else by_raw[i] for i in range(n)]
+            arms[Arm.DEHAZED] = [chosen[i] if i in chosen else by_raw[i] for i in range(n)]
         if d.second is not None:
-            raw_b, arms["dehazed_b"] = _detect_parts(d.second, [(raw, every if with_raw else every[:0]),
-                                                                (dehazed, every)])
+            raw_b, arms[Arm.DEHAZED_B] = _detect_parts(d.second, [(raw, every if with_raw else every[:0]),
+                                                                  (dehazed, every)])
             if raw_arm:
-                arms["raw_b"] = raw_b
+                arms[Arm.RAW_B] = raw_b
         if d.fuse:
-            base_dehazed_arm = arms.get("dehazed_base", arms["dehazed"])
-            arms["fused"] = [fuse_views([r, x], d.fuse) for r, x in zip(on_raw, base_dehazed_arm)]
+            base_dehazed_arm = arms.get(Arm.DEHAZED_BASE, arms[Arm.DEHAZED])
+            arms[Arm.FUSED] = [fuse_views([r, x], d.fuse) for r, x in zip(on_raw, base_dehazed_arm)]
             if d.second is not None:
-                arms["fused_b"] = [fuse_views([r, x], d.fuse) for r, x in zip(raw_b, arms["dehazed_b"])]
+                arms[Arm.FUSED_B] = [fuse_views([r, x], d.fuse) for r, x in zip(raw_b, arms[Arm.DEHAZED_B])]
         if not self.keep_base:
-            arms.pop("dehazed_base", None)
+            arms.pop(Arm.DEHAZED_BASE, None)
         if self.track:
             keys = streams or [None] * n
             arms = {arm: [self._tracker(keys[i], arm).update(det) for i, det in enumerate(dets)]

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from .. import __version__
+from ..detect.arms import B_SUFFIX, Arm, fused_arm, per_frame_arm
 from ..detect.detectors import Detectors
 from ..detect.stage import DetectStage
 from ..frames import BatchResult, Frame, FrameBatch
@@ -36,8 +37,6 @@ VEHICLE = "vehicle"  # the class-agnostic pseudo-class over all evaluated classe
 # (IoU >= 0.5, any class) vote for "label id - detector id". With at least SHIFT_MIN_VOTES votes of which
 # SHIFT_MIN_SHARE agree on one offset other than --yolo-id-offset, that offset is used and a warning says so.
 SHIFT_MIN_VOTES, SHIFT_MIN_SHARE, SHIFT_CONF = 5, 0.7, 0.25
-B_SUFFIX = " [B]"  # arms of the second detector (--detector-b)
-PER_FRAME = " per-frame"  # arms of the per-frame detector choice (--fog-detector)
 
 
 def _truth_for(boxes, classes) -> dict[str, GroundTruth]:
@@ -155,9 +154,9 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detectors, label
         if missing:
             raise ConfigError(f"--detector-b {detector_b.label} has no class {', '.join(sorted(missing))}: both "
                               "detectors must know the evaluated classes")
-    views = ["raw"] + list(dehazers)
-    fused = [f"raw+{m} {fuse}" for m in dehazers] if fuse else []
-    per_frame = [f"{m}{PER_FRAME}" for m in dehazers] if detectors.fog is not None else []  # same classes: Detectors
+    views = [Arm.RAW] + list(dehazers)
+    fused = [fused_arm(m, fuse) for m in dehazers] if fuse else []
+    per_frame = [per_frame_arm(m) for m in dehazers] if detectors.fog is not None else []  # same classes: Detectors
     variants = [v + sfx for sfx in detectors_by for v in views + fused] + per_frame
     gt: dict[str, list[Box]] = {}
     notes = LabelNotes()  # boxes clipped or left out, unknown names: told once below
@@ -175,9 +174,9 @@ def run_eval(images_spec: str, labels_dir: str, dehazers: dict, detectors, label
         for sfx, dt_model in detectors_by.items():
             dets = per_detector[sfx]
             if sfx == "" and fmt == "yolo":
-                _offset_votes(votes, boxes, dets["raw"])
+                _offset_votes(votes, boxes, dets[Arm.RAW])
             for m, name in zip(dehazers, fused):
-                dets[name] = fuse_views([dets["raw"], dets[m]], fuse)
+                dets[name] = fuse_views([dets[Arm.RAW], dets[m]], fuse)
             for v, det in dets.items():
                 arm = v + sfx
                 for i in range(len(det)):
@@ -295,11 +294,11 @@ class _ViewDetections(Sink):
         for i, frame in enumerate(result.batch.frames):
             per_detector = self.detected.setdefault(frame.index, {})
             base = per_detector.setdefault("", {})
-            base[self.view] = arms["dehazed_base"][i] if "dehazed_base" in arms else arms["dehazed"][i]
-            if "dehazed_base" in arms:  # a fog detector: the per-frame choice is the stage's output
-                base[f"{self.view}{PER_FRAME}"] = arms["dehazed"][i]
-            if "dehazed_b" in result.arms:
-                per_detector.setdefault(B_SUFFIX, {})[self.view] = result.arms["dehazed_b"][i]
+            base[self.view] = arms[Arm.DEHAZED_BASE][i] if Arm.DEHAZED_BASE in arms else arms[Arm.DEHAZED][i]
+            if Arm.DEHAZED_BASE in arms:  # a fog detector: the per-frame choice is the stage's output
+                base[per_frame_arm(self.view)] = arms[Arm.DEHAZED][i]
+            if Arm.DEHAZED_B in result.arms:
+                per_detector.setdefault(B_SUFFIX, {})[self.view] = result.arms[Arm.DEHAZED_B][i]
         self.done[0] += len(result)
         if self.progress is not None:
             self.progress(self.done[0], self.total)
@@ -328,7 +327,7 @@ def _detect_views(images: list[Path], batch: int, sizes: dict, dehazers: dict, d
     pipelines = [Pipeline(DehazeStage(dehazer, device),
                           DetectStage(plain if dehazer is None else per_frame, keep_base=True),
                           [_ViewDetections(view, detected, done, total, progress)])
-                 for view, dehazer in [("raw", None), *dehazers.items()]]
+                 for view, dehazer in [(Arm.RAW, None), *dehazers.items()]]
     try:
         for fb in _image_batches(images, batch, sizes):
             for pipeline in pipelines:
@@ -357,7 +356,7 @@ def _examples(images, dehazers, detectors, shown, pairs, fmt, offset, count) -> 
     if not dehazers or count <= 0:
         return []
     first = next(iter(dehazers))
-    ranked = sorted(images, key=lambda p: -abs(shown[first][p] - shown["raw"][p]))[:count]
+    ranked = sorted(images, key=lambda p: -abs(shown[first][p] - shown[Arm.RAW][p]))[:count]
     saved = {sfx: d.conf for sfx, d in detectors.items()}
     for d in detectors.values():
         d.conf = max(d.conf, 0.25)  # draw what a user would see, not the AP ranking tail
@@ -368,7 +367,7 @@ def _examples(images, dehazers, detectors, shown, pairs, fmt, offset, count) -> 
             h, w = rgb.shape[:2]
             names = detectors[""].names
             gt = read_labels(pairs[path], fmt, w, h, names, offset)
-            frames = {v: rgb if v == "raw" else dehazers[v](rgb) for v in ["raw"] + list(dehazers)}
+            frames = {v: rgb if v == Arm.RAW else dehazers[v](rgb) for v in [Arm.RAW] + list(dehazers)}
             rows = []  # one row of views per detector
             for sfx, d in detectors.items():
                 panels = []
@@ -416,7 +415,7 @@ def render_eval_html(report: dict) -> str:
     variants = list(report["results"])
     rows = ""
     for cls in report["classes"] + [VEHICLE]:
-        pos = report["results"]["raw"]["per_class"][cls]["positives"]
+        pos = report["results"][Arm.RAW]["per_class"][cls]["positives"]
         cells = "".join(f"<td>{_fmt(report['results'][v]['per_class'][cls]['ap50'])}</td>" for v in variants)
         name = f"<b>{cls} (class-agnostic)</b>" if cls == VEHICLE else e(cls)
         rows += f"<tr><td>{name}</td><td>{pos}</td>{cells}</tr>"
@@ -440,9 +439,9 @@ def render_eval_html(report: dict) -> str:
         arms_note += (f"<p>Arms without a tag: detector <b>{e(report['detector'])}</b>; arms tagged{e(B_SUFFIX)}: "
                       f"detector <b>{e(report['detector_b'])}</b>.</p>")
     if report.get("fuse"):
-        arms_note += (f"<p>Arms “raw+MODEL {e(report['fuse'])}”: one detector's detections on the raw image and on "
-                      f"MODEL's output merged ({'weighted box fusion' if report['fuse'] == 'wbf' else 'NMS'}, "
-                      f"IoU {FUSE_IOU[report['fuse']]}).</p>")
+        method = "weighted box fusion" if report["fuse"] == "wbf" else "NMS"
+        arms_note += (f"<p>Arms “{e(fused_arm('MODEL', report['fuse']))}”: one detector's detections on the raw "
+                      f"image and on MODEL's output merged ({method}, IoU {FUSE_IOU[report['fuse']]}).</p>")
     examples = "".join(f"<h3>{e(x['image'])}</h3><img alt='{e(x['image'])}' "
                        f"src='data:image/jpeg;base64,{x['image_jpeg_base64']}'>" for x in report["examples"])
     return f"""<!doctype html><html lang=en><head><meta charset=utf-8><title>cidstream eval</title>

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from .. import __version__
+from ..detect.arms import Arm
 from ..sinks.report import CSS, UNLABELLED_NOTE, file_href
 from .jobs import Job
 from ..io.atomic import write_atomic
@@ -26,13 +27,13 @@ def build_batch_report(jobs: list[Job], ledger: Ledger, result: JobsResult, meta
             row["fps"] = round(row["frames"] / e["pipeline_seconds"], 2)
         files.append(row)
         if row["state"] == DONE and row["summary"]:
-            for k in ("raw", "dehazed"):
+            for k in (Arm.RAW, Arm.DEHAZED):
                 if k in row["summary"]:
                     vehicles[k] = vehicles.get(k, 0) + row["summary"][k]
-    if "raw" in vehicles:
-        vehicles["difference"] = vehicles["dehazed"] - vehicles["raw"]
-        vehicles["relative_change"] = (round(vehicles["difference"] / vehicles["raw"], 4)
-                                       if vehicles["raw"] else None)
+    if Arm.RAW in vehicles:
+        vehicles["difference"] = vehicles[Arm.DEHAZED] - vehicles[Arm.RAW]
+        vehicles["relative_change"] = (round(vehicles["difference"] / vehicles[Arm.RAW], 4)
+                                       if vehicles[Arm.RAW] else None)
     states = [f["state"] for f in files]
     return {
         "cidstream_version": __version__, "created": dt.datetime.now().isoformat(timespec="seconds"), **meta,
@@ -59,15 +60,15 @@ def render_batch_html(report: dict) -> str:
              f"<div class=card>this run<b>{r['fps']:.1f} fps</b>{r['frames']} frames in {r['seconds']:.0f} s</div>"
              if r["fps"] is not None else "<div class=card>this run<b>nothing ran</b>every file was done earlier or "
                                           "failed to start</div>"]
-    if "raw" in v:
+    if Arm.RAW in v:
         rel = f" ({v['relative_change']:+.1%})" if v.get("relative_change") is not None else ""
         cards.append(f"<div class=card>detections dehazed − raw<b>{v['difference']:+d}{rel}</b>"
-                     f"{v['raw']} raw, {v['dehazed']} dehazed</div>")
-    elif "dehazed" in v:
-        cards.append(f"<div class=card>vehicles (dehazed)<b>{v['dehazed']}</b>detections over all frames</div>")
-    compare = "raw" in v
+                     f"{v[Arm.RAW]} raw, {v[Arm.DEHAZED]} dehazed</div>")
+    elif Arm.DEHAZED in v:
+        cards.append(f"<div class=card>vehicles (dehazed)<b>{v[Arm.DEHAZED]}</b>detections over all frames</div>")
+    compare = Arm.RAW in v
     head = "<tr><th>file</th><th>state</th><th>frames</th><th>fps</th>" + \
-           ("<th>raw</th><th>dehazed</th><th>difference</th>" if compare else
+           (f"<th>{Arm.RAW}</th><th>{Arm.DEHAZED}</th><th>difference</th>" if compare else
             "<th>vehicles</th>" if v else "") + "<th>output / error</th></tr>"
     rows = []
     for f in report["files"]:
@@ -77,10 +78,10 @@ def render_batch_html(report: dict) -> str:
                  + ("" if f["this_run"] or f["state"] != DONE else " <span class=muted>(earlier)</span>"),
                  str(f["frames"] or "–"), str(f.get("fps", "–"))]
         if compare:
-            cells += [str(s.get("raw", "–")), str(s.get("dehazed", "–")),
+            cells += [str(s.get(Arm.RAW, "–")), str(s.get(Arm.DEHAZED, "–")),
                       f"{s['difference']:+d}" if "difference" in s else "–"]
         elif v:
-            cells.append(str(s.get("dehazed", "–")))
+            cells.append(str(s.get(Arm.DEHAZED, "–")))
         if f["state"] == FAILED:
             cells.append(f"<span class=down>{e(f['error'] or '')}</span>")
         else:

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..detect.arms import Arm
 from ..errors import CidstreamError
 from .jobs import Job, model_settings
 from .staging import checksums, publish, staging_dir
@@ -143,10 +144,10 @@ def _detection_summary(report: dict | None) -> dict | None:
     if not report:
         return None
     totals = report["totals"]
-    out = {"frames": report["frames"], "dehazed": totals["dehazed"]["vehicles"]}
-    if "raw" in totals:
-        out["raw"] = totals["raw"]["vehicles"]
-        out["difference"] = out["dehazed"] - out["raw"]
+    out = {"frames": report["frames"], Arm.DEHAZED: totals[Arm.DEHAZED]["vehicles"]}
+    if Arm.RAW in totals:
+        out[Arm.RAW] = totals[Arm.RAW]["vehicles"]
+        out["difference"] = out[Arm.DEHAZED] - out[Arm.RAW]
     if report.get("unique_vehicles"):
         out["unique_vehicles"] = report["unique_vehicles"]
     return out

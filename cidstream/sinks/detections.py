@@ -12,12 +12,13 @@ from ..frames import BatchResult, StreamInfo
 from ..io.atomic import partial_path, write_atomic, write_error
 from .base import Sink
 from .media import EncoderSettings, ImageFolderSink, ThreadedSink, VideoSink, sink_from_config
+from ..detect.arms import B_SUFFIX, Arm
 from ..detect.detections import Detections
 from ..detect.draw import side_by_side
 from .report import ReportCollector, build_report, write_report
 from ..detect.stage import DetectStage, hazy_frames
 
-STREAMS = ("dehazed", "raw")
+STREAMS = (Arm.DEHAZED, Arm.RAW)
 
 
 class DetectionLog(Sink):
@@ -63,7 +64,7 @@ class DetectionLog(Sink):
 
     @staticmethod
     def _stem(stream: str, suffix: str) -> str:
-        return f"detections.{suffix}" if stream == "dehazed" else f"detections_{stream}.{suffix}"
+        return f"detections.{suffix}" if stream == Arm.DEHAZED else f"detections_{stream}.{suffix}"
 
     def write_result(self, result: BatchResult) -> None:
         try:
@@ -161,8 +162,8 @@ class SideBySideSink(Sink):
         for i, frame in enumerate(result.batch.frames):
             image = side_by_side(raw[i], dehazed[i], raw_dets[i], result.detections[i], self.names)
             if self.second:
-                below = side_by_side(raw[i], dehazed[i], result.arms["raw_b"][i], result.arms["dehazed_b"][i],
-                                     self.names, suffix=" [B]")
+                below = side_by_side(raw[i], dehazed[i], result.arms[Arm.RAW_B][i], result.arms[Arm.DEHAZED_B][i],
+                                     self.names, suffix=B_SUFFIX)
                 image = np.concatenate([image, below], axis=0)
             self.target.write(frame, image)
             self.written += 1

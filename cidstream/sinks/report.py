@@ -18,6 +18,7 @@ from ..engine.haze import VIS_MAX_M, VIS_MIN_M, gate_counts
 from ..frames import BatchResult
 from ..io.atomic import write_atomic
 from .base import Sink
+from ..detect.arms import Arm, b_tagged
 from ..detect.detections import Detections, box_iou
 from ..detect.draw import side_by_side
 
@@ -61,7 +62,7 @@ class ReportCollector(Sink):
 
     def __init__(self, names: dict[int, str], compare: bool, extra: tuple[str, ...] = ()):
         self.names, self.compare = names, compare
-        self.streams = (("raw", "dehazed") if compare else ("dehazed",)) + tuple(extra)
+        self.streams = ((Arm.RAW, Arm.DEHAZED) if compare else (Arm.DEHAZED,)) + tuple(extra)
         self.frame_index: list[int] = []
         self.times: list[float | None] = []
         self.counts = {s: [] for s in self.streams}
@@ -101,11 +102,11 @@ class ReportCollector(Sink):
                 self.conf_hist[s] += np.histogram(d.confidence, bins=CONF_BINS)[0]
                 self.conf_sum[s] += float(d.confidence.sum())
             if self.compare:
-                m, r, dh = match_counts(dets["raw"][i], dets["dehazed"][i])
+                m, r, dh = match_counts(dets[Arm.RAW][i], dets[Arm.DEHAZED][i])
                 self.agreement["matched"] += m
                 self.agreement["raw_only"] += r
                 self.agreement["dehazed_only"] += dh
-                gain = len(dets["dehazed"][i]) - len(dets["raw"][i])
+                gain = len(dets[Arm.DEHAZED][i]) - len(dets[Arm.RAW][i])
                 self._keep(self._more if gain > 0 else self._fewer, abs(gain), frame, result, i)
             self.written += 1
 
@@ -139,13 +140,13 @@ def build_report(col: ReportCollector, meta: dict, stats, tracking: dict | None 
               "per_frame": {"frame": col.frame_index, "time": col.times, **{s: col.counts[s] for s in col.streams}},
               "confidence_bins": [round(float(b), 2) for b in CONF_BINS]}
     if col.compare:
-        raw, deh = np.asarray(col.counts["raw"]), np.asarray(col.counts["dehazed"])
+        raw, deh = np.asarray(col.counts[Arm.RAW]), np.asarray(col.counts[Arm.DEHAZED])
         a = col.agreement
         union = a["matched"] + a["raw_only"] + a["dehazed_only"]
+        raw_total, dehazed_total = totals[Arm.RAW]["vehicles"], totals[Arm.DEHAZED]["vehicles"]
         report["comparison"] = {
-            "difference": totals["dehazed"]["vehicles"] - totals["raw"]["vehicles"],
-            "relative_change": (round((totals["dehazed"]["vehicles"] - totals["raw"]["vehicles"])
-                                      / totals["raw"]["vehicles"], 4) if totals["raw"]["vehicles"] else None),
+            "difference": dehazed_total - raw_total,
+            "relative_change": round((dehazed_total - raw_total) / raw_total, 4) if raw_total else None,
             "frames_more": int((deh > raw).sum()), "frames_fewer": int((deh < raw).sum()),
             "frames_equal": int((deh == raw).sum()),
             "agreement": {**a, "iou": 0.5, "rate": round(a["matched"] / union, 4) if union else None},
@@ -219,8 +220,10 @@ def speed_rows_for_people(speed: dict) -> list[tuple[str, str]]:
 
 
 STREAM_COLORS = ("#8c8c8c", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
-ARM_LABELS = {"raw": "raw", "dehazed": "dehazed", "raw_b": "raw [B]", "dehazed_b": "dehazed [B]",
-              "fused": "fused raw+dehazed", "fused_b": "fused raw+dehazed [B]"}
+# Each arm as people read it (the page's cards, the run summary): the second detector's as the base one's, tagged.
+_FUSED_LABEL = f"fused {Arm.RAW}+{Arm.DEHAZED}"
+ARM_LABELS = {Arm.RAW: str(Arm.RAW), Arm.DEHAZED: str(Arm.DEHAZED), Arm.RAW_B: b_tagged(Arm.RAW),
+              Arm.DEHAZED_B: b_tagged(Arm.DEHAZED), Arm.FUSED: _FUSED_LABEL, Arm.FUSED_B: b_tagged(_FUSED_LABEL)}
 
 
 # Meteorological fog bands for the visibility plot: (upper bound in metres, name, shade), widest first.
