@@ -26,9 +26,9 @@ from .evaluation.stability import StabilityMeter
 from .frames import BatchResult, FrameBatch
 from .io import source_from_config
 from .io.atomic import check_writable_file, write_atomic, write_error
-from .io.reader import BackgroundReader
 from .ops.color import rgb_to_yuv420
 from .pipeline import DehazeStage, Pipeline, source_batches
+from .pipeline.loop import reader_for
 from .sinks import ThreadedSink
 from .sinks.base import NullSink, Sink
 from .sinks.media import EncoderSettings, VideoSink, uses_i420
@@ -205,7 +205,7 @@ def _pipelines(open_source, streams: int, dehazer, sinks_for, cfg, stage_for) ->
     def one(i, src):
         try:
             pipeline = Pipeline(DehazeStage(dehazer), stage_for(), [sinks_for(i, src, lock.stop)], model_lock=lock)
-            reader = BackgroundReader(lambda: iter(src), maxsize=cfg.input.queue_size, name="decoder").start()
+            reader = reader_for(src, cfg.input.queue_size)  # as run reads it: decoded ahead, or a camera's own queue
             stats.append(pipeline.run(source_batches(src, reader, e.batch, e.max_latency_ms, pipeline.stats)))
         except BaseException as exc:  # surfaced below
             errors.append(exc)

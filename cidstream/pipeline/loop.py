@@ -127,7 +127,7 @@ class _Guarded:
         return getattr(self.reader, name)
 
 
-def _reader_for(source: Source, queue_size: int, guard: _SizeGuard | None = None):
+def reader_for(source: Source, queue_size: int, guard: _SizeGuard | None = None):
     """A file is decoded ahead into a queue of ``queue_size`` (input.queue_size) frames; a live source
     is read straight from its own drop-oldest queue (live.queue_size): a second queue behind it would
     hold up to ``queue_size`` more stale frames, and latency would grow by as many frame times.
@@ -346,7 +346,7 @@ def dehaze_stream(source: Source, dehazer: Dehazer, batch: int = EngineConfig.ba
                   queue_size: int = InputConfig.queue_size) -> Iterator[tuple[FrameBatch, np.ndarray]]:
     """Python API: yields (batch, dehazed uint8 images) for a source, decoding in the background."""
     pipeline = Pipeline(DehazeStage(dehazer))
-    batches = source_batches(source, _reader_for(source, queue_size), batch, max_latency_ms, pipeline.stats)
+    batches = source_batches(source, reader_for(source, queue_size), batch, max_latency_ms, pipeline.stats)
     try:
         for fb in batches:
             yield fb, pipeline.process(fb).dehazed
@@ -366,7 +366,7 @@ def run_pipeline(source: Source, dehazer: Dehazer, sinks: Sink | list[Sink], bat
     pipeline = Pipeline(DehazeStage(dehazer), detect, sinks if isinstance(sinks, list) else [sinks],
                         on_batch, model_lock, live=source.live)
     guard = _SizeGuard(frame_check, source) if frame_check is not None else None
-    return pipeline.run(source_batches(source, _reader_for(source, queue_size, guard), batch, max_latency_ms,
+    return pipeline.run(source_batches(source, reader_for(source, queue_size, guard), batch, max_latency_ms,
                                        pipeline.stats, duration))
 
 
