@@ -4,8 +4,8 @@ Design: a small inverted-residual encoder down to 1/16, an attention bottleneck 
 ``mid_conv`` idea at 96 channels), and a decoder that stops at 1/4 of the working resolution. Full-resolution
 work is only ``J = a * I + b`` on coefficient maps upsampled by a guided filter, which is the atmospheric
 scattering model's own form (J = I / t + A (1 - 1 / t)) and keeps every input pixel's detail. This is what
-makes real time on two CPU cores possible (``detail_eps`` adds a full-resolution guided filter and about
-halves that speed: docs/benchmarking.md, "Round 5 dehazer").
+makes real time on two CPU cores possible (``detail_eps`` adds a half-resolution guided filter of the
+luminance; its cost: docs/benchmarking.md, "Round 5 dehazer").
 
 Two heads fill (a, b):
 
@@ -220,10 +220,12 @@ class CIDLite(DehazeModel):
         ab = guided_upsample(ab, work, x, radius=self.refine_radius)
         x = x.float()
         if self.detail_eps > 0:
-            # Dehaze the edge-preserving base of the frame and add its fine residue back unamplified: the
-            # noise and codec grain of flat regions (variance under detail_eps) are not multiplied by 1 / t.
-            base = guided_filter(grey(x), x, 2, self.detail_eps)
-            return torch.addcmul(ab[:, 3:], ab[:, :3], base) + (x - base)
+            # Dehaze the edge-preserving base of the frame and add its fine luminance residue d back
+            # unamplified (a (x - d) + b + d): the noise and codec grain of flat regions (variance under
+            # detail_eps) are not multiplied by 1 / t. One channel and a half-resolution filter keep it cheap.
+            luma = grey(x)
+            detail = luma - guided_filter(luma, luma, 2, self.detail_eps, subsample=2)
+            return torch.addcmul(ab[:, 3:] + detail, ab[:, :3], x - detail)
         return torch.addcmul(ab[:, 3:], ab[:, :3], x)
 
     def encoder_modules(self) -> list[nn.Module]:
