@@ -11,7 +11,7 @@ import cv2
 import pytest
 
 from .conftest import SAMPLE, frame_count, run_cli_subprocess
-from .test_audit_run import StderrLines, being_written, has_open, start_run, summary_frames, wait_for
+from .test_run_command import StderrLines, being_written, has_open, start_run, summary_frames, wait_for
 
 pytestmark = pytest.mark.slow  # real CLI runs on real clips, subprocesses and signals: all end to end
 

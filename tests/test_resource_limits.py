@@ -12,7 +12,7 @@ from cidstream.config import load_config, parse_assignment
 from cidstream.errors import ConfigError
 
 from .conftest import SAMPLE
-from .test_audit_run import has_open
+from .test_run_command import has_open
 
 DCP = ("--model", "dcp", "--no-progress")
 CPU = ("--device", "cpu")  # where the messages below name the host's memory (on CUDA the batch is the GPU's)

@@ -2,7 +2,7 @@
 file (it is shown as user:***@) while the real URL still opens the stream; links in HTML reports are
 relative file links only.
 
-Streams come from a real HTTP server on 127.0.0.1 (tests/test_audit_http_sources.py's, which asks for
+Streams come from a real HTTP server on 127.0.0.1 (tests/test_http_sources.py's, which asks for
 Basic credentials under /private/) or from ports nobody listens on; no mocks."""
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from cidstream.redact import redact_url
 from cidstream.sinks.report import file_href
 
 from .conftest import free_port, run_cli_subprocess
-from .test_audit_http_sources import BOUND_S, CLIP_FRAMES, WebServer, clip  # noqa: F401  (clip: a fixture)
+from .test_http_sources import BOUND_S, CLIP_FRAMES, WebServer, clip  # noqa: F401  (clip: a fixture)
 from .test_live import cameras_yaml, stats, until_given_up
 
 SECRET = "S3cr3t-pw"
