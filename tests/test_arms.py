@@ -76,7 +76,7 @@ def test_a_compare_run_writes_each_arm_under_its_name(tmp_path):
 def test_eval_names_a_views_arms_from_the_stages():
     """eval reads the stage's dehazed_base, dehazed and dehazed_b arms of a model's view as the arms
     'MODEL', 'MODEL per-frame' and 'MODEL [B]'."""
-    from cidstream.evaluation.evaluate import _ViewDetections
+    from cidstream.evaluation.running import _ViewDetections
 
     fog = BrightCars()
     stage = DetectStage(Detectors(BrightCars(), fog, "dehazed", second=BrightCars()), keep_base=True)

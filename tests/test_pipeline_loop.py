@@ -157,8 +157,7 @@ EVAL = ("--max-images", 1, "--yolo-id-offset", 1, "--bootstrap", 0)
     "run", "batch",
     pytest.param("bench", marks=pytest.mark.slow),  # 6-11 s here, most of it loading the detector's modules
     pytest.param("eval --examples 0", marks=pytest.mark.slow),
-    pytest.param("eval", marks=[pytest.mark.slow, pytest.mark.xfail(
-        strict=True, reason="issue 39: eval's examples dehaze outside the Pipeline")]),
+    pytest.param("eval", marks=pytest.mark.slow),
 ])
 def test_every_command_dehazes_inside_the_one_loop(command, cli, monkeypatch, tmp_path, request):
     """run, bench, batch and eval, run for real: every dehazer call happens while a Pipeline takes batches,

@@ -22,6 +22,8 @@ ALIASES = {"motorbike": "motorcycle", "aeroplane": "airplane", "sofa": "couch", 
            "diningtable": "dining table", "pottedplant": "potted plant"}
 PIXEL_SLACK = 1.0  # how far a box may reach outside the image unremarked: VOC's 1-based pixels, float rounding
 LISTED = 5         # files (or names) a warning names one by one
+LABEL_FORMATS = ("voc", "yolo")  # what label files may be (eval's --label-format, besides auto)
+VOC, YOLO = LABEL_FORMATS
 
 
 @dataclass
@@ -64,16 +66,16 @@ def _boxes(n: int) -> str:
 
 def detect_format(folder: Path) -> str:
     if any(folder.glob("*.xml")):
-        return "voc"
+        return VOC
     if any(folder.glob("*.txt")):
-        return "yolo"
+        return YOLO
     raise InputError(f"no label files in {folder} (expected VOC .xml or YOLO .txt files)")
 
 
 def read_labels(path: Path, fmt: str, width: int, height: int, id_to_name: dict[int, str], id_offset: int,
                 notes: LabelNotes | None = None) -> list[Box]:
     """The boxes of one image of ``width`` x ``height`` from its label file in ``fmt`` ('voc' or 'yolo')."""
-    if fmt == "voc":
+    if fmt == VOC:
         return read_voc(path, (width, height), notes)
     return read_yolo(path, width, height, id_to_name, id_offset, notes)
 
@@ -185,7 +187,7 @@ def yolo_name(label_id: int, id_to_name: dict[int, str], id_offset: int) -> str:
 
 def match_labels(images: list[Path], labels: Path, fmt: str) -> dict[Path, Path]:
     """image -> label file; every image must have one, and they must be for these images."""
-    suffix = ".xml" if fmt == "voc" else ".txt"
+    suffix = ".xml" if fmt == VOC else ".txt"
     by_stem = {p.stem: p for p in labels.glob(f"*{suffix}")}
     pairs = {img: by_stem[img.stem] for img in images if img.stem in by_stem}
     if not pairs:
