@@ -99,6 +99,67 @@ def test_bundled_meter_ships_with_what_it_saw():
     assert "never_seen" in meta["trained_on"] and meta["trained_on"]["samples"]
 
 
+def test_the_meter_is_a_registry_record_read_and_written_like_every_model(tmp_path):
+    """Issue 39: the gate's default meter is the registry's fog-meter record; its files go through
+    models/weights.py's one writer and reader, and keep their on-disk layout (tag cidstream-fog-meter)."""
+    from cidstream.config import DCPParams
+    from cidstream.engine import fog_meter
+    from cidstream.models import FOG_METER, MODELS, bundled_weights, read_weights
+
+    record = MODELS["fog-meter"]
+    assert record.kind == FOG_METER and record.cls is None
+    assert BUNDLED == record.bundled == bundled_weights("fog-meter") == fog_meter.meter_file("")
+    assert fog_meter.OMEGA == DCPParams().omega
+    wf = read_weights(BUNDLED)
+    assert wf.kind == FOG_METER and wf.arch == "fog-meter" and wf.config == {"widths": [16, 32, 48], "hidden": 48,
+                                                                              "stats": "nss"}
+    path = save_meter(FogMeter(widths=(4,), hidden=8).eval(), tmp_path / "m.pt", note="x")
+    assert torch.load(path, weights_only=True)["format"] == "cidstream-fog-meter"
+    assert read_weights(path, FOG_METER).metadata["note"] == "x"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]          # written whole, nothing left beside it
+
+
+def test_saving_the_bundled_meter_again_gives_its_bytes(monkeypatch, tmp_path):
+    """The docs promise `cidstream train fog-meter --out cidstream/weights/fog_meter.pt` reproduces the bundled
+    file bit for bit: the writer must not change a byte of what the same weights and metadata make."""
+    import cidstream
+
+    stored = torch.load(BUNDLED, weights_only=True)
+    monkeypatch.setattr(cidstream, "__version__", stored["cidstream_version"])
+    model, _ = read_meter(BUNDLED)
+    again = save_meter(model, tmp_path / "fog_meter.pt", **stored["metadata"])
+    assert again.read_bytes() == BUNDLED.read_bytes()
+
+
+class _RunsCode:
+    """Unpickling this calls os.system: what a crafted weights file does."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch '{self.marker}'",)
+
+
+def test_meter_files_of_another_kind_version_or_that_would_run_code_are_refused(tmp_path):
+    from cidstream.models import CIDLite, save_weights
+
+    save_weights(CIDLite(widths=(8, 8, 8, 8)), tmp_path / "dehazer.pt")
+    with pytest.raises(WeightsError, match=r"is a dehazer's weights file \(cid-lite\), not a fog meter"):
+        read_meter(tmp_path / "dehazer.pt")
+    obj = torch.load(save_meter(FogMeter().eval(), tmp_path / "m.pt"), weights_only=True)
+    torch.save({**obj, "format_version": 2}, tmp_path / "v2.pt")
+    with pytest.raises(WeightsError, match="fog meter weights format version 2 is not supported"):
+        read_meter(tmp_path / "v2.pt")
+    marker = tmp_path / "MARKER"
+    torch.save({**obj, "metadata": {"note": _RunsCode(marker)}}, tmp_path / "crafted.pt")
+    with pytest.raises(WeightsError, match=r"cannot read fog meter weights .*holds Python objects .*not loaded"):
+        read_meter(tmp_path / "crafted.pt")
+    assert not marker.exists()
+
+
 def test_wrong_meter_file_is_one_clear_error_before_any_frame(cli, tmp_path):
     from .conftest import SAMPLE
 

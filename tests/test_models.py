@@ -186,6 +186,85 @@ def test_weights_of_unknown_kind_and_architecture(tmp_path):
         load_model("dcpp")
 
 
+def test_every_bundled_weights_file_has_one_record_that_describes_it():
+    """Issue 39: one record per model (torchvision style), the fog meter included: each file in cidstream/weights/
+    is described once, by a record of its kind whose sha256 it still has (a retrained file updates its record)."""
+    import hashlib
+
+    from cidstream.models import DEHAZER, FOG_METER, MODELS, model_names
+    from cidstream.models.registry import WEIGHTS_DIR
+
+    described = [e.bundled for e in MODELS.values() if e.bundled is not None]
+    assert sorted(described) == sorted(WEIGHTS_DIR.glob("*.pt")), described
+    for name, entry in MODELS.items():
+        assert entry.kind in (DEHAZER, FOG_METER) and entry.description and entry.input, name
+        assert (entry.cls is not None) == (entry.kind == DEHAZER), name
+        if entry.bundled is None:
+            continue
+        assert entry.trained_by and entry.trained_on, name
+        assert hashlib.sha256(entry.bundled.read_bytes()).hexdigest() == entry.sha256, f"{name}: {entry.bundled}"
+        wf = read_weights(entry.bundled)
+        assert wf.kind == entry.kind and wf.metadata, name
+        assert read_weights(entry.bundled, entry.kind).kind == entry.kind
+    assert model_names(FOG_METER) == ["fog-meter"] and "fog-meter" not in model_names(DEHAZER)
+    assert model_names() == model_names(DEHAZER) + model_names(FOG_METER)
+
+
+def test_the_fog_meter_is_no_dehazer_by_name_nor_by_file(tmp_path):
+    from cidstream.models import MODELS
+
+    meter = MODELS["fog-meter"].bundled
+    for spec in ("fog-meter", "Fog-Meter"):
+        with pytest.raises(WeightsError, match="'fog-meter' is the fog meter, not a dehazer.*--fog-meter.*dehazers: "):
+            load_model(spec)
+    with pytest.raises(WeightsError, match="not a dehazer"):
+        build("fog-meter")
+    with pytest.raises(WeightsError, match=r"fog_meter\.pt is a fog meter weights file, not a dehazer's.*--fog-meter"):
+        load_model(str(meter))
+    # ... and a dehazer's file is no fog meter (one reader for both, asked for a kind)
+    save_weights(CIDLite(widths=(8, 8, 8, 8)), tmp_path / "w.pt")
+    with pytest.raises(WeightsError, match=r"is a dehazer's weights file \(cid-lite\), not a fog meter"):
+        read_weights(tmp_path / "w.pt", "fog-meter")
+    assert read_weights(tmp_path / "w.pt").kind == "dehazer"
+
+
+class _RunsCode:
+    """Unpickling this calls os.system: what a crafted weights file does."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch '{self.marker}'",)
+
+
+def test_a_weights_file_that_would_run_code_is_not_loaded(tmp_path):
+    marker = tmp_path / "MARKER"
+    payload = torch.load(save_weights(CIDLite(widths=(8, 8, 8, 8)), tmp_path / "w.pt"), weights_only=True)
+    payload["metadata"] = {"note": _RunsCode(marker)}
+    torch.save(payload, tmp_path / "crafted.pt")
+    with pytest.raises(WeightsError, match=r"holds Python objects \(.*system.*\).*not loaded, for safety"):
+        load_model(str(tmp_path / "crafted.pt"))
+    assert not marker.exists()
+
+
+def test_saving_weights_never_leaves_half_a_file(tmp_path, monkeypatch):
+    from cidstream.io import atomic
+
+    path = save_weights(CIDLite(widths=(8, 8, 8, 8)), tmp_path / "w.pt")
+    before = path.read_bytes()
+
+    def full_disk(fh, *args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", full_disk)
+    with pytest.raises(OSError):
+        save_weights(CIDLite(widths=(8, 16, 8, 8)), path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["w.pt"]
+
+
 def test_min_and_box_filters_match_naive_versions():
     rng = np.random.default_rng(1)
     x = torch.from_numpy(rng.random((1, 1, 23, 31)).astype(np.float32))

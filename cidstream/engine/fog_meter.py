@@ -10,7 +10,6 @@ million multiply-adds per frame on a ~90 px copy, batched on the frames' device.
 """
 from __future__ import annotations
 
-import io
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,19 +17,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..config import DCPParams
 from ..errors import WeightsError
-from ..io.atomic import write_atomic
+from ..models.registry import MODELS
+from ..models.weights import FOG_METER, read_weights, save_weights
 from ..ops.filters import dark_channel, dcp_transmission, grey, relative_contrast
 from ..ops.fog_nss import NSS_COUNT, fog_nss
 
-FORMAT = "cidstream-fog-meter"
-FORMAT_VERSION = 1
-BUNDLED = Path(__file__).resolve().parents[1] / "weights" / "fog_meter.pt"
+RECORD = MODELS["fog-meter"]   # the registry's record of the meter: its bundled file, what made it, its input
+BUNDLED = RECORD.bundled        # the weights gate.meter "" reads
 LOG_VIS_MIN, LOG_VIS_MAX = 1.0, 4.5     # the head's output range: 10 m .. 31.6 km (reported clipped to 20 km)
 # the dark channel and DCP transmission on the meter's small copy (engine/haze.small_copy, 90 px short side),
 # shared with the training-free measures in engine/haze.py
 PATCH = 5                # dark-channel window (15 px at 270 px, scaled)
-OMEGA = 0.95
+OMEGA = DCPParams().omega  # fraction of haze removed, the DCP baseline's default (config.DCPParams)
 TOP_FRACTION = 0.01      # airlight from the brightest 1 % of the dark channel (few pixels at 90 px)
 BANDS = 6        # horizontal bands, top to bottom, of the banded contrast statistic
 # Frame statistic sets by name -> count. classic: the classical measures and frame means; nss: those, the
@@ -67,6 +67,8 @@ def frame_maps(x: torch.Tensor, which: str = "classic") -> tuple[torch.Tensor, t
 class FogMeter(nn.Module):
     """Small CNN: stride-2 convolutions (``widths``; none: the frame statistics alone), mean and max pooling,
     the frame statistics, a two-layer head."""
+
+    kind = FOG_METER    # what models/weights.py writes its file as
 
     def __init__(self, widths: tuple[int, ...] = (16, 32, 48), hidden: int = 48, stats: str = "classic"):
         super().__init__()
@@ -106,40 +108,25 @@ class FogMeter(nn.Module):
 
 
 def save_meter(model: FogMeter, path: str | Path, **metadata) -> Path:
-    """Weights with the architecture's sizes and what it was trained on (plain data: loads with weights_only)."""
-    from .. import __version__
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config(),
-                "cidstream_version": __version__, "metadata": metadata,
-                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, buffer)
-    write_atomic(path, buffer.getvalue())   # a stop mid-write leaves the old file, never half a new one
-    return path
+    """Weights with the architecture's sizes and what it was trained on, written by models/weights.py's
+    ``save_weights`` like every model's (plain data: loads with weights_only; written whole)."""
+    return save_weights(model, path, **metadata)
 
 
 def read_meter(path: str | Path) -> tuple[FogMeter, dict]:
-    """(model in eval mode on the CPU, metadata); a clear WeightsError for anything else."""
+    """(model in eval mode on the CPU, metadata); a clear WeightsError for anything else. Read by models/weights.py's
+    ``read_weights``, like every model's file."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"fog meter weights not found: {path} (train them: cidstream train fog-meter)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"cannot read fog meter weights {path}: {type(exc).__name__}") from exc
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise WeightsError(f"{path} is not a fog meter weights file (made by cidstream train fog-meter)")
-    if obj.get("format_version") != FORMAT_VERSION:
-        raise WeightsError(f"{path}: fog meter format version {obj.get('format_version')} is not supported "
-                           f"(expects {FORMAT_VERSION})")
-    cfg = obj.get("config") or {}
+    weights = read_weights(path, FOG_METER)
+    cfg = weights.config
     try:
         model = FogMeter(tuple(cfg.get("widths", ())), int(cfg.get("hidden", 48)), str(cfg.get("stats", "classic")))
-        model.load_state_dict(obj["state_dict"])
+        model.load_state_dict(weights.state_dict)
     except (RuntimeError, TypeError, ValueError, KeyError) as exc:   # also an unknown statistics set
         raise WeightsError(f"{path}: fog meter weights do not fit the network: {str(exc).splitlines()[0]}") from exc
-    return model.eval(), dict(obj.get("metadata") or {})
+    return model.eval(), weights.metadata
 
 
 @lru_cache(maxsize=8)
@@ -148,7 +135,7 @@ def _loaded(path: str, device: str) -> FogMeter:
 
 
 def meter_file(weights: str = "") -> Path:
-    """The weights file gate.meter names; empty: the bundled one."""
+    """The weights file gate.meter names; empty: the bundled one (the registry's fog-meter record)."""
     return Path(weights) if weights else BUNDLED
 
 

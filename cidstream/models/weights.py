@@ -1,12 +1,15 @@
-"""Weights files: a state dict plus the metadata needed to rebuild and trust the model.
+"""Weights files of every kind of model (dehazers, the gate's fog meter): a state dict plus the metadata
+needed to rebuild and trust the model, written by ``save_weights`` and read by ``read_weights``.
 
-Our format is a plain dict saved with ``torch.save`` and read with ``weights_only=True``
-(no pickled code runs on load). Official CID checkpoints (``{'model': state_dict}`` saved
-from ``nn.DataParallel``) are recognised too, and mapped to the ``cid`` architecture.
+A file is a plain dict saved with ``torch.save`` and read with ``weights_only=True`` (no pickled code runs on
+load); its ``format`` tag says what kind of model it holds (``KINDS``). Official CID checkpoints
+(``{'model': state_dict}`` saved from ``nn.DataParallel``) are recognised too, and mapped to the ``cid``
+architecture.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,8 +19,16 @@ from ..config import Config, merge, validate
 from ..errors import ConfigError, WeightsError
 from .base import Normalization
 
-FORMAT = "cidstream-weights"
+DEHAZER, FOG_METER = "dehazer", "fog-meter"          # the kinds of model a weights file holds
+KIND_NAMES = {DEHAZER: "dehazer", FOG_METER: "fog meter"}
+FORMAT = "cidstream-weights"        # a dehazer: arch, config, normalisation, the date it was made
 FORMAT_VERSION = 1
+# The fog meter's files keep their own tag and layout (no arch: one network; no date: `cidstream train
+# fog-meter` reproduces the bundled file bit for bit, and the bytes follow the layout).
+METER_FORMAT = "cidstream-fog-meter"
+METER_FORMAT_VERSION = 1
+KINDS = {FORMAT: DEHAZER, METER_FORMAT: FOG_METER}                 # format tag -> kind of model
+VERSIONS = {FORMAT: FORMAT_VERSION, METER_FORMAT: METER_FORMAT_VERSION}
 OFFICIAL_CID_NORMALIZATION = Normalization(input="symmetric", output="clamp")
 # Network sizes a weights file's config may hold: key -> (how many integers, 1 for a single one; the
 # least each may be). cid-lite's work_short_side 0 (or null) means "never downscale".
@@ -37,15 +48,19 @@ class WeightsFile:
     normalization: Normalization = field(default_factory=Normalization)
     metadata: dict = field(default_factory=dict)
     path: Path | None = None
+    kind: str = DEHAZER
 
 
-def save_weights(model, path: str | Path, **metadata) -> Path:
-    """Write ``model`` with its architecture, constructor config and normalisation."""
+def weights_payload(model, metadata: dict) -> dict:
+    """What the weights file of ``model`` holds, by its kind (``model.kind``, a dehazer when it has none), in
+    the order it is written."""
     from .. import __version__
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if getattr(model, "kind", DEHAZER) == FOG_METER:
+        return {"format": METER_FORMAT, "format_version": METER_FORMAT_VERSION, "config": model.config(),
+                "cidstream_version": __version__, "metadata": metadata, "state_dict": state}
+    return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "arch": model.arch,
@@ -54,9 +69,21 @@ def save_weights(model, path: str | Path, **metadata) -> Path:
         "cidstream_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "metadata": metadata,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": state,
     }
-    torch.save(payload, path)
+
+
+def save_weights(model, path: str | Path, **metadata) -> Path:
+    """Write ``model`` (a dehazer or the fog meter) with what rebuilds it: its architecture, constructor config
+    and normalisation; ``metadata`` is what it was trained on and how (plain data: the file loads with
+    weights_only). Written whole: a stop mid-write leaves the old file, never half a new one."""
+    from ..io.atomic import write_atomic   # here: importing cidstream.io loads PyAV, which loading models never needs
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(weights_payload(model, metadata), buffer)
+    write_atomic(path, buffer.getvalue())
     return path
 
 
@@ -108,47 +135,59 @@ def check_config(arch: str, config, path: Path) -> dict:
     return config
 
 
-def read_weights(path: str | Path) -> WeightsFile:
-    """Load a weights file, telling the user what is wrong with it when it cannot be used."""
+def read_weights(path: str | Path, kind: str | None = None) -> WeightsFile:
+    """Load a weights file, telling the user what is wrong with it when it cannot be used. ``kind``: the kind of
+    model the caller needs (dehazer, fog-meter): a file of another kind is refused, saying what it holds; None:
+    any kind (``WeightsFile.kind`` says which)."""
     path = Path(path)
+    noun = "fog meter weights" if kind == FOG_METER else "weights"
     if not path.exists():
-        raise WeightsError(f"weights file not found: {path}")
+        raise WeightsError(f"{noun} file not found: {path}")
     if path.is_dir():
-        raise WeightsError(f"weights path is a directory, not a file: {path}")
+        raise WeightsError(f"{noun} path is a directory, not a file: {path}")
     if path.stat().st_size == 0:
-        raise WeightsError(f"weights file is empty (0 bytes): {path}")
+        raise WeightsError(f"{noun} file is empty (0 bytes): {path}")
     with path.open("rb") as fh:
         magic = fh.read(4)
     # torch.save writes a zip archive; very old checkpoints are a bare pickle (protocol byte 0x80).
     if not (magic.startswith(b"PK") or magic[:1] == b"\x80"):
-        raise WeightsError(f"cannot read weights file {path}: not a PyTorch checkpoint")
+        raise WeightsError(f"cannot read {noun} file {path}: not a PyTorch checkpoint")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         text = str(exc)
-        if "Unsupported global" in text:
-            name = text.split("Unsupported global:", 1)[-1].split()[1] if "GLOBAL" in text else "a Python object"
-            raise WeightsError(f"cannot read weights file {path}: it holds Python objects ({name}) besides tensors "
+        # torch names the global: "Unsupported global: GLOBAL os.system was not ..." or (torch >= 2.6 for a
+        # blocked module) "Trying to load unsupported GLOBAL posix.system whose module posix is blocked"
+        if "GLOBAL " in text or "Unsupported global" in text:
+            name = text.split("GLOBAL ", 1)[1].split()[0] if "GLOBAL " in text else "a Python object"
+            raise WeightsError(f"cannot read {noun} file {path}: it holds Python objects ({name}) besides tensors "
                                "and plain data; they are not loaded, for safety") from exc
-        raise WeightsError(f"cannot read weights file {path}: corrupt or truncated PyTorch checkpoint "
+        raise WeightsError(f"cannot read {noun} file {path}: corrupt or truncated PyTorch checkpoint "
                            f"({type(exc).__name__})") from exc
 
-    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+    tag = obj.get("format") if isinstance(obj, dict) else None
+    if isinstance(tag, str) and tag in KINDS:
+        found = KINDS[tag]
+        if kind is not None and found != kind:
+            raise _other_kind(path, found, obj)
         version = obj.get("format_version")
-        if version != FORMAT_VERSION:
-            raise WeightsError(f"{path}: weights format version {version} is not supported by this cidstream "
-                               f"(expects {FORMAT_VERSION})")
-        missing = [k for k in ("arch", "state_dict") if k not in obj]
+        if version != VERSIONS[tag]:
+            raise WeightsError(f"{path}: {'fog meter ' if found == FOG_METER else ''}weights format version {version} "
+                               f"is not supported by this cidstream (expects {VERSIONS[tag]})")
+        missing = [k for k in (("arch", "state_dict") if found == DEHAZER else ("state_dict",)) if k not in obj]
         if missing:
-            raise WeightsError(f"{path}: cidstream weights file lacks {', '.join(missing)}")
+            raise WeightsError(f"{path}: cidstream {KIND_NAMES[found]} weights file lacks {', '.join(missing)}")
+        arch = obj["arch"] if found == DEHAZER else FOG_METER   # the fog meter is one network
         try:
             norm = Normalization(**obj.get("normalization", {}))
         except (TypeError, ValueError) as exc:
             raise WeightsError(f"{path}: bad normalization metadata: {exc}") from exc
         meta = dict(obj.get("metadata") or {})
         meta.update({k: obj[k] for k in ("cidstream_version", "created") if k in obj})
-        config = check_config(obj["arch"], obj.get("config") or {}, path)
-        return WeightsFile(obj["arch"], obj["state_dict"], dict(config), norm, meta, path)
+        config = check_config(arch, obj.get("config") or {}, path)
+        return WeightsFile(arch, obj["state_dict"], dict(config), norm, meta, path, found)
+    if kind == FOG_METER:
+        raise WeightsError(f"{path} is not a fog meter weights file (made by cidstream train fog-meter)")
 
     # Official CID checkpoint: {'model': state_dict} with DataParallel's 'module.' prefix.
     state = obj.get("model") if isinstance(obj, dict) and "model" in obj else obj
@@ -162,6 +201,14 @@ def read_weights(path: str | Path) -> WeightsFile:
                            "expected a cidstream weights file or an official CID checkpoint")
     keys = ", ".join(map(str, list(obj)[:8])) if isinstance(obj, dict) else type(obj).__name__
     raise WeightsError(f"{path}: not a cidstream weights file nor an official CID checkpoint (found: {keys})")
+
+
+def _other_kind(path: Path, found: str, obj: dict) -> WeightsError:
+    if found == FOG_METER:
+        return WeightsError(f"{path} is a fog meter weights file, not a dehazer's: the haze gate reads it "
+                            "(--fog-meter, gate.meter)")
+    return WeightsError(f"{path} is a dehazer's weights file ({obj.get('arch')}), not a fog meter weights file "
+                        "(made by cidstream train fog-meter)")
 
 
 def load_state(model, weights: WeightsFile) -> None:
