@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cidstream.config import AP_CONF, data_root, load_config, read_yaml  # noqa: E402
+from cidstream.config import AP_CONF, GateConfig, data_root, load_config, read_yaml, words  # noqa: E402
 from cidstream.detect import Detector  # noqa: E402
 from cidstream.evaluation.clear_check import REF_CONF, read_every, reference_ap  # noqa: E402
 from cidstream.detect.fusion import fuse  # noqa: E402
@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--adapted", required=True, help="the adapted detector (cidstream train detector --out)")
     ap.add_argument("--base", default=str(data_root() / "weights" / "yolo11n_coco_from_int8.pt"))
     ap.add_argument("--model", default="cid-lite", help="dehazing model (default cid-lite)")
-    ap.add_argument("--gate", default=None, choices=["off", "skip", "blend"], help="override the gate policy")
+    ap.add_argument("--gate", default=None, choices=words(GateConfig, "policy"), help="override the gate policy")
     ap.add_argument("--config", default=str(ROOT / "configs" / "train" / "detector.yaml"),
                     help="its clear_check lists the sources")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "clear_weather_arms.json"))

@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from cidstream.bench import machine_name  # noqa: E402
+from cidstream.config import EngineConfig, words  # noqa: E402
 from cidstream.engine import Dehazer  # noqa: E402
 from cpu_runtimes import frames_of, timed  # noqa: E402
 
@@ -29,7 +30,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", help="model name or weights file (repeatable; the first is the "
                     "reference); default cid-lite and cid-lite-affine")
-    ap.add_argument("--cpu-runtime", action="append", choices=("auto", "torch", "onnxruntime", "openvino"),
+    ap.add_argument("--cpu-runtime", action="append", choices=words(EngineConfig, "cpu_runtime"),
                     help="runtimes to time (repeatable; default auto and torch)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--frames", type=int, default=32, help="frames per arm and round (batches of 4)")

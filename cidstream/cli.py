@@ -11,6 +11,7 @@ from . import __version__
 from .cli_config import make_config
 from .config import AP_CONF, BatchConfig, DetectConfig, EngineConfig, GateConfig, words
 from .errors import CidstreamError, ConfigError, OutputError
+from .evaluation.labels import LABEL_FORMATS
 from .evaluation.splits import ALL, SPLIT_CHOICES
 from .redact import redact_url  # the last net: no printed error shows a camera's password
 
@@ -191,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     ev.add_argument("images", help="image folder or glob")
     ev.add_argument("--labels", required=True, help="folder of VOC .xml or YOLO .txt files named like the images")
-    ev.add_argument("--label-format", choices=["auto", "voc", "yolo"], default="auto")
+    ev.add_argument("--label-format", choices=["auto", *LABEL_FORMATS], default="auto")
     ev.add_argument("--yolo-id-offset", type=int, default=None,
                     help="YOLO label ids are the detector's class ids plus this (1 for DAWN's labels_yolo); by default "
                          "0, or the offset the labels show (a warning says so)")

@@ -2,7 +2,9 @@
 
 Precedence: the dataclass defaults < ``--config FILE`` < explicit CLI flags and ``--set section.key=value``.
 The defaults live in code only, so an installed wheel and a checkout behave alike; ``configs/default.yaml``
-is their commented copy to start a config from (tests/test_cli.py holds it equal to ``Config()``).
+is their commented copy to start a config from, made from these dataclasses and the comments beside their
+fields by ``default_config_yaml`` (``python -m cidstream.config configs/default.yaml``; tests/test_cli.py
+holds the committed file equal to it).
 
 A setting is declared once: its field's type says what it may be (``Annotated[int, Range(1)]``,
 ``Annotated[str, OneOf("tcp", "udp")]``) and ``validate`` enforces that for every field, so no list
@@ -114,7 +116,7 @@ class DCPParams:
     omega: Annotated[float, Range(0, 1)] = 0.95  # fraction of haze removed (1.0 looks unnatural; above 1: black)
     t0: Annotated[float, Range(0, 1, lo_open=True)] = 0.1  # lower bound on transmission (0 divides by zero)
     top_fraction: Annotated[float, Range(0, 1, lo_open=True)] = 0.001  # brightest dark-channel share: the airlight
-    radius: Annotated[Optional[int], Range(1, 1024)] = None  # guided-filter radius; None scales with frame size
+    radius: Annotated[Optional[int], Range(1, 1024)] = None  # guided-filter radius; None/null scales with frame size
     eps: Annotated[float, Range(0, 1, lo_open=True)] = 0.001  # guided-filter regularisation
     subsample: Annotated[int, Range(1, 64)] = 4  # fast guided filter: coefficients this much coarser (1 = exact)
     sky_tolerance: Annotated[float, Range(0, 1)] = 0.1  # K: pixels within K of the airlight (sky) are not
@@ -144,7 +146,8 @@ class EngineConfig:
     batch: Annotated[int, Range(1)] = 4  # frames per temporal batch
     max_latency_ms: Annotated[float, Range(0)] = 100.0  # live sources: flush a partial batch after this long
     channels_last: bool = True
-    # cid-lite's network on a CPU at fp32: auto = OpenVINO, else onnxruntime (a graph made once, cached); torch
+    # cid-lite's network on a CPU at fp32: auto = OpenVINO, else onnxruntime (a graph made once per weights and
+    # frame size, kept in the user cache); torch
     cpu_runtime: Annotated[str, CPU_RUNTIMES] = "auto"
 
 
@@ -154,7 +157,8 @@ class InputConfig:
     decode_threads: Annotated[int, Range(0, 256)] = 0  # 0 lets FFmpeg choose
     image_fps: Annotated[float, Range(0, 1000, lo_open=True)] = 25.0  # image folders written as video: frame rate
     options: dict = field(default_factory=dict)  # extra FFmpeg/PyAV options (e.g. rtsp_transport)
-    # the form decoded frames take (cidstream/io/decode.py)
+    # the form decoded frames take (cidstream/io/decode.py); auto: nvdec on CUDA (frames stay on the GPU), else
+    # yuv420p there; rgb24 on a CPU
     decode: Annotated[str, OneOf("auto", "rgb24", "yuv420p", "nvdec")] = "auto"
 
 
@@ -162,7 +166,7 @@ class InputConfig:
 class OutputConfig:
     codec: str = "auto"         # auto: h264_nvenc on CUDA machines that have it, else libx264; or any FFmpeg encoder
     crf: Annotated[int, Range(0, 51)] = 20  # quality: lower is better and larger
-    preset: str = "veryfast"    # x264 speed/size trade-off (X264_PRESETS for libx264/libx265, checked in validate)
+    preset: str = "veryfast"    # x264 speed/size trade-off, ultrafast .. placebo (X264_PRESETS: libx264/libx265)
     threads: Annotated[int, Range(0, 128)] = 0  # encoder threads (0: the encoder chooses); libx264 refuses > 128
     video: bool = True          # false: detections and report only, no dehazed video (--no-video)
     copy_audio: bool = True
@@ -176,11 +180,14 @@ AP_CONF = 0.001  # the detector's confidence wherever AP is measured (eval, benc
 @dataclass
 class DetectConfig:
     detector: str = ""          # Ultralytics model file or name; "" = $CIDSTREAM_DETECTOR, else yolo11n.pt
+    #                             (downloads when online)
     classes: list = field(default_factory=lambda: ["car", "bus", "truck", "motorcycle", "bicycle"])  # [] = all
     conf: Annotated[float, Range(0, 1)] = 0.25  # confidence threshold for run (eval: 0.001, AP needs the ranking)
     iou: Annotated[float, Range(0, 1, lo_open=True)] = 0.7  # NMS IoU
-    imgsz: Annotated[int, Range(32, 4096)] = 640  # detector input size; 4096: a 4K frame at full size
-    track: bool = False         # ByteTrack ids and unique-vehicle counts
+    # detector input size; 4096: a 4K frame at full size; not a multiple of the detector's stride (32): rounded up,
+    # with a warning
+    imgsz: Annotated[int, Range(32, 4096)] = 640
+    track: bool = False         # ByteTrack ids and unique-vehicle counts (needs the lap package)
     # Per-frame detector choice: frames the haze gate dehazes (strength > 0) go to this fog-adapted detector
     # (a file, or the short name of one `cidstream train detector` made: "fog" = the last one), clear frames
     # to ``detector`` on the raw frame. "" = every frame to ``detector``.
@@ -199,7 +206,8 @@ class LiveConfig:
     transport: Annotated[str, OneOf("tcp", "udp")] = "tcp"  # RTSP transport: tcp survives NAT and loss
     open_timeout_s: Annotated[float, Range(0, lo_open=True)] = 10.0  # PyAV: give up opening a stream after this long
     read_timeout_s: Annotated[float, Range(0, lo_open=True)] = 10.0  # PyAV: give up a read that returns nothing
-    watchdog_s: Annotated[float, Range(0, lo_open=True)] = 5.0  # no new frame for this long: reconnect
+    # no new frame for this long: reconnect (PyAV's timeouts miss a camera that stays connected but silent)
+    watchdog_s: Annotated[float, Range(0, lo_open=True)] = 5.0
     reconnect: bool = True
     max_reconnects: Annotated[int, Range(0)] = 0  # 0 = forever
     backoff_initial_s: Annotated[float, Range(0, lo_open=True)] = 0.5  # first wait before reconnecting; doubles
@@ -229,7 +237,8 @@ class BatchConfig:
     workers: Annotated[int, Range(0)] = 1
     # auto: threads sharing one model on CUDA, processes on CPU
     local_workers: Annotated[str, OneOf("auto", "processes", "threads")] = "auto"
-    address: str = ""           # ray: cluster address; "" starts a Ray instance on this machine, "auto" joins one
+    address: str = ""           # ray: cluster address; "" starts a Ray instance on this machine, "auto" or
+    #                             ray://HOST:10001 joins one
     cpus_per_task: Annotated[float, Range(0, lo_open=True)] = 1.0  # ray: CPUs reserved per file
     gpus_per_task: Annotated[float, Range(0)] = 1.0  # ray: GPUs reserved per file on CUDA (0.5 packs two per GPU)
     max_attempts: Annotated[int, Range(1)] = 2  # tries per file when its worker process dies (not for decode failures)
@@ -239,7 +248,9 @@ class BatchConfig:
 @dataclass
 class TemporalConfig:
     """Video only (files, cameras): image folders and eval are never smoothed (docs/architecture.md)."""
-    enabled: bool = True        # smooth cid-lite's coefficient maps / dcp's airlight and transmission over time
+    # smooth cid-lite's coefficient maps / dcp's airlight and transmission over time (--no-temporal: false, every
+    # frame on its own)
+    enabled: bool = True
     # weight of the current frame in the moving average of the maps (1 = no smoothing; 0 would freeze the first)
     alpha: Annotated[float, Range(0, 1, lo_open=True)] = 0.25
     level_alpha: Annotated[float, Range(0, 1, lo_open=True)] = 0.3  # the same for global values (airlight, gain)
@@ -255,11 +266,13 @@ class GateConfig:
     calibrated to metres of visibility (benchmarks/visibility_fit.py, gate_check.py)."""
     # Defaults chosen on select data only: the measure by benchmarks/fog_meter_select.py and fog_measures.py
     # (the fog meter), policy and thresholds by benchmarks/gate_check.py (blend 10 km / 2 km).
-    # off (always dehazed) | skip (raw frame at or above clear_m) | blend; YAML reads an unquoted off as false
+    # off (always dehazed) | skip (raw frame at or above clear_m) | blend (strength by visibility) (--gate);
+    # YAML reads an unquoted off as false
     policy: Annotated[typing.Union[str, bool], OneOf("off", "skip", "blend", aliases=((False, "off"),))] = "blend"
     # visibility at or above which a frame counts as clear (skip: raw; blend: strength 0); the calibrated range
     clear_m: Annotated[float, Range(VIS_MIN_M, VIS_MAX_M)] = 10000.0
-    dense_m: Annotated[float, Range(VIS_MIN_M, VIS_MAX_M)] = 2000.0  # blend: full dehazing at or below this (at most clear_m)
+    # blend: full dehazing at or below this (at most clear_m), log-linear in visibility up to clear_m
+    dense_m: Annotated[float, Range(VIS_MIN_M, VIS_MAX_M)] = 2000.0
     # learned: the fog meter (engine/fog_meter.py, cidstream train fog-meter) gives visibility and its uncertainty;
     # contrast, transmission, dark: training-free levels turned into metres by calib_a/calib_b below
     measure: Annotated[str, OneOf("learned", "contrast", "transmission", "dark")] = "learned"
@@ -278,8 +291,8 @@ class GateConfig:
     hysteresis: Annotated[float, Range(1, 10)] = 1.25
     # the strength is re-aimed only when the smoothed visibility moved by more than this factor (1: always)
     band: Annotated[float, Range(1, 10)] = 1.25
-    # the network runs only on frames the gate keeps some of (a frame left raw costs the measure alone);
-    # false runs it on every frame as before, for comparisons (benchmarks/clear_frames.py)
+    # the network runs only on frames the gate keeps some of (a frame left raw costs the measure alone and stays
+    # bit-identical); false runs it on every frame as before, for comparisons (benchmarks/clear_frames.py)
     skip_raw: bool = True
 
 
@@ -289,11 +302,11 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     input: InputConfig = field(default_factory=InputConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
-    detect: DetectConfig = field(default_factory=DetectConfig)
-    batch: BatchConfig = field(default_factory=BatchConfig)
-    live: LiveConfig = field(default_factory=LiveConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)  # --detect / --compare and cidstream eval
+    batch: BatchConfig = field(default_factory=BatchConfig)  # cidstream batch
+    live: LiveConfig = field(default_factory=LiveConfig)  # camera streams (cidstream run URL, cidstream live)
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
-    gate: GateConfig = field(default_factory=GateConfig)
+    gate: GateConfig = field(default_factory=GateConfig)  # dehazing a clear frame can cost detections
 
     def to_dict(self) -> dict:
         return plain(dataclasses.asdict(self))
@@ -714,3 +727,108 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[dict]
     for data in overrides:
         merge(cfg, data)
     return validate(cfg)
+
+
+# --- configs/default.yaml: the defaults written out -------------------------------------------------------
+
+DEFAULT_CONFIG_COMMAND = "python -m cidstream.config configs/default.yaml"  # (re)writes DEFAULT_CONFIG_FILE
+COMMENT_COLUMN = 24  # where a setting's comment starts in that file (further right after a long value)
+COMMENT_WIDTH = 120  # a value with its comment longer than this has the comment above it
+
+
+def _source_comments(cls: type) -> tuple[list[str], dict[str, tuple[list[str], list[str]]]]:
+    """The comments written in ``cls``'s source: its docstring's lines, and field name -> (the comment lines
+    just above the field, its comment on the line and the aligned lines that continue it)."""
+    import ast
+    import inspect
+    import io
+    import textwrap
+    import tokenize
+
+    source = textwrap.dedent(inspect.getsource(cls))
+    comments = {tok.start[0]: tok.string for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+                if tok.type == tokenize.COMMENT}
+    body = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef)).body
+    code_rows = {row for node in body for row in range(node.lineno, node.end_lineno + 1)}
+    doc = inspect.cleandoc(body[0].value.value).splitlines() \
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) else []
+    text = lambda row: comments[row][1:].strip()  # noqa: E731
+    fields, taken = {}, set()
+    for node in body:
+        if not isinstance(node, ast.AnnAssign):
+            continue
+        above, row = [], node.lineno - 1
+        while row in comments and row not in code_rows and row not in taken:
+            above.insert(0, text(row))
+            row -= 1
+        beside = [text(r) for r in range(node.lineno, node.end_lineno + 1) if r in comments]
+        row = node.end_lineno + 1
+        while beside and row in comments and row not in code_rows and comments[row].startswith("#  "):
+            beside.append(text(row))  # '#' then spaces up to the comment above: its next line
+            taken.add(row)
+            row += 1
+        fields[node.target.id] = (above, beside)
+    return doc, fields
+
+
+def _yaml_value(value) -> str:
+    """``value`` as one line of YAML ("" for the empty string, as the comments write it)."""
+    if value == "":
+        return '""'
+    return yaml.safe_dump(value, default_flow_style=True, width=1_000_000, allow_unicode=True) \
+        .strip().removesuffix("...").strip()
+
+
+def _render_section(obj, indent: str, lines: list[str]) -> None:
+    """``obj``'s settings as YAML lines, each with the comments of its field and the words a OneOf allows."""
+    _, notes = _source_comments(type(obj))
+    hints = typing.get_type_hints(type(obj), include_extras=True)
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        above, beside = notes.get(f.name, ([], []))
+        if dataclasses.is_dataclass(value):
+            doc, _ = _source_comments(type(value))
+            lines += [f"{indent}# {t}".rstrip() for t in above + doc]
+            lines.append(_beside(f"{indent}{f.name}:", beside))
+            _render_section(value, indent + "  ", lines)
+            continue
+        for rule in getattr(hints[f.name], "__metadata__", ()):  # the words it may be, first beside it
+            if isinstance(rule, OneOf):
+                allowed = " | ".join(w or '""' for w in rule.values)
+                beside = [f"{allowed}; {beside[0]}" if beside else allowed, *beside[1:]]
+        line = f"{indent}{f.name}: {_yaml_value(value)}"
+        if beside and len(_beside(line, beside[:1])) > COMMENT_WIDTH:  # a long value: its comment above it
+            above, beside = above + beside, []
+        lines += [f"{indent}# {t}".rstrip() for t in above]
+        lines.append(_beside(line, beside))
+
+
+def _beside(line: str, comment: list[str]) -> str:
+    """``line`` with ``comment`` after it, its further lines under its first."""
+    if not comment:
+        return line
+    column = max(COMMENT_COLUMN, len(line) + 2)
+    return "\n".join([f"{line:<{column}}# {comment[0]}", *(f"{'':<{column}}# {t}" for t in comment[1:])])
+
+
+def default_config_yaml() -> str:
+    """The text of configs/default.yaml: every setting of ``Config()`` with its default, under the comments
+    written beside its field in this module (and the words a OneOf setting allows), so the file says what
+    the code does; tests/test_cli.py holds the committed file to this."""
+    lines = ["# cidstream defaults: every setting, with the value it has when nothing sets it. The defaults live in",
+             "# cidstream/config.py; this file is made from it and is not read (regenerate it with",
+             f"# `{DEFAULT_CONFIG_COMMAND}`; tests/test_cli.py holds the two equal). Copy it or the keys",
+             "# you change into your own file and pass --config FILE, or set one key: --set engine.batch=8."]
+    _render_section(Config(), "", lines)
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m cidstream.config [FILE]: write configs/default.yaml's text to FILE or stdout
+    import sys
+
+    if len(sys.argv) > 2 or sys.argv[1:] in (["-h"], ["--help"]):
+        sys.exit(f"usage: python -m cidstream.config [FILE]: the defaults as commented YAML ({DEFAULT_CONFIG_COMMAND})")
+    if sys.argv[1:]:
+        Path(sys.argv[1]).write_text(default_config_yaml(), encoding="utf-8")
+    else:
+        sys.stdout.write(default_config_yaml())

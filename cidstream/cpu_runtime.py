@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
+from .config import CPU_RUNTIMES
 from .errors import ConfigError
 from .user_cache import cache_root
 
-RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
+RUNTIMES = CPU_RUNTIMES.values  # the words of engine.cpu_runtime and detect.cpu_runtime (config.py)
 
 
 def graphs_dir() -> Path:

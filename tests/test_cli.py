@@ -91,7 +91,13 @@ def test_models_lists_every_model(cli):
 
 
 def test_default_yaml_mirrors_the_dataclasses():
-    assert yaml.safe_load(DEFAULT_CONFIG_FILE.read_text()) == Config().to_dict()
+    """configs/default.yaml is made from the dataclasses (values, and comments from beside their fields)."""
+    from cidstream.config import DEFAULT_CONFIG_COMMAND, default_config_yaml
+
+    made = default_config_yaml()
+    assert yaml.safe_load(made) == Config().to_dict()
+    assert DEFAULT_CONFIG_FILE.read_text(encoding="utf-8") == made, \
+        f"configs/default.yaml is not what the code makes: regenerate it with `{DEFAULT_CONFIG_COMMAND}`"
 
 
 def test_config_precedence(tmp_path):
