@@ -1,4 +1,6 @@
-"""Command line: ``cidstream run``, ``cidstream bench``, ``cidstream models``."""
+"""Command line: ``cidstream run|eval|batch|live|bench|export|models``, each a thin parser over the pipeline;
+``train`` comes from the training package through the "cidstream.commands" entry point (the runtime never
+imports it)."""
 from __future__ import annotations
 
 import argparse

@@ -25,6 +25,7 @@ import struct
 import av
 import torch
 
+from ..config import InputConfig, words
 from ..errors import ConfigError
 from ..frames import Frame, YUVPlanes
 from ..ops.color import ColorSpec
@@ -33,7 +34,7 @@ from .images import UPRIGHT, orient
 log = logging.getLogger(__name__)
 _DISPLAYMATRIX = av.sidedata.sidedata.Type.DISPLAYMATRIX
 
-DECODE_MODES = ("auto", "rgb24", "yuv420p", "nvdec")
+DECODE_MODES = tuple(words(InputConfig, "decode"))  # the setting's words, defined once in config
 CPU_DEFAULT = "rgb24"
 PLANAR_420 = ("yuv420p", "yuvj420p")
 
