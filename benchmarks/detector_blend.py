@@ -1,5 +1,5 @@
 """Choose output.base_share of `cidstream train detector` on the SELECT half: for each share, the adapted
-weights blended with the base (training/detector_train.blend_with_base), then
+weights blended with the base (training/detector/detector_train.blend_with_base), then
   (a) vehicle AP50 and mAP50 of raw/adapted and MODEL/adapted on the select half of dawn_fog (cidstream eval's
       run_eval, gate off);
   (b) clear-frame AP50 against the base detector's boxes (configs/train/detector.yaml clear_check sources).
@@ -28,7 +28,7 @@ from cidstream.evaluation.clear_check import clear_check  # noqa: E402
 from cidstream.evaluation.evaluate import run_eval  # noqa: E402
 from cidstream.engine import Dehazer  # noqa: E402
 from training.data_entries import resolve  # noqa: E402
-from training.detector_train import blend_with_base  # noqa: E402
+from training.detector.detector_train import blend_with_base  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -18,7 +18,7 @@ is the same pair as frame i of a longer one). Default recipes:
 
 Per recipe and arm:
 
-* PSNR and SSIM against the clean frame (training/losses.py), on the uint8 images a camera
+* PSNR and SSIM against the clean frame (training/dehazer/losses.py), on the uint8 images a camera
   pipeline would hand on, averaged over frames;
 * detection recovery: class-agnostic vehicle AP50 (VOC, cidstream/evaluation/ap.py) of the detector's
   boxes on the arm's image (conf >= 0.001, NMS IoU 0.7, imgsz 640, classes car/bus/truck/
@@ -52,10 +52,10 @@ from cidstream.evaluation.ap import match  # noqa: E402
 from cidstream.evaluation.bootstrap import bootstrap  # noqa: E402
 from cidstream.config import AP_CONF, data_root  # noqa: E402
 from cidstream.engine import Dehazer  # noqa: E402
-from training import losses as L  # noqa: E402
-from training.generate import degrade_batch, depth_source, to_tensor, to_uint8  # noqa: E402
+from training.dehazer import losses as L  # noqa: E402
+from training.synthetic.generate import degrade_batch, depth_source, to_tensor, to_uint8  # noqa: E402
 from training.inputs import resize_short_side, round_robin  # noqa: E402
-from training.recipe import load_recipe  # noqa: E402
+from training.synthetic.recipe import load_recipe  # noqa: E402
 
 DATA = data_root()
 SOURCES = ("videos/highway_720p.mp4", "clear_traffic/ua_detrac_960x540.mp4",

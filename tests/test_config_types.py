@@ -10,8 +10,8 @@ import pytest
 from cidstream.config import (Config, OneOf, Range, check_rules, data_root, load_config, merge, read_yaml,
                               rules)
 from cidstream.errors import ConfigError
-from training.recipe import DomainFile, RecipeFile, load_recipe
-from training.train_config import Adapt, DataEntry, Finetune, Phases, Pretrain, TrainConfig, read_train_config
+from training.synthetic.recipe import DomainFile, RecipeFile, load_recipe
+from training.dehazer.train_config import Adapt, DataEntry, Finetune, Phases, Pretrain, TrainConfig, read_train_config
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "configs" / "train"
@@ -145,7 +145,7 @@ def _edited(tmp_path, old: str, new: str) -> tuple[Path, int]:
 
 
 def test_every_shipped_training_config_loads():
-    from training.detector_train import load_detector_config
+    from training.detector.detector_train import load_detector_config
 
     cfg = read_train_config(TRAIN / "cid_lite.yaml")
     json.dumps(cfg)  # plain data: it goes into checkpoints and weights metadata

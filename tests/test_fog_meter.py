@@ -1,4 +1,4 @@
-"""The fog meter (engine/fog_meter.py) and its training set (training/haze_data.py): the synthetic visibility
+"""The fog meter (engine/fog_meter.py) and its training set (training/fog_meter/haze_data.py): the synthetic visibility
 target follows Koschmieder, nuisances without fog are labelled clear, the bundled meter gates real fog from a
 camera it never saw and leaves a real clear frame alone, and bad weights are refused in one sentence."""
 import json
@@ -14,11 +14,12 @@ from cidstream.engine.fog_meter import BUNDLED, FogMeter, read_meter, save_meter
 from cidstream.engine.haze import HazeGate, measured_visibility
 from cidstream.errors import WeightsError
 from cidstream.evaluation.clear_check import read_every
-from training import degradations as D
-from training.haze_data import KOSCHMIEDER, nuisance_steps, relative_beta, synthesize
-from training.recipe import Domain, Step, parse_recipe
+from training.synthetic import degradations as D
+from training.fog_meter.haze_data import KOSCHMIEDER, nuisance_steps, relative_beta, synthesize
+from training.synthetic.recipe import Domain, Step, parse_recipe
 
 from .conftest import textured
+from .test_models import _RunsCode
 
 RECIPE_DATA = {
     "fog": {"steps": [{"op": "haze", "beta": [1.0, 2.0], "airlight": [0.8, 0.9], "tint": "grey"},
@@ -129,18 +130,6 @@ def test_saving_the_bundled_meter_again_gives_its_bytes(monkeypatch, tmp_path):
     model, _ = read_meter(BUNDLED)
     again = save_meter(model, tmp_path / "fog_meter.pt", **stored["metadata"])
     assert again.read_bytes() == BUNDLED.read_bytes()
-
-
-class _RunsCode:
-    """Unpickling this calls os.system: what a crafted weights file does."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        import os
-
-        return os.system, (f"touch '{self.marker}'",)
 
 
 def test_meter_files_of_another_kind_version_or_that_would_run_code_are_refused(tmp_path):

@@ -10,7 +10,7 @@ from cidstream.errors import ConfigError, WeightsError
 from cidstream.ops.filters import grey
 from cidstream.ops.fog_nss import NSS_COUNT, fog_nss
 from training.data_entries import source_specs
-from training.haze_train import label_loss
+from training.fog_meter.haze_train import label_loss
 
 from .conftest import textured
 

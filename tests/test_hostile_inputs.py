@@ -19,7 +19,7 @@ from cidstream.config import load_config, parse_assignment, read_yaml
 from cidstream.errors import ConfigError, InputError
 from cidstream.evaluation.labels import read_voc, read_yolo
 from cidstream.live.cameras import load_cameras
-from training.recipe import load_recipe
+from training.synthetic.recipe import load_recipe
 
 from .conftest import SAMPLE, run_cli_subprocess, serve_mjpeg
 from .test_live import cameras_yaml, start_live, stats, wait_for

@@ -191,7 +191,7 @@ def test_batch_progress_in_a_log_and_on_a_terminal(clock):
 
 
 def test_detector_training_reports_batches_through_ultralytics_callbacks():
-    from training.detector_train import report_batches
+    from training.detector.detector_train import report_batches
 
     class Model:
         def __init__(self):

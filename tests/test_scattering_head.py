@@ -5,10 +5,10 @@ import torch
 
 from cidstream.errors import WeightsError
 from cidstream.models import build, load_model, save_weights
-from training import degradations as D
-from training import losses as L
-from training.generate import degrade_batch
-from training.recipe import parse_recipe
+from training.synthetic import degradations as D
+from training.dehazer import losses as L
+from training.synthetic.generate import degrade_batch
+from training.synthetic.recipe import parse_recipe
 
 
 def random_scattering(seed: int = 0, **config):
@@ -156,7 +156,7 @@ def test_export_takes_only_the_display_settings_from_a_config(tmp_path):
     import yaml
 
     from cidstream.errors import ConfigError
-    from training.trainer import export, load_train_config
+    from training.dehazer.trainer import export, load_train_config
 
     from .conftest import REPO
 

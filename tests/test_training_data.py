@@ -9,9 +9,9 @@ import torch
 
 from cidstream.errors import ConfigError
 from cidstream.ops.filters import dark_channel
-from training import degradations as D
-from training.depth import estimate_horizon, image_cues, road_prior
-from training.recipe import OPS, Step, apply_step, parse_recipe
+from training.synthetic import degradations as D
+from training.synthetic.depth import estimate_horizon, image_cues, road_prior
+from training.synthetic.recipe import OPS, Step, apply_step, parse_recipe
 
 from .conftest import REPO, textured
 
@@ -156,7 +156,7 @@ def test_recipe_errors(data, message):
 
 
 def test_default_recipe_parses():
-    from training.recipe import load_recipe
+    from training.synthetic.recipe import load_recipe
 
     recipe = load_recipe(REPO / "configs" / "train" / "generate.yaml")
     assert {d.name for d in recipe.domains} >= {"day_haze", "dense_fog", "sand_dust", "night_haze"}
@@ -166,7 +166,7 @@ def test_default_recipe_parses():
 
 
 def test_recipe_extends_another(tmp_path):
-    from training.recipe import load_recipe
+    from training.synthetic.recipe import load_recipe
 
     def step(beta):
         return {"op": "haze", "beta": beta, "airlight": 0.8}
@@ -235,7 +235,7 @@ def test_runtime_never_imports_training():
 def test_dataset_and_network_depth_sources(tmp_path):
     import cv2
 
-    from training.depth import DepthSource
+    from training.synthetic.depth import DepthSource
 
     ramp = (np.tile(np.linspace(0, 60000, 40), (30, 1))).astype(np.uint16)  # farther to the right
     (tmp_path / "depth").mkdir()
@@ -260,8 +260,8 @@ def test_dataset_and_network_depth_sources(tmp_path):
 
 @pytest.mark.slow
 def test_training_datasets(shared_data):
-    from training.datasets import OnTheFlyPairs, RealHazy, load_frames
-    from training.recipe import load_recipe
+    from training.dehazer.datasets import OnTheFlyPairs, RealHazy, load_frames
+    from training.synthetic.recipe import load_recipe
 
     recipe = load_recipe(REPO / "configs" / "train" / "generate.yaml")
     frames = load_frames([str(shared_data / "videos" / "highway2_720p.mp4")], 180, stride=40)

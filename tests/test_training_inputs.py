@@ -14,7 +14,7 @@ NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="asks for a GPU on
 
 
 def training_checkpoint(path: Path) -> Path:
-    """A checkpoint as Trainer._save writes it (training/trainer.py), of a tiny cid-lite: a real one takes a
+    """A checkpoint as Trainer._save writes it (training/dehazer/trainer.py), of a tiny cid-lite: a real one takes a
     training run; this holds the same keys and a real model's state."""
     from cidstream.models import build
 
@@ -141,7 +141,7 @@ def test_detector_cache_must_be_writable_before_training(cli, tmp_path, monkeypa
 
 def our_dataset(root: Path) -> Path:
     """A set as DatasetWriter writes it, with the label caches Ultralytics adds."""
-    from training.detector_data import DatasetWriter
+    from training.detector.detector_data import DatasetWriter
 
     writer = DatasetWriter(root)
     writer.write("train", (textured(32, 48) * 255).astype("uint8"), torch.zeros((0, 5)).numpy(), "clean", "v", 0)
@@ -154,7 +154,7 @@ def our_dataset(root: Path) -> Path:
 
 def test_only_a_dataset_we_built_may_be_replaced(tmp_path):
     from cidstream.errors import OutputError
-    from training.detector_data import check_own_dataset
+    from training.detector.detector_data import check_own_dataset
 
     check_own_dataset(tmp_path / "absent")
     (tmp_path / "empty" / "images").mkdir(parents=True)

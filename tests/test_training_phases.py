@@ -6,7 +6,7 @@ import torch
 import yaml
 
 from cidstream.models import build, load_model
-from training import losses as L
+from training.dehazer import losses as L
 
 from .conftest import REPO
 
@@ -49,7 +49,7 @@ def test_image_metrics():
 
 @pytest.mark.slow
 def test_detector_feature_loss_sees_haze_and_trains_only_the_dehazer(yolo_weights, highway_frames):
-    from training.detector_features import DetectorFeatures, feature_loss
+    from training.dehazer.detector_features import DetectorFeatures, feature_loss
 
     features = DetectorFeatures(str(yolo_weights))
     clean = torch.from_numpy(highway_frames[:2, :192, :320]).permute(0, 3, 1, 2).float() / 255
@@ -70,7 +70,7 @@ def test_detector_feature_loss_sees_haze_and_trains_only_the_dehazer(yolo_weight
 def test_real_sampler_gives_the_teacher_crop_of_the_same_region():
     import numpy as np
 
-    from training.trainer import RealSampler
+    from training.dehazer.trainer import RealSampler
 
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (60, 80, 3), dtype=np.uint8) for _ in range(3)]
@@ -108,7 +108,7 @@ def test_cid_lite_output_is_its_coefficient_maps_applied():
 def test_merge_detections_keeps_the_union_of_views():
     import numpy as np
 
-    from training.pseudo_labels import merge_detections
+    from training.dehazer.pseudo_labels import merge_detections
 
     box = np.array([[10, 10, 50, 40]], np.float32)
     raw = (np.concatenate([box, [[100, 100, 140, 130]]]), np.array([0.5, 0.2], np.float32), np.array([2, 2]))
@@ -126,7 +126,7 @@ def test_merge_detections_keeps_the_union_of_views():
 def test_crop_boxes_moves_clips_and_drops_boxes_mostly_outside():
     import numpy as np
 
-    from training.pseudo_labels import crop_boxes
+    from training.dehazer.pseudo_labels import crop_boxes
 
     boxes = np.array([[2, 40, 40, 60, 60], [3, 90, 40, 130, 60], [5, 120, 10, 200, 30]], np.float32)
     out = crop_boxes(boxes, top=20, left=30, size=64)
@@ -142,7 +142,7 @@ def test_detection_loss_rewards_seeing_the_pseudo_labels_and_trains_only_the_deh
     import numpy as np
 
     from cidstream.errors import ConfigError
-    from training.pseudo_labels import DetectionLoss, pseudo_labels
+    from training.dehazer.pseudo_labels import DetectionLoss, pseudo_labels
 
     frames = [np.ascontiguousarray(f[:352, 400:752]) for f in highway_frames[:2]]
     labels = pseudo_labels(str(yolo_weights), frames, frames, conf=0.3, iou=0.6)
@@ -211,7 +211,7 @@ def test_all_phases_then_export(cli, tiny_config, tmp_path):
 
 @pytest.mark.slow
 def test_stopped_training_resumes_to_the_same_weights(tiny_config, tmp_path):
-    from training.trainer import Trainer, load_train_config
+    from training.dehazer.trainer import Trainer, load_train_config
 
     cfg = load_train_config(tiny_config)
     whole = Trainer(cfg, tmp_path / "whole", log=lambda m: None)

@@ -95,7 +95,7 @@ def test_a_crafted_detector_file_is_refused_before_it_runs(cli, shared_data, yol
 
 def test_export_reads_a_checkpoint_as_plain_data(tmp_path):
     from cidstream.errors import WeightsError
-    from training.trainer import export
+    from training.dehazer.trainer import export
 
     marker = tmp_path / "MARKER"
     with pytest.raises(WeightsError, match="refused training checkpoint .*posix.system.*it was not loaded"):
@@ -262,7 +262,7 @@ def test_the_real_targets_cache_is_plain_data_and_a_crafted_one_is_refused(cli, 
 
 def test_a_crafted_fog_meter_training_cache_is_one_line(cli, tmp_path):
     """Read with weights_only before too (nothing ran), but it ended in an internal error, exit 1."""
-    from training.haze_train import read_haze_config, sets_file
+    from training.fog_meter.haze_train import read_haze_config, sets_file
 
     marker = tmp_path / "MARKER"
     cache = crafted(sets_file(read_haze_config(str(REPO / "configs" / "train" / "haze.yaml")), tmp_path), marker)
@@ -305,7 +305,7 @@ def test_a_resumed_training_takes_no_file_names_from_the_checkpoint(shared_data,
     model (distill_model, unpickled in full) and the data YAML (whose download script it runs)."""
     from ultralytics.models.yolo.detect import DetectionTrainer
 
-    from training.detector_train import resume_args
+    from training.detector.detector_train import resume_args
 
     ckpt = load_detector_checkpoint(shared_data / "weights" / "yolo11n_coco_from_int8_unfused.pt")
     ckpt["train_args"] = {"model": "x.pt", "data": str(tmp_path / "theirs.yaml"), "epochs": 2,

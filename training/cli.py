@@ -148,8 +148,8 @@ def cmd_generate(args, console) -> int:
     from cidstream.errors import ConfigError, InputError
     from cidstream.progress import progress_view
 
-    from .generate import BUILTIN_SCENE, builtin_available, generate
-    from .recipe import load_recipe
+    from .synthetic.generate import BUILTIN_SCENE, builtin_available, generate
+    from .synthetic.recipe import load_recipe
 
     device = str(select_device(args.device))
     recipe = load_recipe(args.recipe)
@@ -194,7 +194,7 @@ def cmd_train(args, console) -> int:
     from cidstream.engine.device import select_device
     from cidstream.progress import progress_view
 
-    from .trainer import Trainer, load_train_config
+    from .dehazer.trainer import Trainer, load_train_config
 
     device = str(select_device(args.device))
     cfg = load_train_config(args.config)
@@ -272,7 +272,7 @@ def cmd_detector(args, console) -> int:
     from cidstream.errors import ConfigError
     from cidstream.progress import ProgressLines
 
-    from .detector_train import load_detector_config, prepare, resolve_base, train_detector
+    from .detector.detector_train import load_detector_config, prepare, resolve_base, train_detector
 
     cfg = load_detector_config(args.config)
     spec = args.detector or cfg.get("detector")
@@ -339,8 +339,8 @@ def cmd_haze(args, console) -> int:
     from cidstream.io.atomic import check_writable_folder
     from cidstream.progress import progress_view
 
-    from .haze_data import check_sources
-    from .haze_train import build_sets, read_haze_config, train_meter, trained_on
+    from .fog_meter.haze_data import check_sources
+    from .fog_meter.haze_train import build_sets, read_haze_config, train_meter, trained_on
 
     cfg = read_haze_config(args.config)
     if args.steps is not None:
@@ -441,7 +441,7 @@ def check_export_output(checkpoint: Path, output: str) -> None:
 
 
 def cmd_export(args, console) -> int:
-    from .trainer import export
+    from .dehazer.trainer import export
 
     check_checkpoint(Path(args.checkpoint))
     check_export_output(Path(args.checkpoint), args.output)
@@ -495,8 +495,8 @@ def cmd_validate(args, console) -> int:
 
     from cidstream.engine import Dehazer
 
-    from . import losses as L
-    from .trainer import load_data, load_train_config, validation_set
+    from .dehazer import losses as L
+    from .dehazer.trainer import load_data, load_train_config, validation_set
 
     cfg = load_train_config(args.config)
     clean, target = load_data(cfg)

@@ -2,7 +2,7 @@
 
 Training-free measures (engine/haze.py) read the scene as much as the air: a textured close-up reads
 clear and a dark, flat road reads foggy. This small network is trained by ``cidstream train fog-meter``
-(training/haze_train.py) on synthetic fog of known visibility over many clear scenes, the generator's
+(training/fog_meter/haze_train.py) on synthetic fog of known visibility over many clear scenes, the generator's
 nuisances without fog labelled clear, and real fog, so it learns which loss of contrast is fog. It sees
 the RGB copy plus three maps the classical measures use (local contrast, dark channel, saturation) and
 their frame statistics, and returns log10 visibility and its standard deviation (in decades). Cost: a few

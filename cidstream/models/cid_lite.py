@@ -74,7 +74,7 @@ def guided_upsample(coeffs: torch.Tensor, work: torch.Tensor, full: torch.Tensor
 
 HEADS = ("affine", "scattering")
 AIRLIGHT_COLOURS = ("network", "frame")
-# Settings applied after the scattering model that training switches off (training/trainer.py) and export takes
+# Settings applied after the scattering model that training switches off (training/dehazer/trainer.py) and export takes
 # from the config: they change how the output is shown, not what the network learns.
 DISPLAY_SETTINGS = ("keep_brightness", "detail_eps")
 

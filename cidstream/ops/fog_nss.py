@@ -5,7 +5,7 @@ Why: natural images have predictable local statistics that fog disturbs in known
 normalised (MSCN) coefficients and their neighbour products, lowers and evens out local sharpness, drains
 contrast energy from the luminance and both colour-opponent channels, and narrows the histogram and
 colourfulness. Unlike the mean contrast, these read a dense veil over a textured scene as dense. The meter
-gets their frame means; it learns how they map to metres (training/haze_train.py), so no fog-free corpus
+gets their frame means; it learns how they map to metres (training/fog_meter/haze_train.py), so no fog-free corpus
 model is needed.
 """
 from __future__ import annotations

@@ -11,10 +11,10 @@ from torch.utils.data import Dataset
 
 from cidstream.io.images import read_image
 
-from .depth import DepthSource
-from .generate import degrade_batch, depth_source
-from .inputs import expand_sources, resize_short_side, round_robin
-from .recipe import Recipe
+from ..synthetic.depth import DepthSource
+from ..synthetic.generate import degrade_batch, depth_source
+from ..inputs import expand_sources, resize_short_side, round_robin
+from ..synthetic.recipe import Recipe
 
 
 def load_frames(sources: list[str], short_side: int, stride: int = 10, dedup: float = 2.0,

@@ -41,7 +41,7 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    recipe: str = field(default=None, metadata=REQUIRED)  # synthetic pairs, made on the fly (training/recipe.py)
+    recipe: str = field(default=None, metadata=REQUIRED)  # synthetic pairs made on the fly (synthetic/recipe.py)
     clean: list[Entry] = field(default=None, metadata=REQUIRED)  # clear-weather sources
     clean_stride: Annotated[int, Range(1)] = 4
     target: list[Entry] = field(default=None, metadata=REQUIRED)  # unlabeled real haze

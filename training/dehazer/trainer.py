@@ -20,10 +20,10 @@ from cidstream.models.cid_lite import DISPLAY_SETTINGS
 
 from . import losses as L
 from .datasets import load_frames, random_crop
-from .depth import DepthSource
-from .generate import degrade_batch, depth_source
-from .recipe import Recipe, load_recipe
-from .data_entries import resolve, source_specs
+from ..synthetic.depth import DepthSource
+from ..synthetic.generate import degrade_batch, depth_source
+from ..synthetic.recipe import Recipe, load_recipe
+from ..data_entries import resolve, source_specs
 from .train_config import read_train_config
 
 PHASES = ("pretrain", "adapt", "finetune")
@@ -31,7 +31,7 @@ TARGETS_FORMAT = 2  # real_targets caches hold tensors (plain data); format 1 he
 
 
 def load_train_config(path: str | Path) -> dict:
-    """Checked against training/train_config.py, where each key's default and range are declared."""
+    """Checked against training/dehazer/train_config.py, where each key's default and range are declared."""
     return read_train_config(path)
 
 

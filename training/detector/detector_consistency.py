@@ -42,7 +42,7 @@ class Consistency:
 
     def degrade(self, img: torch.Tensor) -> torch.Tensor:
         """A fresh degraded copy of (N, 3, H, W) images in [0, 1], one recipe domain per image."""
-        from .generate import degrade_batch, depth_source
+        from ..synthetic.generate import degrade_batch, depth_source
 
         cpu = img.detach().float().cpu()
         hazy, _, _ = degrade_batch(self.recipe, cpu, depth_source(self.recipe)(cpu), self.generator)

@@ -3,7 +3,7 @@
 No human labels: a clean frame is labelled with the frozen base detector's confident boxes (every class,
 its own class ids) and those labels are kept for the frame's degraded copies, so the clean view teaches
 the foggy one. Real fog frames get the base detector's boxes on the raw frame and on its DCP output,
-merged (training/pseudo_labels.py; more dehazers and mirrored views on request). Each clean frame yields ``copies`` images, each left clean with
+merged (training/dehazer/pseudo_labels.py; more dehazers and mirrored views on request). Each clean frame yields ``copies`` images, each left clean with
 probability ``clean_share`` and otherwise degraded by one domain of the multi-domain recipe (the
 dehazer's recipe). The set depends only on the config and the base detector, so it is built once per
 run folder and reused on resume (a fingerprint says when it is stale).
@@ -23,11 +23,11 @@ import torch
 
 from cidstream.errors import ConfigError, OutputError
 
-from .generate import degrade_batch, depth_source, to_tensor, to_uint8
-from .inputs import expand_sources, frames_at_most, round_robin
-from .pseudo_labels import merge_detections
-from .recipe import load_recipe
-from .data_entries import resolve, source_specs
+from ..synthetic.generate import degrade_batch, depth_source, to_tensor, to_uint8
+from ..inputs import expand_sources, frames_at_most, round_robin
+from ..dehazer.pseudo_labels import merge_detections
+from ..synthetic.recipe import load_recipe
+from ..data_entries import resolve, source_specs
 
 DATA_KEYS = {"recipe", "clean", "clean_stride", "dedup", "copies", "clean_share", "label_conf", "real", "real_stride",
              "pseudo_conf", "pseudo_iou", "pseudo_views", "pseudo_flip", "val_share", "val_max", "imgsz", "max_clean",

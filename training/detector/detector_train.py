@@ -16,11 +16,11 @@ from cidstream.detect.safe_load import load_detector_checkpoint
 from cidstream.errors import ConfigError, InputError
 
 from .detector_data import build_dataset
-from .data_entries import resolve
+from ..data_entries import resolve
 
 CONFIG_KEYS = {"detector", "data", "train", "output", "clear_check", "consistency"}
 # Ultralytics train() arguments a config may set (the rest are fixed by us: data, project, name, device).
-TRAINING_MODULES = ("training.detector_consistency",)  # Ultralytics pickles its model class into last.pt
+TRAINING_MODULES = ("training.detector.detector_consistency",)  # Ultralytics pickles its model class into last.pt
 TRAIN_KEYS = {"epochs", "imgsz", "batch", "workers", "optimizer", "lr0", "lrf", "cos_lr", "warmup_epochs", "momentum",
               "weight_decay", "mosaic", "close_mosaic", "mixup", "hsv_h", "hsv_s", "hsv_v", "degrees", "translate",
               "scale", "fliplr", "patience", "seed", "freeze", "amp", "cache", "val"}
@@ -129,7 +129,7 @@ def report_batches(model, progress) -> None:
 def ultralytics_train(base: str, data_yaml: Path, run_dir: Path, args: dict, resume: bool, log,
                       consistency=None, progress=None) -> Path:
     """Train (or resume) under RUN_DIR/yolo, with the feature-consistency term when ``consistency`` is
-    given (training/detector_consistency.py), reporting ``progress("training", done, total)`` in batches;
+    given (training/detector/detector_consistency.py), reporting ``progress("training", done, total)`` in batches;
     returns the best checkpoint (last if no best was saved)."""
     from ultralytics import YOLO
 
@@ -233,7 +233,7 @@ def train_detector(cfg: dict, base: str, data: dict, out: Path, run_dir: Path, d
     from cidstream.evaluation.clear_check import clear_check
 
     from .detector_consistency import Consistency, plain
-    from .recipe import load_recipe
+    from ..synthetic.recipe import load_recipe
 
     args = _train_args(cfg, device)
     section = cfg.get("consistency")

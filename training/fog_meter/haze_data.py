@@ -8,7 +8,7 @@ Three kinds of label, one per sample:
   at_most   visibility at most this: real fog without a measurement (weak labels).
 
 Synthetic fog. The generator's depth is relative (0 at the camera, 1 at the far limit: sky and horizon,
-training/depth.py). Each sample draws a far limit ``far_m`` (metres, log-uniform in the config's range; a
+training/synthetic/depth.py). Each sample draws a far limit ``far_m`` (metres, log-uniform in the config's range; a
 road camera's farthest modelled ground), so depth in metres is d * far_m, and a visibility V drawn
 log-uniformly; the scattering coefficient is then beta = 3.912 / V per metre (Koschmieder: V is where a black
 object's contrast falls to 2 %), i.e. beta * far_m = 3.912 * far_m / V at the far limit, which is the
@@ -33,11 +33,11 @@ from cidstream.evaluation.clear_check import read_every
 from cidstream.io.images import read_image
 from cidstream.io.sources import list_images
 
-from . import degradations as D
-from .data_entries import DATA_VAR, resolve, source_specs, visibility_table
-from .depth import road_prior
-from .generate import pick_domains
-from .recipe import TINTS, Recipe, apply_step, draw
+from ..synthetic import degradations as D
+from ..data_entries import DATA_VAR, resolve, source_specs, visibility_table
+from ..synthetic.depth import road_prior
+from ..synthetic.generate import pick_domains
+from ..synthetic.recipe import TINTS, Recipe, apply_step, draw
 
 KOSCHMIEDER = 3.912            # -ln(0.02): the 2 % contrast threshold
 FOG_OPS = ("haze", "glow")     # left out of a domain to make its nuisances without fog

@@ -23,13 +23,13 @@ from cidstream.detect.safe_load import load_plain
 from cidstream.engine.fog_meter import STAT_SETS, FogMeter
 from cidstream.evaluation.splits import SPLITS
 
-from .data_entries import resolve
+from ..data_entries import resolve
 from .haze_data import KINDS, LabelledSet, real_set, synthetic_set
-from .losses import coral_bounded, unit_scale
-from .recipe import load_recipe
+from ..dehazer.losses import coral_bounded, unit_scale
+from ..synthetic.recipe import load_recipe
 
 WHAT = "fog meter training config"
-SET_VERSION = 2          # raise when training/haze_data.py makes different sets from the same config
+SET_VERSION = 2          # raise when training/fog_meter/haze_data.py makes different sets from the same config
 HINGE_SCALE = 0.15       # decades: a bound missed by this much costs as much as one standard deviation
 
 

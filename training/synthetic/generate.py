@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .depth import DepthSource
-from .inputs import expand_sources, resize_short_side, round_robin
+from ..inputs import expand_sources, resize_short_side, round_robin
 from .recipe import Recipe, degrade
 
 REPO = Path(__file__).resolve().parents[1]

@@ -68,7 +68,7 @@ class RecipeFile:
     """The keys of a recipe file, their defaults and ranges (checked like every config: cidstream.config)."""
     seed: int = 0
     short_side: Annotated[int, Range(32, 4096)] = 360  # clean frames are resized so their short side is this
-    depth: dict = field(default_factory=lambda: {"source": "road_prior"})  # training/depth.py
+    depth: dict = field(default_factory=lambda: {"source": "road_prior"})  # training/synthetic/depth.py
     domains: dict = field(default_factory=dict)  # name -> DomainFile
 
 
