@@ -15,7 +15,7 @@ from .depth import DepthSource
 from ..inputs import expand_sources, resize_short_side, round_robin
 from .recipe import Recipe, degrade
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SAMPLE_SCRIPT = REPO / "samples" / "make_sample.py"
 # The built-in clean source: the synthetic road scene samples/make_sample.py draws, before it adds fog
 # (samples/hazy_traffic.mp4 itself is foggy, so it cannot be the clean half of a pair).
