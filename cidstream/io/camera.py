@@ -196,16 +196,14 @@ class LiveSource(Source):
                           planes=decoded.planes)
             self._index += 1
             self.stats.received += 1
-        while True:
-            try:
-                self.frames.put_nowait(frame)
-                break
-            except queue.Full:
-                try:
-                    self.frames.get_nowait()
-                    self.stats.dropped += 1
-                except queue.Empty:
-                    pass
+        q = self.frames
+        with q.mutex:  # drop the oldest and put the newest as one step: a consumer never sees the queue one short
+            if len(q.queue) >= q.maxsize:
+                q.queue.popleft()
+                self.stats.dropped += 1
+            q.queue.append(frame)
+            q.unfinished_tasks += 1
+            q.not_empty.notify()
         if self.notify is not None:
             self.notify.set()
 
